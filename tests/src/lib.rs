@@ -1,0 +1,12 @@
+//! Helpers for the integration tests in `tests/api`: a real PostgreSQL
+//! for each test binary with a fresh database for each test, and the
+//! services started in-process on port 0.
+//!
+//! # Layout
+//! - [`postgres`]: where the PostgreSQL server comes from (testcontainers,
+//!   the machine's own binaries, or a server named in the environment) and
+//!   fresh databases on it.
+//! - [`services`]: the services started in-process, with typed clients.
+
+pub mod postgres;
+pub mod services;

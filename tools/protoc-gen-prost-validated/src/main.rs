@@ -18,9 +18,9 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 
 use prost::Message;
+use prost_types::FileDescriptorProto;
 use prost_types::compiler::code_generator_response::{Feature, File};
 use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse};
-use prost_types::FileDescriptorProto;
 use protoc_gen_prost::ModuleRequestSet;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -49,7 +49,11 @@ impl Options {
         let mut options = Options {
             file_descriptor_set: false,
         };
-        for option in parameter.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        for option in parameter
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
             match option {
                 "file_descriptor_set" | "file_descriptor_set=true" => {
                     options.file_descriptor_set = true;
@@ -110,7 +114,9 @@ fn generate(raw: &[u8]) -> Result<Vec<File>, Error> {
     let mut generated = config.generate(
         modules
             .requests()
-            .flat_map(|(module, request)| request.files().map(|file| (module.clone(), file.clone())))
+            .flat_map(|(module, request)| {
+                request.files().map(|file| (module.clone(), file.clone()))
+            })
             .collect(),
     )?;
 
@@ -122,11 +128,18 @@ fn generate(raw: &[u8]) -> Result<Vec<File>, Error> {
         let mut content = String::from("// @generated\n");
         content.push_str(&generated.remove(module).unwrap_or_default());
         if options.file_descriptor_set {
-            let roots: Vec<&str> = module_request.files().map(FileDescriptorProto::name).collect();
+            let roots: Vec<&str> = module_request
+                .files()
+                .map(FileDescriptorProto::name)
+                .collect();
             let set = RawFileDescriptorSet {
                 file: with_imports(&roots, &request.proto_file, &raw_files)?,
             };
-            push_descriptor_set(&mut content, module_request.proto_package_name(), &set.encode_to_vec());
+            push_descriptor_set(
+                &mut content,
+                module_request.proto_package_name(),
+                &set.encode_to_vec(),
+            );
         }
         content.push_str("// @@protoc_insertion_point(module)\n");
         files.push(File {

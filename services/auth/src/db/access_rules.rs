@@ -1,0 +1,17 @@
+//! `access_rules`: which role may call which endpoint.
+
+use sqlx::PgExecutor;
+
+pub struct AccessRuleRow {
+    pub endpoint: String,
+    pub role: String,
+}
+
+pub async fn all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<AccessRuleRow>> {
+    sqlx::query_as!(
+        AccessRuleRow,
+        "select endpoint, role from access_rules order by endpoint, role"
+    )
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,19 @@
+//! The only place SQL lives. Every query is checked at compile time against
+//! the auth schema (`migrations/auth`), from the metadata in `.sqlx/`.
+
+pub mod access_rules;
+
+use secrecy::ExposeSecret as _;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// Connects lazily: the pool opens connections as queries need them.
+pub fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config.url.expose_secret().parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options.application_name("auth")))
+}

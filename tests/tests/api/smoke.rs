@@ -1,0 +1,40 @@
+//! The harness itself: a real database, migrations, a gRPC round trip.
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use tests::services::TestAuth;
+
+#[tokio::test]
+async fn auth_starts_on_a_migrated_database_and_answers_health_checks() {
+    let auth = TestAuth::spawn().await;
+
+    let migrations: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(&auth.db)
+        .await
+        .expect("counting migrations");
+    assert_eq!(migrations, auth::MIGRATOR.iter().count() as i64);
+
+    let rules: i64 = sqlx::query_scalar("select count(*) from access_rules")
+        .fetch_one(&auth.db)
+        .await
+        .expect("counting access rules");
+    assert!(rules > 0, "the seeded access rules are missing");
+
+    let response = HealthClient::new(auth.channel())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(response.status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn each_test_gets_a_database_of_its_own() {
+    let first = tests::postgres::fresh_database().await;
+    let second = tests::postgres::fresh_database().await;
+    assert_ne!(first, second);
+}
