@@ -1,17 +1,8 @@
-// @generated
-pub mod auth {
-    #[cfg(feature = "auth-v1")]
-    // @@protoc_insertion_point(attribute:auth.v1)
-    pub mod v1 {
-        include!("auth/v1/auth.v1.rs");
-        // @@protoc_insertion_point(auth.v1)
-    }
-}
-pub mod chat {
-    #[cfg(feature = "chat-v1")]
-    // @@protoc_insertion_point(attribute:chat.v1)
-    pub mod v1 {
-        include!("chat/v1/chat.v1.rs");
-        // @@protoc_insertion_point(chat.v1)
-    }
-}
+//! Rust for the contracts in `proto/`, written by `buf generate`: messages
+//! that validate their own `validate.rules`, tonic clients and servers, and
+//! each package's `FILE_DESCRIPTOR_SET` for server reflection.
+//!
+//! Nothing here is edited by hand: change the protos and regenerate. One
+//! feature per package (`auth-v1`, `chat-v1`) keeps each service to the
+//! contracts it uses.
+include!("protos.rs");
