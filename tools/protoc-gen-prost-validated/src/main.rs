@@ -162,10 +162,10 @@ fn with_imports(
     let mut wanted: HashSet<&str> = HashSet::new();
     let mut stack: Vec<&str> = roots.to_vec();
     while let Some(name) = stack.pop() {
-        if wanted.insert(name) {
-            if let Some(file) = files.iter().find(|file| file.name() == name) {
-                stack.extend(file.dependency.iter().map(String::as_str));
-            }
+        if wanted.insert(name)
+            && let Some(file) = files.iter().find(|file| file.name() == name)
+        {
+            stack.extend(file.dependency.iter().map(String::as_str));
         }
     }
     files
