@@ -6,7 +6,10 @@
 //! - [`postgres`]: where the PostgreSQL server comes from (testcontainers,
 //!   the machine's own binaries, or a server named in the environment) and
 //!   fresh databases on it.
-//! - [`services`]: the services started in-process, with typed clients.
+//! - [`services`]: the services started in-process, with typed clients and
+//!   helpers that make users and tokens.
+//! - [`snapshot`]: wire values as JSON for insta snapshots.
 
 pub mod postgres;
 pub mod services;
+pub mod snapshot;

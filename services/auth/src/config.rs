@@ -1,16 +1,24 @@
-//! Settings, read from `AUTH_*` environment variables (see the README for
-//! the full list and defaults).
+//! Settings, read from `AUTH_*` environment variables. The README lists
+//! them with their defaults; [`Config::with_defaults`] is the same list in
+//! code.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use anyhow::Context as _;
-use secrecy::SecretString;
+use anyhow::{Context as _, bail};
+use secrecy::{ExposeSecret as _, SecretString};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
     pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub passwords: PasswordConfig,
+    pub lockout: LockoutConfig,
+    /// An admin to create at start-up if no user has that name yet: how the
+    /// first admin comes to be.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
 }
 
 #[derive(Debug, Clone)]
@@ -19,17 +27,208 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// Keys for signing access tokens (HS256). The first signs; all of them
+    /// verify, so a new key can be put first while tokens signed with the
+    /// old one are still in use.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    /// Goes into each token's `kid` header, to find the key that verifies it.
+    pub id: String,
+    pub secret: SecretString,
+}
+
+/// argon2id parameters; the defaults are OWASP's (19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// How many hashes may be computed at once; more wait their turn, so
+    /// that a burst of logins can neither starve other calls of CPU nor
+    /// exhaust memory.
+    pub max_concurrent_hashes: usize,
+}
+
+/// Brute-force protection, after Keycloak's: after `max_failures`
+/// consecutive failed logins the account is locked, for `wait_increment`
+/// more with each further failure, up to `max_wait`. Failures older than
+/// `failure_reset` are forgotten.
+#[derive(Debug, Clone)]
+pub struct LockoutConfig {
+    pub max_failures: u32,
+    pub wait_increment: Duration,
+    pub max_wait: Duration,
+    pub failure_reset: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapAdmin {
+    pub name: String,
+    pub email: String,
+    pub password: SecretString,
+}
+
+/// Signs tokens only where `AUTH_DEV_MODE=true` and no key is configured.
+const DEV_SIGNING_KEY: &str = "dev-mode-only-insecure-signing-key-never-use-in-production";
+const MIN_SECRET_LEN: usize = 32;
+
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Ok(Config {
-            grpc_addr: var_or("AUTH_GRPC_ADDR", "0.0.0.0:50051")?,
+    /// Every setting at its default, with the given database and keys.
+    pub fn with_defaults(database_url: SecretString, signing_keys: Vec<SigningKey>) -> Config {
+        Config {
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             database: DatabaseConfig {
-                url: std::env::var("AUTH_DATABASE_URL")
-                    .context("AUTH_DATABASE_URL is not set (postgres://user:password@host:port/database)")?
-                    .into(),
-                max_connections: var_or("AUTH_DATABASE_MAX_CONNECTIONS", "10")?,
+                url: database_url,
+                max_connections: 10,
             },
+            tokens: TokenConfig {
+                access_ttl: Duration::from_secs(5 * 60),
+                refresh_ttl: Duration::from_secs(24 * 60 * 60),
+                signing_keys,
+            },
+            passwords: PasswordConfig {
+                memory_kib: 19 * 1024,
+                iterations: 2,
+                parallelism: 1,
+                max_concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+            },
+            lockout: LockoutConfig {
+                max_failures: 5,
+                wait_increment: Duration::from_secs(60),
+                max_wait: Duration::from_secs(15 * 60),
+                failure_reset: Duration::from_secs(12 * 60 * 60),
+            },
+            bootstrap_admin: None,
+        }
+    }
+
+    pub fn from_env() -> anyhow::Result<Config> {
+        let database_url: SecretString = std::env::var("AUTH_DATABASE_URL")
+            .context("AUTH_DATABASE_URL is not set (postgres://user:password@host:port/database)")?
+            .into();
+        let dev_mode = var_or("AUTH_DEV_MODE", "false")?;
+        let signing_keys = match std::env::var("AUTH_JWT_KEYS") {
+            Ok(keys) => parse_signing_keys(&keys)?,
+            Err(_) if dev_mode => {
+                tracing::warn!(
+                    "AUTH_DEV_MODE: signing access tokens with the public development key"
+                );
+                vec![SigningKey {
+                    id: "dev".to_owned(),
+                    secret: DEV_SIGNING_KEY.into(),
+                }]
+            }
+            Err(_) => bail!(
+                "AUTH_JWT_KEYS is not set (id:secret[,id:secret...]; or AUTH_DEV_MODE=true for development)"
+            ),
+        };
+        let defaults = Config::with_defaults(database_url, signing_keys);
+        let seconds = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+            Ok(Duration::from_secs(var_or(
+                name,
+                &default.as_secs().to_string(),
+            )?))
+        };
+        let bootstrap_admin = match std::env::var("AUTH_BOOTSTRAP_ADMIN_NAME") {
+            Ok(name) => Some(BootstrapAdmin {
+                name,
+                email: std::env::var("AUTH_BOOTSTRAP_ADMIN_EMAIL")
+                    .context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_EMAIL must be too")?,
+                password: std::env::var("AUTH_BOOTSTRAP_ADMIN_PASSWORD")
+                    .context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_PASSWORD must be too")?
+                    .into(),
+            }),
+            Err(_) => None,
+        };
+        Ok(Config {
+            grpc_addr: var_or("AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            database: DatabaseConfig {
+                url: defaults.database.url,
+                max_connections: var_or(
+                    "AUTH_DATABASE_MAX_CONNECTIONS",
+                    &defaults.database.max_connections.to_string(),
+                )?,
+            },
+            tokens: TokenConfig {
+                access_ttl: seconds("AUTH_ACCESS_TOKEN_TTL_SECS", defaults.tokens.access_ttl)?,
+                refresh_ttl: seconds("AUTH_REFRESH_TOKEN_TTL_SECS", defaults.tokens.refresh_ttl)?,
+                signing_keys: defaults.tokens.signing_keys,
+            },
+            passwords: PasswordConfig {
+                memory_kib: var_or(
+                    "AUTH_ARGON2_MEMORY_KIB",
+                    &defaults.passwords.memory_kib.to_string(),
+                )?,
+                iterations: var_or(
+                    "AUTH_ARGON2_ITERATIONS",
+                    &defaults.passwords.iterations.to_string(),
+                )?,
+                parallelism: var_or(
+                    "AUTH_ARGON2_PARALLELISM",
+                    &defaults.passwords.parallelism.to_string(),
+                )?,
+                max_concurrent_hashes: var_or(
+                    "AUTH_MAX_CONCURRENT_HASHES",
+                    &defaults.passwords.max_concurrent_hashes.to_string(),
+                )?,
+            },
+            lockout: LockoutConfig {
+                max_failures: var_or(
+                    "AUTH_LOCKOUT_MAX_FAILURES",
+                    &defaults.lockout.max_failures.to_string(),
+                )?,
+                wait_increment: seconds(
+                    "AUTH_LOCKOUT_WAIT_INCREMENT_SECS",
+                    defaults.lockout.wait_increment,
+                )?,
+                max_wait: seconds("AUTH_LOCKOUT_MAX_WAIT_SECS", defaults.lockout.max_wait)?,
+                failure_reset: seconds(
+                    "AUTH_LOCKOUT_FAILURE_RESET_SECS",
+                    defaults.lockout.failure_reset,
+                )?,
+            },
+            bootstrap_admin,
         })
+    }
+}
+
+/// `id:secret[,id:secret...]`; secrets of at least 32 bytes.
+pub fn parse_signing_keys(keys: &str) -> anyhow::Result<Vec<SigningKey>> {
+    let keys = keys
+        .split(',')
+        .map(|pair| {
+            let (id, secret) = pair
+                .trim()
+                .split_once(':')
+                .context("AUTH_JWT_KEYS entries look like id:secret")?;
+            if id.is_empty() {
+                bail!("AUTH_JWT_KEYS has a key without an id");
+            }
+            if secret.len() < MIN_SECRET_LEN {
+                bail!("AUTH_JWT_KEYS key {id:?} is shorter than {MIN_SECRET_LEN} bytes");
+            }
+            Ok(SigningKey {
+                id: id.to_owned(),
+                secret: secret.into(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        bail!("AUTH_JWT_KEYS names no key");
+    }
+    Ok(keys)
+}
+
+impl SigningKey {
+    pub fn secret_bytes(&self) -> &[u8] {
+        self.secret.expose_secret().as_bytes()
     }
 }
 
@@ -43,4 +242,39 @@ where
     value
         .parse()
         .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_keys_parse_in_order() {
+        let keys = parse_signing_keys(
+            "new:0123456789abcdef0123456789abcdef, old:fedcba9876543210fedcba9876543210",
+        )
+        .expect("valid keys");
+        assert_eq!(
+            keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            ["new", "old"]
+        );
+    }
+
+    #[test]
+    fn short_or_unnamed_signing_keys_are_refused() {
+        assert!(parse_signing_keys("k:short").is_err());
+        assert!(parse_signing_keys(":0123456789abcdef0123456789abcdef").is_err());
+        assert!(parse_signing_keys("no-colon").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::with_defaults(
+            "postgres://u:hunter2@db/auth".to_owned().into(),
+            parse_signing_keys("k:0123456789abcdef0123456789abcdef").expect("valid key"),
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains("0123456789abcdef"));
+    }
 }

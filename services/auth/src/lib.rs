@@ -3,13 +3,29 @@
 //!
 //! # Layout
 //! - [`config`]: settings, read from the environment.
-//! - [`startup`]: [`startup::Application`] binds the listener, migrates the
-//!   database and serves until told to stop.
+//! - [`startup`]: [`startup::Application`] migrates the database, loads the
+//!   access policy, binds the listener and serves until told to stop.
+//! - [`grpc`]: the wire boundary, one module per proto service, and the
+//!   guard that applies the access rules to them.
+//! - [`domain`]: valid values (`UserName`, `Email`, `NewPassword`, `Role`).
+//! - [`access`]: the access rules and token revocations, in memory, kept
+//!   current across replicas by PostgreSQL notifications.
+//! - [`tokens`]: access tokens (JWT) and refresh tokens (opaque, hashed).
+//! - [`passwords`]: argon2id, off the async threads and bounded.
 //! - [`db`]: the only place SQL lives, one module per table.
+//! - [`bootstrap`]: the first admin.
+//! - [`error`]: the one error type and its gRPC statuses.
 
+pub mod access;
+pub mod bootstrap;
 pub mod config;
 pub mod db;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod passwords;
 pub mod startup;
+pub mod tokens;
 
 /// The database migrations, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/auth");

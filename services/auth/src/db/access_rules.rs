@@ -2,16 +2,18 @@
 
 use sqlx::PgExecutor;
 
+use crate::error::Result;
+
 pub struct AccessRuleRow {
     pub endpoint: String,
     pub role: String,
 }
 
-pub async fn all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<AccessRuleRow>> {
-    sqlx::query_as!(
+pub async fn all(db: impl PgExecutor<'_>) -> Result<Vec<AccessRuleRow>> {
+    Ok(sqlx::query_as!(
         AccessRuleRow,
         "select endpoint, role from access_rules order by endpoint, role"
     )
     .fetch_all(db)
-    .await
+    .await?)
 }

@@ -2,6 +2,9 @@
 //! the auth schema (`migrations/auth`), from the metadata in `.sqlx/`.
 
 pub mod access_rules;
+pub mod refresh_tokens;
+pub mod revocations;
+pub mod users;
 
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
@@ -16,4 +19,12 @@ pub fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .max_connections(config.max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_lazy_with(options.application_name("auth")))
+}
+
+/// The unique constraint a failed statement broke, if that is why it failed.
+pub fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(error) if error.is_unique_violation() => error.constraint(),
+        _ => None,
+    }
 }

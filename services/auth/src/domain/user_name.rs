@@ -1,0 +1,65 @@
+use crate::error::Error;
+
+/// A user's name: what they log in with and others find them by. Unique
+/// regardless of case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(field: &'static str, name: String) -> Result<UserName, Error> {
+        let chars = name.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS {
+            return Err(Error::invalid(
+                field,
+                format!("must be 1 to {} characters", Self::MAX_CHARS),
+            ));
+        }
+        if name.trim() != name {
+            return Err(Error::invalid(
+                field,
+                "must not start or end with white space",
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid(field, "must not contain control characters"));
+        }
+        Ok(UserName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_parse() {
+        assert_eq!(
+            UserName::parse("name", "Ada Lovelace".into())
+                .map(UserName::into_inner)
+                .ok(),
+            Some("Ada Lovelace".into())
+        );
+        assert!(UserName::parse("name", "ü".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn empty_long_padded_and_control_names_are_refused() {
+        for name in ["", " ada", "ada ", "a\u{7}da"] {
+            assert!(
+                UserName::parse("name", name.into()).is_err(),
+                "{name:?} was accepted"
+            );
+        }
+        assert!(UserName::parse("name", "a".repeat(101)).is_err());
+    }
+}

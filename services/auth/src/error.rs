@@ -1,0 +1,78 @@
+//! The service's one error type, and what clients see of it.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        field: &'static str,
+        description: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique field (`name`, `email`) already belongs to another user.
+    #[error("{field} is already taken")]
+    AlreadyExists { field: &'static str },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Too many failed logins; the account is locked for `retry_after`.
+    #[error("too many failed logins: try again in {} s", retry_after.as_secs().max(1))]
+    Locked { retry_after: Duration },
+    /// Anything the client cannot act on; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field,
+            description: description.into(),
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Error {
+        Error::Unauthenticated(message.into())
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Error {
+        Error::PermissionDenied(message.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Error {
+        Error::Internal(error.into())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument { field, description } => {
+                serving::invalid::invalid_argument(field, description)
+            }
+            Error::NotFound(message) => Status::not_found(message),
+            Error::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+            Error::Unauthenticated(message) => Status::unauthenticated(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Locked { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            Error::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `auth.v1.AccessService`: other services ask whether a caller may call
+//! one of their endpoints.
+
+use std::sync::Arc;
+
+use api::auth::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::State;
+
+pub struct AccessApi {
+    state: Arc<State>,
+}
+
+impl AccessApi {
+    pub fn new(state: Arc<State>) -> AccessApi {
+        AccessApi { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::access_service_server::AccessService for AccessApi {
+    #[tracing::instrument(skip_all, fields(endpoint = %request.get_ref().endpoint_address))]
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        serving::invalid::validate(request.get_ref())?;
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.to_str().unwrap_or_default());
+        let principal = self
+            .state
+            .policy
+            .check(authorization, &request.get_ref().endpoint_address)?;
+        Ok(Response::new(pb::CheckResponse {
+            user_id: principal.user_id.0,
+            username: principal.name,
+            role: principal.role.to_proto().into(),
+        }))
+    }
+}

@@ -1,0 +1,60 @@
+//! A tower layer that applies the access rules to a service's calls before
+//! they reach it: the same [`AccessPolicy::authorize`] that answers other
+//! services' `Check` calls. The caller it lets through travels to the
+//! handler in the request's extensions.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::Service;
+
+use crate::access::AccessPolicy;
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    policy: Arc<AccessPolicy>,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, policy: Arc<AccessPolicy>) -> Guarded<S> {
+        Guarded { inner, policy }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Ready<Result<http::Response<Body>, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // A value that is not text is as malformed as a wrong scheme.
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.to_str().unwrap_or_default());
+        match self.policy.authorize(authorization, request.uri().path()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Either::Left(self.inner.call(request))
+            }
+            Err(error) => Either::Right(ready(Ok(Status::from(error).into_http()))),
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Guarded<S> {
+    const NAME: &'static str = S::NAME;
+}

@@ -1,0 +1,41 @@
+//! The wire boundary: one module per proto service, and the guard that
+//! applies the access rules to them. Requests are checked here (the proto's
+//! rules, then the domain's) and turned into domain values before anything
+//! else happens.
+
+pub mod access_service;
+pub mod auth_service;
+pub mod guard;
+pub mod user_service;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tonic::Status;
+
+use crate::access::{AccessPolicy, Caller};
+use crate::config::{LockoutConfig, TokenConfig};
+use crate::passwords::PasswordHasher;
+
+/// What the handlers share.
+pub struct State {
+    pub pool: PgPool,
+    pub passwords: PasswordHasher,
+    pub policy: Arc<AccessPolicy>,
+    pub tokens: TokenConfig,
+    pub lockout: LockoutConfig,
+}
+
+/// The caller the guard let through.
+fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!(
+                "a guarded handler ran without a caller: is the service wrapped in the guard?"
+            );
+            Status::internal("internal error")
+        })
+}

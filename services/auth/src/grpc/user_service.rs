@@ -1,0 +1,342 @@
+//! `auth.v1.UserService`: registration and accounts. Users act on their own
+//! account; admins on anyone's.
+
+use std::sync::Arc;
+
+use api::auth::v1 as pb;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::PgConnection;
+use tonic::{Request, Response, Status};
+
+use super::{State, caller};
+use crate::db;
+use crate::db::users::UserRow;
+use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
+use crate::error::{Error, Result};
+
+const DEFAULT_PAGE_SIZE: i64 = 50;
+
+pub struct UserApi {
+    state: Arc<State>,
+}
+
+impl UserApi {
+    pub fn new(state: Arc<State>) -> UserApi {
+        UserApi { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::user_service_server::UserService for UserApi {
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn create(
+        &self,
+        request: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let name = UserName::parse("name", request.name)?;
+        let email = Email::parse("email", request.email)?;
+        let password = NewPassword::parse(
+            ("password", request.password),
+            ("password_confirm", request.password_confirm),
+        )?;
+        let role = Role::from_proto("role", request.role)?.unwrap_or(Role::User);
+        if role == Role::Admin && !caller.is_admin() {
+            return Err(Error::permission_denied("only admins may create admins").into());
+        }
+
+        let hash = self.state.passwords.hash(password.as_password()).await?;
+        let id = db::users::insert(
+            &self.state.pool,
+            name.as_str(),
+            email.as_str(),
+            &hash,
+            role.as_str(),
+        )
+        .await?;
+        tracing::Span::current().record("user_id", id);
+        tracing::info!(role = role.as_str(), "user created");
+        Ok(Response::new(pb::CreateResponse { id }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().id))]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let caller = caller(&request)?;
+        serving::invalid::validate(request.get_ref())?;
+        let id = UserId(request.get_ref().id);
+        if !caller.may_act_on(id) {
+            return Err(Error::permission_denied("users may only read their own account").into());
+        }
+        let user = db::users::get(&self.state.pool, id.0)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok(Response::new(pb::GetResponse {
+            user: Some(to_proto(user)?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().id))]
+    async fn update(
+        &self,
+        request: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let id = UserId(request.id);
+        if !caller.may_act_on(id) {
+            return Err(Error::permission_denied("users may only change their own account").into());
+        }
+        let name = request
+            .name
+            .map(|name| UserName::parse("name", name))
+            .transpose()?;
+        let email = request
+            .email
+            .map(|email| Email::parse("email", email))
+            .transpose()?;
+        let role = match request.role {
+            Some(role) => Some(
+                Role::from_proto("role", role)?
+                    .ok_or_else(|| Error::invalid("role", "must be a role"))?,
+            ),
+            None => None,
+        };
+        if role.is_some() && !caller.is_admin() {
+            return Err(Error::permission_denied("only admins may change roles").into());
+        }
+
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
+        let current = db::users::get(&mut *tx, id.0)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if name.is_none() && email.is_none() && role.is_none() {
+            return Ok(Response::new(pb::UpdateResponse {
+                user: Some(to_proto(current)?),
+            }));
+        }
+        let mut updated = db::users::update(
+            &mut *tx,
+            id.0,
+            name.as_ref().map(UserName::as_str),
+            email.as_ref().map(Email::as_str),
+            role.map(Role::as_str),
+        )
+        .await?
+        .ok_or_else(|| not_found(id))?;
+        let role_changed = updated.role != current.role;
+        if role_changed {
+            updated.token_version = revoke_all_tokens(&mut tx, id).await?;
+        }
+        tx.commit().await.map_err(Error::from)?;
+        if role_changed {
+            self.state.policy.revoke(id, updated.token_version);
+            tracing::info!(
+                role = updated.role,
+                "role changed; the user's tokens are revoked"
+            );
+        }
+        Ok(Response::new(pb::UpdateResponse {
+            user: Some(to_proto(updated)?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().id))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = caller(&request)?;
+        serving::invalid::validate(request.get_ref())?;
+        let id = UserId(request.get_ref().id);
+        if !caller.may_act_on(id) {
+            return Err(Error::permission_denied("users may only delete their own account").into());
+        }
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
+        if !db::users::delete(&mut *tx, id.0).await? {
+            return Err(not_found(id).into());
+        }
+        // The refresh tokens went with the user; the access tokens are
+        // revoked for good.
+        db::revocations::raise(&mut *tx, id.0, i64::MAX).await?;
+        tx.commit().await.map_err(Error::from)?;
+        self.state.policy.revoke(id, i64::MAX);
+        tracing::info!("user deleted");
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let page_size = match i64::from(request.page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size,
+        };
+        let after = if request.page_token.is_empty() {
+            0
+        } else {
+            PageToken::decode(&request.page_token)?
+        };
+        let mut rows = db::users::list_after(&self.state.pool, after, page_size + 1).await?;
+        let next_page_token = if rows.len() as i64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|last| PageToken::encode(last.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListResponse {
+            users: rows.into_iter().map(to_proto).collect::<Result<_>>()?,
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = request.get_ref().id))]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let id = UserId(request.id);
+        if !caller.may_act_on(id) {
+            return Err(
+                Error::permission_denied("users may only change their own password").into(),
+            );
+        }
+        let new_password = NewPassword::parse(
+            ("new_password", request.new_password),
+            ("new_password_confirm", request.new_password_confirm),
+        )?;
+        let own_account = caller.principal().is_some_and(|p| p.user_id == id);
+        if own_account {
+            // Whoever holds the access token must also know the password.
+            let current = Password::parse("current_password", request.current_password)?;
+            let stored = db::users::password_hash(&self.state.pool, id.0)
+                .await?
+                .ok_or_else(|| not_found(id))?;
+            if !self.state.passwords.verify(&current, Some(&stored)).await? {
+                return Err(
+                    Error::invalid("current_password", "is not the account's password").into(),
+                );
+            }
+        }
+
+        let hash = self
+            .state
+            .passwords
+            .hash(new_password.as_password())
+            .await?;
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
+        let version = db::users::set_password(&mut *tx, id.0, &hash)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        db::refresh_tokens::revoke_all_of_user(&mut *tx, id.0).await?;
+        db::revocations::raise(&mut *tx, id.0, version).await?;
+        tx.commit().await.map_err(Error::from)?;
+        self.state.policy.revoke(id, version);
+        tracing::info!("password changed; the user's tokens are revoked");
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = request.get_ref().usernames.len()))]
+    async fn lookup_usernames(
+        &self,
+        request: Request<pb::LookupUsernamesRequest>,
+    ) -> Result<Response<pb::LookupUsernamesResponse>, Status> {
+        serving::invalid::validate(request.get_ref())?;
+        let found =
+            db::users::find_by_names(&self.state.pool, &request.get_ref().usernames).await?;
+        Ok(Response::new(pb::LookupUsernamesResponse {
+            users: found
+                .into_iter()
+                .map(|user| pb::UserRef {
+                    id: user.id,
+                    name: user.name,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Revokes every token the user holds: bumps the token version (so access
+/// tokens issued before are refused) and revokes the refresh tokens.
+/// Returns the new version.
+async fn revoke_all_tokens(tx: &mut PgConnection, id: UserId) -> Result<i64> {
+    let version = db::users::bump_token_version(&mut *tx, id.0)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    db::refresh_tokens::revoke_all_of_user(&mut *tx, id.0).await?;
+    db::revocations::raise(&mut *tx, id.0, version).await?;
+    Ok(version)
+}
+
+fn not_found(id: UserId) -> Error {
+    Error::NotFound(format!("user {id} not found"))
+}
+
+fn to_proto(user: UserRow) -> Result<pb::User> {
+    let role = Role::from_db(&user.role)
+        .ok_or_else(|| anyhow::anyhow!("user {} has unknown role {:?}", user.id, user.role))?;
+    Ok(pb::User {
+        id: user.id,
+        name: user.name,
+        email: user.email,
+        role: role.to_proto().into(),
+        created_at: Some(timestamp(user.created_at)),
+        updated_at: Some(timestamp(user.updated_at)),
+    })
+}
+
+pub(crate) fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    }
+}
+
+/// `List`'s page token: opaque to clients, the last id of the page here.
+struct PageToken;
+
+impl PageToken {
+    const PREFIX: &str = "users-after:";
+
+    fn encode(after: i64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}{after}", Self::PREFIX))
+    }
+
+    fn decode(token: &str) -> Result<i64> {
+        URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.strip_prefix(Self::PREFIX)?.parse().ok())
+            .filter(|after: &i64| *after >= 0)
+            .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_junk_is_refused() {
+        assert_eq!(PageToken::decode(&PageToken::encode(42)).ok(), Some(42));
+        for junk in ["", "42", "!!!", &URL_SAFE_NO_PAD.encode("users-after:-1")] {
+            assert!(PageToken::decode(junk).is_err(), "{junk:?} was accepted");
+        }
+    }
+}

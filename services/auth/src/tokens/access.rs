@@ -1,0 +1,192 @@
+//! Access tokens: HS256 JWTs naming the user, their role and the token
+//! version current when issued (see `token_revocations`).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::TokenConfig;
+use crate::domain::{Role, UserId};
+
+/// Who a valid access token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub name: String,
+    pub role: Role,
+    /// The user's token version when the token was issued.
+    pub token_version: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// The user id.
+    sub: String,
+    name: String,
+    role: String,
+    ver: i64,
+    jti: String,
+    iat: u64,
+    exp: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("access token expired")]
+    Expired,
+    #[error("access token is invalid")]
+    Invalid,
+}
+
+pub struct AccessTokens {
+    signing_key_id: String,
+    signing_key: EncodingKey,
+    verifying_keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl AccessTokens {
+    pub fn new(config: &TokenConfig) -> anyhow::Result<AccessTokens> {
+        let first = config
+            .signing_keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no access token signing key configured"))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Tokens are issued and checked by this service's replicas alone.
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        Ok(AccessTokens {
+            signing_key_id: first.id.clone(),
+            signing_key: EncodingKey::from_secret(first.secret_bytes()),
+            verifying_keys: config
+                .signing_keys
+                .iter()
+                .map(|key| (key.id.clone(), DecodingKey::from_secret(key.secret_bytes())))
+                .collect(),
+            validation,
+            ttl: config.access_ttl,
+        })
+    }
+
+    pub fn issue(&self, principal: &Principal) -> crate::error::Result<String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(anyhow::Error::from)?
+            .as_secs();
+        let claims = Claims {
+            sub: principal.user_id.to_string(),
+            name: principal.name.clone(),
+            role: principal.role.as_str().to_owned(),
+            ver: principal.token_version,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        let header = Header {
+            kid: Some(self.signing_key_id.clone()),
+            ..Header::new(Algorithm::HS256)
+        };
+        Ok(jsonwebtoken::encode(&header, &claims, &self.signing_key)
+            .map_err(anyhow::Error::from)?)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = header
+            .kid
+            .and_then(|kid| self.verifying_keys.get(&kid))
+            .ok_or(TokenError::Invalid)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?
+            .claims;
+        Ok(Principal {
+            user_id: UserId(claims.sub.parse().map_err(|_| TokenError::Invalid)?),
+            name: claims.name,
+            role: Role::from_db(&claims.role)
+                .filter(|role| *role != Role::Anonymous)
+                .ok_or(TokenError::Invalid)?,
+            token_version: claims.ver,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningKey;
+
+    fn config(keys: &[(&str, &str)]) -> TokenConfig {
+        TokenConfig {
+            access_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(3600),
+            signing_keys: keys
+                .iter()
+                .map(|(id, secret)| SigningKey {
+                    id: (*id).to_owned(),
+                    secret: (*secret).to_owned().into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn ada() -> Principal {
+        Principal {
+            user_id: UserId(7),
+            name: "ada".into(),
+            role: Role::Admin,
+            token_version: 3,
+        }
+    }
+
+    const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn an_issued_token_verifies_to_its_principal() {
+        let tokens = AccessTokens::new(&config(&[("a", KEY_A)])).expect("valid config");
+        let token = tokens.issue(&ada()).expect("issuing");
+        assert_eq!(tokens.verify(&token), Ok(ada()));
+    }
+
+    #[test]
+    fn tokens_signed_with_an_older_key_still_verify_after_rotation() {
+        let old = AccessTokens::new(&config(&[("a", KEY_A)])).expect("valid config");
+        let rotated =
+            AccessTokens::new(&config(&[("b", KEY_B), ("a", KEY_A)])).expect("valid config");
+        let token = old.issue(&ada()).expect("issuing");
+        assert_eq!(rotated.verify(&token), Ok(ada()));
+    }
+
+    #[test]
+    fn tokens_from_unknown_keys_or_tampered_are_invalid() {
+        let ours = AccessTokens::new(&config(&[("a", KEY_A)])).expect("valid config");
+        let theirs = AccessTokens::new(&config(&[("a", KEY_B)])).expect("valid config");
+        assert_eq!(
+            ours.verify(&theirs.issue(&ada()).expect("issuing")),
+            Err(TokenError::Invalid)
+        );
+
+        let token = ours.issue(&ada()).expect("issuing");
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = parts[1].chars().rev().collect();
+        assert_eq!(ours.verify(&parts.join(".")), Err(TokenError::Invalid));
+        assert_eq!(ours.verify("not a token"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn expired_tokens_are_told_apart() {
+        let mut expired = config(&[("a", KEY_A)]);
+        expired.access_ttl = Duration::ZERO;
+        let tokens = AccessTokens::new(&expired).expect("valid config");
+        let token = tokens.issue(&ada()).expect("issuing");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(tokens.verify(&token), Err(TokenError::Expired));
+    }
+}
