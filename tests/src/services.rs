@@ -8,6 +8,8 @@ use api::auth::v1 as pb;
 use api::auth::v1::access_service_client::AccessServiceClient;
 use api::auth::v1::auth_service_client::AuthServiceClient;
 use api::auth::v1::user_service_client::UserServiceClient;
+use api::chat::v1 as chat_pb;
+use api::chat::v1::chat_service_client::ChatServiceClient;
 use auth::config::{BootstrapAdmin, Config, SigningKey};
 use secrecy::SecretString;
 use tokio::sync::oneshot;
@@ -41,14 +43,64 @@ pub fn auth_config(database_url: String) -> Config {
     config
 }
 
+/// A service running on this test's runtime; stops when dropped.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+impl Running {
+    /// Serves `run` (an application's `run_until_stopped`) until stopped.
+    fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stop_received) = oneshot::channel();
+        let (stopped_tx, stopped) = oneshot::channel();
+        let serving = run(stop_received);
+        tokio::spawn(async move {
+            if let Err(error) = serving.await {
+                eprintln!("a test service failed: {error:?}");
+            }
+            let _ = stopped_tx.send(());
+        });
+        Running {
+            stop: Some(stop),
+            stopped: Some(stopped),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn channel_to(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect_lazy()
+}
+
 /// An auth service running in this process; stops when dropped.
 pub struct TestAuth {
     pub addr: SocketAddr,
     pub database_url: String,
     /// The service's own database, for checking what it stored.
     pub db: sqlx::PgPool,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: Option<oneshot::Receiver<()>>,
+    running: Running,
 }
 
 impl TestAuth {
@@ -70,40 +122,32 @@ impl TestAuth {
             .expect("building the auth service");
         let addr = app.local_addr();
         let db = app.pool().clone();
-        let (stop, stop_received) = oneshot::channel();
-        let (stopped_tx, stopped) = oneshot::channel();
-        tokio::spawn(async move {
-            let _ = app
-                .run_until_stopped(async {
-                    let _ = stop_received.await;
-                })
-                .await;
-            let _ = stopped_tx.send(());
+        let running = Running::spawn(|stop| {
+            app.run_until_stopped(async {
+                let _ = stop.await;
+            })
         });
         TestAuth {
             addr,
             database_url,
             db,
-            stop: Some(stop),
-            stopped: Some(stopped),
+            running,
         }
     }
 
     /// Stops the service and waits until it has.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(stopped) = self.stopped.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+
+    /// The address chat services reach this one at.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A channel to the service, connected on first use.
     pub fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("a valid URI")
-            .connect_lazy()
+        channel_to(self.addr)
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
@@ -168,11 +212,102 @@ impl TestAuth {
     }
 }
 
-impl Drop for TestAuth {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+/// A chat service running in this process; stops when dropped.
+pub struct TestChat {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    /// The service's own database, for checking what it stored.
+    pub db: sqlx::PgPool,
+    running: Running,
+}
+
+/// Settings for a test chat service that asks the auth service at `auth_url`.
+pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Config {
+    let mut config =
+        chat::config::Config::with_defaults(SecretString::from(database_url), auth_url);
+    config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.database.max_connections = 8;
+    config
+}
+
+impl TestChat {
+    /// A chat service of its own database, guarded by `auth`.
+    pub async fn spawn(auth: &TestAuth) -> TestChat {
+        TestChat::spawn_with(auth, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        auth: &TestAuth,
+        customize: impl FnOnce(&mut chat::config::Config),
+    ) -> TestChat {
+        TestChat::spawn_on(postgres::fresh_database().await, &auth.url(), customize).await
+    }
+
+    /// A replica on `database_url`, asking the auth service at `auth_url`.
+    pub async fn spawn_on(
+        database_url: String,
+        auth_url: &str,
+        customize: impl FnOnce(&mut chat::config::Config),
+    ) -> TestChat {
+        let mut config = chat_config(database_url.clone(), auth_url.to_owned());
+        customize(&mut config);
+        let app = chat::startup::Application::build(config)
+            .await
+            .expect("building the chat service");
+        let addr = app.local_addr();
+        let db = app.pool().clone();
+        let running = Running::spawn(|stop| {
+            app.run_until_stopped(async {
+                let _ = stop.await;
+            })
+        });
+        TestChat {
+            addr,
+            database_url,
+            db,
+            running,
         }
+    }
+
+    /// Stops the service and waits until it has.
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+
+    pub fn channel(&self) -> Channel {
+        channel_to(self.addr)
+    }
+
+    pub fn chats(&self) -> ChatServiceClient<Channel> {
+        ChatServiceClient::new(self.channel())
+    }
+
+    /// Creates a chat as `creator` with the other `members`; its id.
+    pub async fn create_chat(&self, creator: &TestUser, members: &[&TestUser]) -> i64 {
+        self.chats()
+            .create(creator.request(chat_pb::CreateRequest {
+                usernames: members.iter().map(|member| member.name.clone()).collect(),
+                title: "a chat".into(),
+            }))
+            .await
+            .unwrap_or_else(|status| panic!("creating a chat: {status:?}"))
+            .into_inner()
+            .id
+    }
+
+    /// Sends `text` to `chat_id` as `sender`; the stored message.
+    pub async fn send(&self, sender: &TestUser, chat_id: i64, text: &str) -> chat_pb::Message {
+        self.chats()
+            .send_message(sender.request(chat_pb::SendMessageRequest {
+                chat_id,
+                text: text.into(),
+                client_message_id: String::new(),
+            }))
+            .await
+            .unwrap_or_else(|status| panic!("sending {text:?}: {status:?}"))
+            .into_inner()
+            .message
+            .expect("the stored message")
     }
 }
 

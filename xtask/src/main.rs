@@ -34,7 +34,10 @@ enum Chore {
 }
 
 /// The services that own a database: (service, migrations, URL variable).
-const SERVICES: &[(&str, &str, &str)] = &[("auth", "migrations/auth", "AUTH_DATABASE_URL")];
+const SERVICES: &[(&str, &str, &str)] = &[
+    ("auth", "migrations/auth", "AUTH_DATABASE_URL"),
+    ("chat", "migrations/chat", "CHAT_DATABASE_URL"),
+];
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

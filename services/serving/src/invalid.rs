@@ -19,8 +19,18 @@ pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
 pub fn validate<M: prost_validate::Validator>(message: &M) -> Result<(), Status> {
     message.validate().map_err(|error| {
         let field = short_field_name(&error.field);
-        invalid_argument(field, error.details.to_string())
+        invalid_argument(field, without_field_prefix(&error.details.to_string()))
     })
+}
+
+/// Errors about items of repeated fields repeat the field's full name in
+/// their description (`"chat.v1.CreateRequest.usernames": too short`);
+/// the field is named already.
+fn without_field_prefix(description: &str) -> &str {
+    description
+        .strip_prefix('"')
+        .and_then(|rest| rest.split_once("\": "))
+        .map_or(description, |(_, description)| description)
 }
 
 /// prost-validate names fields in full (`auth.v1.CreateRequest.name`);
@@ -37,6 +47,15 @@ mod tests {
     fn field_names_lose_their_package_and_message() {
         assert_eq!(short_field_name("auth.v1.CreateRequest.name"), "name");
         assert_eq!(short_field_name("page_size"), "page_size");
+    }
+
+    #[test]
+    fn item_descriptions_lose_the_repeated_field_name() {
+        assert_eq!(
+            without_field_prefix("\"chat.v1.CreateRequest.usernames\": too short"),
+            "too short"
+        );
+        assert_eq!(without_field_prefix("too short"), "too short");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Integration tests: one binary, so one PostgreSQL server for all of them.
 
 mod access;
+mod chats;
 mod reflection;
 mod sessions;
 mod smoke;
+mod streams;
 mod users;

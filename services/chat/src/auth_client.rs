@@ -1,0 +1,177 @@
+//! The chat service's one connection to auth: a single channel, connected
+//! on first use and reconnected by tonic when it breaks, shared by every
+//! call.
+
+use std::time::Duration;
+
+use api::auth::v1 as pb;
+use api::auth::v1::access_service_client::AccessServiceClient;
+use api::auth::v1::user_service_client::UserServiceClient;
+use http::HeaderValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::config::AuthConfig;
+use crate::domain::Caller;
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct AuthClient {
+    access: AccessServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    check_timeout: Duration,
+}
+
+impl AuthClient {
+    pub fn connect_lazy(config: &AuthConfig) -> anyhow::Result<AuthClient> {
+        let channel = Endpoint::from_shared(config.url.clone())?
+            .connect_timeout(config.check_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(AuthClient {
+            access: AccessServiceClient::new(channel.clone()),
+            users: UserServiceClient::new(channel),
+            check_timeout: config.check_timeout,
+        })
+    }
+
+    /// How long a check may take: the configured timeout, or half of what
+    /// the guarded call has left (its `grpc-timeout`), whichever is less.
+    pub fn check_deadline(&self, call_timeout: Option<&HeaderValue>) -> Duration {
+        call_timeout
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.check_timeout, |left| self.check_timeout.min(left / 2))
+    }
+
+    /// Asks auth whether the bearer of `authorization` may call `endpoint`.
+    /// Auth's UNAUTHENTICATED and PERMISSION_DENIED are passed on as they
+    /// are; anything else, a timeout included, is UNAVAILABLE: no call goes
+    /// through unchecked.
+    pub async fn check(
+        &self,
+        authorization: Option<&HeaderValue>,
+        endpoint: &str,
+        deadline: Duration,
+    ) -> Result<Caller> {
+        let request = self.request(
+            pb::CheckRequest {
+                endpoint_address: endpoint.to_owned(),
+            },
+            authorization,
+            deadline,
+        )?;
+        let mut access = self.access.clone();
+        let answer = tokio::time::timeout(deadline, access.check(request))
+            .await
+            .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
+            .map_err(|status| match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied => Error::Auth(status),
+                _ => unavailable(&status),
+            })?
+            .into_inner();
+        Ok(Caller {
+            user_id: answer.user_id,
+            is_admin: answer.role() == pb::Role::Admin,
+            username: answer.username,
+        })
+    }
+
+    /// The users with these names (as the caller may see them).
+    pub async fn lookup_usernames(
+        &self,
+        authorization: Option<&HeaderValue>,
+        usernames: Vec<String>,
+    ) -> Result<Vec<pb::UserRef>> {
+        let request = self.request(
+            pb::LookupUsernamesRequest { usernames },
+            authorization,
+            self.check_timeout,
+        )?;
+        let mut users = self.users.clone();
+        let answer = tokio::time::timeout(self.check_timeout, users.lookup_usernames(request))
+            .await
+            .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
+            .map_err(|status| match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied => Error::Auth(status),
+                _ => unavailable(&status),
+            })?;
+        Ok(answer.into_inner().users)
+    }
+
+    fn request<T>(
+        &self,
+        message: T,
+        authorization: Option<&HeaderValue>,
+        deadline: Duration,
+    ) -> Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(deadline);
+        if let Some(authorization) = authorization {
+            let value = authorization
+                .to_str()
+                .ok()
+                .and_then(|value| value.parse().ok())
+                .ok_or_else(|| {
+                    Error::Auth(Status::unauthenticated(
+                        "authorization metadata must be Bearer <access token>",
+                    ))
+                })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+fn unavailable(status: &Status) -> Error {
+    tracing::warn!(code = ?status.code(), message = status.message(), "the auth service could not be asked");
+    Error::Unavailable("the auth service is unavailable; try again".into())
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+
+    #[tokio::test]
+    async fn a_check_gets_at_most_half_of_what_the_call_has_left() {
+        let client = AuthClient::connect_lazy(&AuthConfig {
+            url: "http://127.0.0.1:1".into(),
+            check_timeout: Duration::from_secs(2),
+        })
+        .expect("a valid URI");
+        assert_eq!(client.check_deadline(None), Duration::from_secs(2));
+        assert_eq!(
+            client.check_deadline(Some(&HeaderValue::from_static("1S"))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            client.check_deadline(Some(&HeaderValue::from_static("1M"))),
+            Duration::from_secs(2)
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Settings, read from `CHAT_*` environment variables (the README lists
+//! them with their defaults).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    /// How many events a stream may fall behind the newest message before
+    /// it is ended with `RESOURCE_EXHAUSTED` (the client then reconnects
+    /// with `since_message_id`).
+    pub stream_buffer: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The auth service's gRPC address, as a URI (`http://host:port`).
+    pub url: String,
+    /// The longest an access check may take; shorter when the guarded call
+    /// itself has less time left.
+    pub check_timeout: Duration,
+}
+
+impl Config {
+    pub fn with_defaults(database_url: SecretString, auth_url: String) -> Config {
+        Config {
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
+            database: DatabaseConfig {
+                url: database_url,
+                max_connections: 10,
+            },
+            auth: AuthConfig {
+                url: auth_url,
+                check_timeout: Duration::from_secs(2),
+            },
+            stream_buffer: 256,
+        }
+    }
+
+    pub fn from_env() -> anyhow::Result<Config> {
+        let database_url: SecretString = std::env::var("CHAT_DATABASE_URL")
+            .context("CHAT_DATABASE_URL is not set (postgres://user:password@host:port/database)")?
+            .into();
+        let auth_url =
+            std::env::var("CHAT_AUTH_URL").unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned());
+        let defaults = Config::with_defaults(database_url, auth_url);
+        Ok(Config {
+            grpc_addr: var_or("CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            database: DatabaseConfig {
+                max_connections: var_or(
+                    "CHAT_DATABASE_MAX_CONNECTIONS",
+                    &defaults.database.max_connections.to_string(),
+                )?,
+                ..defaults.database
+            },
+            auth: AuthConfig {
+                check_timeout: Duration::from_millis(var_or(
+                    "CHAT_AUTH_CHECK_TIMEOUT_MS",
+                    &defaults.auth.check_timeout.as_millis().to_string(),
+                )?),
+                ..defaults.auth
+            },
+            stream_buffer: var_or("CHAT_STREAM_BUFFER", &defaults.stream_buffer.to_string())?,
+        })
+    }
+}
+
+/// Parses `name` from the environment, or `default` when it is unset.
+fn var_or<T>(name: &str, default: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    value
+        .parse()
+        .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))
+}

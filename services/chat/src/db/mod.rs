@@ -1,0 +1,20 @@
+//! The only place SQL lives. Every query is checked at compile time against
+//! the chat schema (`migrations/chat`) alone, from the metadata in `.sqlx/`.
+
+pub mod chats;
+pub mod messages;
+
+use secrecy::ExposeSecret as _;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// Connects lazily: the pool opens connections as queries need them.
+pub fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config.url.expose_secret().parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options.application_name("chat")))
+}

@@ -1,0 +1,67 @@
+//! The service's one error type, and what clients see of it.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        field: &'static str,
+        description: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Auth could not be asked, or answered with something other than a
+    /// verdict on the caller.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A status from the auth service, passed on as it is.
+    #[error("{}", .0.message())]
+    Auth(Status),
+    /// Anything the client cannot act on; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field,
+            description: description.into(),
+        }
+    }
+
+    /// What a caller who is not a member learns of a chat: nothing, not
+    /// even that it exists.
+    pub fn chat_not_found(chat_id: i64) -> Error {
+        Error::NotFound(format!("chat {chat_id} not found"))
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Error {
+        Error::Internal(error.into())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument { field, description } => {
+                serving::invalid::invalid_argument(field, description)
+            }
+            Error::NotFound(message) => Status::not_found(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Unavailable(message) => Status::unavailable(message),
+            Error::Auth(status) => Status::new(status.code(), status.message()),
+            Error::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! `chat.v1.ChatService`. Members only: to anyone else a chat does not
+//! exist (`NOT_FOUND`), so chat ids cannot be probed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::chat::v1 as pb;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{State, caller};
+use crate::db;
+use crate::db::messages::{MessageRow, NewMessage};
+use crate::domain::{ChatTitle, MessageText};
+use crate::error::{Error, Result};
+use crate::hub::Event;
+
+const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Messages read from the database at a time when a stream catches up.
+const CATCH_UP_BATCH: i64 = 100;
+/// Messages queued for a client before the stream waits for it.
+const STREAM_QUEUE: usize = 16;
+
+pub struct ChatApi {
+    state: Arc<State>,
+}
+
+impl ChatApi {
+    pub fn new(state: Arc<State>) -> ChatApi {
+        ChatApi { state }
+    }
+}
+
+type Sent = Result<pb::ConnectChatResponse, Status>;
+
+#[tonic::async_trait]
+impl pb::chat_service_server::ChatService for ChatApi {
+    #[tracing::instrument(skip_all, fields(user_id, chat_id))]
+    async fn create(
+        &self,
+        request: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let caller = caller(&request)?;
+        tracing::Span::current().record("user_id", caller.user_id);
+        serving::invalid::validate(request.get_ref())?;
+        let authorization: Option<http::HeaderValue> = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        let request = request.into_inner();
+        let title = ChatTitle::parse(request.title)?;
+
+        let found = self
+            .state
+            .auth
+            .lookup_usernames(authorization.as_ref(), request.usernames.clone())
+            .await?;
+        let ids: HashMap<String, i64> = found
+            .into_iter()
+            .map(|user| (user.name.to_lowercase(), user.id))
+            .collect();
+        let mut members = Vec::with_capacity(request.usernames.len() + 1);
+        for name in &request.usernames {
+            let id = ids
+                .get(&name.to_lowercase())
+                .ok_or_else(|| Error::NotFound(format!("user {name} not found")))?;
+            members.push(*id);
+        }
+        members.push(caller.user_id);
+        members.sort_unstable();
+        members.dedup();
+
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
+        let id = db::chats::insert(&mut *tx, title.as_str(), caller.user_id).await?;
+        db::chats::add_members(&mut *tx, id, &members).await?;
+        tx.commit().await.map_err(Error::from)?;
+        tracing::Span::current().record("chat_id", id);
+        tracing::info!(members = members.len(), "chat created");
+        Ok(Response::new(pb::CreateResponse { id }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().id))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = caller(&request)?;
+        tracing::Span::current().record("user_id", caller.user_id);
+        serving::invalid::validate(request.get_ref())?;
+        let chat_id = request.get_ref().id;
+
+        let chat = db::chats::for_user(&self.state.pool, chat_id, caller.user_id)
+            .await?
+            .filter(|chat| chat.is_member || caller.is_admin)
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        if chat.created_by != caller.user_id && !caller.is_admin {
+            return Err(Error::PermissionDenied(
+                "only the chat's creator or an admin may delete it".into(),
+            )
+            .into());
+        }
+        if !db::chats::delete(&self.state.pool, chat_id).await? {
+            return Err(Error::chat_not_found(chat_id).into());
+        }
+        tracing::info!("chat deleted");
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id, message_id))]
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let caller = caller(&request)?;
+        tracing::Span::current().record("user_id", caller.user_id);
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let text = MessageText::parse(request.text)?;
+        let client_message_id =
+            Some(request.client_message_id.as_str()).filter(|id| !id.is_empty());
+        let chat_id = request.chat_id;
+
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
+        // Locks the chat: its messages are stored one at a time.
+        let seq = db::chats::next_seq_for_member(&mut *tx, chat_id, caller.user_id)
+            .await?
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        if let Some(client_message_id) = client_message_id
+            && let Some(first) = db::messages::by_client_message_id(
+                &mut *tx,
+                chat_id,
+                caller.user_id,
+                client_message_id,
+            )
+            .await?
+        {
+            // A retry: the first send's message, and nothing new stored.
+            return Ok(Response::new(pb::SendMessageResponse {
+                message: Some(to_proto(&first)),
+            }));
+        }
+        let message = db::messages::insert(
+            &mut *tx,
+            NewMessage {
+                chat_id,
+                seq,
+                from_user_id: caller.user_id,
+                from_username: &caller.username,
+                text: text.as_str(),
+                client_message_id,
+            },
+        )
+        .await?;
+        // Acknowledged only once stored for good.
+        tx.commit().await.map_err(Error::from)?;
+        tracing::Span::current().record("message_id", message.id);
+        Ok(Response::new(pb::SendMessageResponse {
+            message: Some(to_proto(&message)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id))]
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let caller = caller(&request)?;
+        tracing::Span::current().record("user_id", caller.user_id);
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let chat_id = request.chat_id;
+        let page_size = match i64::from(request.page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size,
+        };
+        let before = if request.page_token.is_empty() {
+            i64::MAX
+        } else {
+            PageToken::decode(&request.page_token)?
+        };
+        if !db::chats::is_member(&self.state.pool, chat_id, caller.user_id).await? {
+            return Err(Error::chat_not_found(chat_id).into());
+        }
+
+        let mut rows =
+            db::messages::page_before(&self.state.pool, chat_id, before, page_size + 1).await?;
+        let next_page_token = if rows.len() as i64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|oldest| PageToken::encode(oldest.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: rows.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    type ConnectChatStream = ReceiverStream<Sent>;
+
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id))]
+    async fn connect_chat(
+        &self,
+        request: Request<pb::ConnectChatRequest>,
+    ) -> Result<Response<Self::ConnectChatStream>, Status> {
+        let caller = caller(&request)?;
+        tracing::Span::current().record("user_id", caller.user_id);
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let chat_id = request.chat_id;
+        let pool = &self.state.pool;
+        if !db::chats::is_member(pool, chat_id, caller.user_id).await? {
+            return Err(Error::chat_not_found(chat_id).into());
+        }
+
+        // Subscribe first, then find where the stream starts: whatever is
+        // stored after that point arrives as an event, or is read below.
+        let events = self.state.hub.subscribe(chat_id);
+        let start = match request.since_message_id {
+            Some(since) => db::messages::seq_at(pool, chat_id, since).await?,
+            None => db::chats::last_seq(pool, chat_id)
+                .await?
+                .ok_or_else(|| Error::chat_not_found(chat_id))?,
+        };
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        let stream = ChatStream {
+            chat_id,
+            last_seq: start,
+            state: self.state.clone(),
+            sender,
+        };
+        tokio::spawn(stream.run(events, request.since_message_id.is_some()));
+        tracing::info!("stream opened");
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// One client's stream of a chat. It sends each message once, in
+/// sequence order: events that continue the sequence go straight out, and
+/// any gap (a lost notification, a replay) is filled from the database.
+struct ChatStream {
+    chat_id: i64,
+    /// The sequence number of the last message sent.
+    last_seq: i64,
+    state: Arc<State>,
+    sender: mpsc::Sender<Sent>,
+}
+
+/// Why a stream ended.
+enum End {
+    /// The client left; nobody to tell.
+    ClientGone,
+    /// Tell the client, then end.
+    With(Status),
+}
+
+impl ChatStream {
+    async fn run(mut self, mut events: broadcast::Receiver<Event>, replay: bool) {
+        let end = async {
+            if replay {
+                self.catch_up().await?;
+            }
+            loop {
+                let event = tokio::select! {
+                    () = self.sender.closed() => return Err(End::ClientGone),
+                    () = self.state.shutdown.cancelled() => return Err(shutting_down()),
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(Event::Message(message)) if message.seq <= self.last_seq => {}
+                    Ok(Event::Message(message)) if message.seq == self.last_seq + 1 => self.send(&message).await?,
+                    Ok(Event::Message(_) | Event::Resync) => self.catch_up().await?,
+                    Ok(Event::Deleted) => {
+                        return Err(End::With(Status::not_found(format!("chat {} was deleted", self.chat_id))));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        return Err(End::With(Status::resource_exhausted(format!(
+                            "the stream fell {missed} events behind; reconnect with since_message_id set to the last message received"
+                        ))));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(shutting_down()),
+                }
+            }
+        }
+        .await;
+        match end {
+            Err(End::With(status)) => {
+                tracing::info!(chat_id = self.chat_id, code = ?status.code(), "stream ended");
+                let _ = self.sender.send(Err(status)).await;
+            }
+            Err(End::ClientGone) | Ok(()) => {
+                tracing::info!(chat_id = self.chat_id, "stream closed by the client")
+            }
+        }
+    }
+
+    /// Sends every stored message after the last one sent.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        loop {
+            let batch = db::messages::after_seq(
+                &self.state.pool,
+                self.chat_id,
+                self.last_seq,
+                CATCH_UP_BATCH,
+            )
+            .await
+            .map_err(|error| End::With(error.into()))?;
+            for message in &batch {
+                self.send(message).await?;
+            }
+            if (batch.len() as i64) < CATCH_UP_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send(&mut self, message: &MessageRow) -> Result<(), End> {
+        let item = Ok(pb::ConnectChatResponse {
+            message: Some(to_proto(message)),
+        });
+        tokio::select! {
+            sent = self.sender.send(item) => sent.map_err(|_| End::ClientGone)?,
+            () = self.state.shutdown.cancelled() => return Err(shutting_down()),
+        }
+        self.last_seq = message.seq;
+        Ok(())
+    }
+}
+
+fn shutting_down() -> End {
+    End::With(Status::unavailable(
+        "the server is shutting down; reconnect with since_message_id set to the last message received",
+    ))
+}
+
+fn to_proto(message: &MessageRow) -> pb::Message {
+    pb::Message {
+        id: message.id,
+        chat_id: message.chat_id,
+        from_user_id: message.from_user_id,
+        from_username: message.from_username.clone(),
+        text: message.text.clone(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: message.created_at.unix_timestamp(),
+            nanos: message.created_at.nanosecond() as i32,
+        }),
+    }
+}
+
+/// `ListMessages`'s page token: opaque to clients, the oldest id of the
+/// page here.
+struct PageToken;
+
+impl PageToken {
+    const PREFIX: &str = "messages-before:";
+
+    fn encode(before: i64) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}{before}", Self::PREFIX))
+    }
+
+    fn decode(token: &str) -> Result<i64> {
+        URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| text.strip_prefix(Self::PREFIX)?.parse().ok())
+            .filter(|before: &i64| *before > 0)
+            .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_junk_is_refused() {
+        assert_eq!(PageToken::decode(&PageToken::encode(42)).ok(), Some(42));
+        for junk in [
+            "",
+            "42",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("messages-before:0"),
+        ] {
+            assert!(PageToken::decode(junk).is_err(), "{junk:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! A tower layer in front of `ChatService` (and nothing else, so health
+//! and reflection stay open): every call, unary or streaming, is first
+//! checked with auth's `AccessService/Check` under its full method name.
+//! tonic's interceptors cannot await, hence a layer.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::Service;
+
+use crate::auth_client::AuthClient;
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    auth: AuthClient,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, auth: AuthClient) -> Guarded<S> {
+        Guarded { inner, auth }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this call.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let headers = request.headers();
+            let deadline = auth.check_deadline(headers.get("grpc-timeout"));
+            let checked = auth
+                .check(
+                    headers.get(http::header::AUTHORIZATION),
+                    request.uri().path(),
+                    deadline,
+                )
+                .await;
+            match checked {
+                Ok(caller) => {
+                    tracing::debug!(
+                        user_id = caller.user_id,
+                        endpoint = request.uri().path(),
+                        "access granted"
+                    );
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(error) => Ok(Status::from(error).into_http()),
+            }
+        })
+    }
+}
+
+impl<S: NamedService> NamedService for Guarded<S> {
+    const NAME: &'static str = S::NAME;
+}

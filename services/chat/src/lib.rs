@@ -1,0 +1,27 @@
+//! The chat service: chats, membership, messages and live message streams.
+//! Every call is first checked by the auth service's `AccessService/Check`.
+//!
+//! # Layout
+//! - [`config`]: settings, read from the environment.
+//! - [`startup`]: [`startup::Application`] migrates the database, starts
+//!   the message hub, binds the listener and serves until told to stop.
+//! - [`grpc`]: the wire boundary: `ChatService`, and the guard that asks
+//!   auth about every call before it reaches a handler.
+//! - [`auth_client`]: the one shared, lazily connected channel to auth.
+//! - [`hub`]: fan-out of new messages and deleted chats to this replica's
+//!   streams, fed by PostgreSQL notifications from every replica.
+//! - [`domain`]: valid values, and the [`domain::Caller`] auth vouched for.
+//! - [`db`]: the only place SQL lives.
+//! - [`error`]: the one error type and its gRPC statuses.
+
+pub mod auth_client;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod hub;
+pub mod startup;
+
+/// The database migrations, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/chat");

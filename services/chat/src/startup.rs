@@ -1,0 +1,116 @@
+//! Builds the service from its [`Config`] and serves it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use api::chat::v1::chat_service_server::ChatServiceServer;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic_health::server::HealthReporter;
+
+use crate::auth_client::AuthClient;
+use crate::config::Config;
+use crate::grpc::State;
+use crate::grpc::chat_service::ChatApi;
+use crate::grpc::guard::Guarded;
+use crate::hub::Hub;
+use crate::{MIGRATOR, db};
+
+const SERVICES: [&str; 2] = ["", "chat.v1.ChatService"];
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<State>,
+    routes: RoutesBuilder,
+    health: HealthReporter,
+    /// The hub's notification listener; stopped with the server.
+    hub_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Migrates the database, starts the message hub and binds the
+    /// listener (port 0 picks a free port; [`Application::local_addr`]
+    /// tells which). Auth is connected on first use.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrating the chat database")?;
+        let (hub, hub_task) = Hub::start(pool.clone(), config.stream_buffer)
+            .await
+            .context("listening for chat events")?;
+        let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
+
+        let state = Arc::new(State {
+            pool,
+            auth: auth.clone(),
+            hub,
+            shutdown: CancellationToken::new(),
+        });
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service).add_service(Guarded::new(
+            ChatServiceServer::new(ChatApi::new(state.clone())),
+            auth,
+        ));
+        serving::reflection::add_reflection(&mut routes, &[api::chat::v1::FILE_DESCRIPTOR_SET])?;
+
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        Ok(Application {
+            listener,
+            state,
+            routes,
+            health,
+            hub_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends the
+    /// open streams (UNAVAILABLE, with where to resume), lets in-flight
+    /// calls finish and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let health = self.health.clone();
+        for service in SERVICES {
+            health
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        tracing::info!(addr = %self.local_addr(), "chat gRPC listening");
+        let streams = self.state.shutdown.clone();
+        let served = tonic::transport::Server::builder()
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                shutdown.await;
+                for service in SERVICES {
+                    health
+                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                streams.cancel();
+            })
+            .await;
+        self.hub_task.abort();
+        self.state.pool.close().await;
+        tracing::info!("chat stopped");
+        Ok(served?)
+    }
+}
