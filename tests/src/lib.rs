@@ -8,8 +8,10 @@
 //!   fresh databases on it.
 //! - [`services`]: the services started in-process, with typed clients and
 //!   helpers that make users and tokens.
+//! - [`http`]: a minimal HTTP/1.1 client for the REST gateway and metrics.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
 
+pub mod http;
 pub mod postgres;
 pub mod services;
 pub mod snapshot;

@@ -32,6 +32,8 @@ pub fn auth_config(database_url: String) -> Config {
         }],
     );
     config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config.passwords.memory_kib = 1024;
     config.passwords.iterations = 1;
@@ -97,6 +99,9 @@ fn channel_to(addr: SocketAddr) -> Channel {
 /// An auth service running in this process; stops when dropped.
 pub struct TestAuth {
     pub addr: SocketAddr,
+    /// The REST gateway.
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     /// The service's own database, for checking what it stored.
     pub db: sqlx::PgPool,
@@ -121,6 +126,8 @@ impl TestAuth {
             .await
             .expect("building the auth service");
         let addr = app.local_addr();
+        let http_addr = app.http_addr().expect("the REST gateway is on");
+        let metrics_addr = app.metrics_addr().expect("metrics are on");
         let db = app.pool().clone();
         let running = Running::spawn(|stop| {
             app.run_until_stopped(async {
@@ -129,6 +136,8 @@ impl TestAuth {
         });
         TestAuth {
             addr,
+            http_addr,
+            metrics_addr,
             database_url,
             db,
             running,
@@ -215,6 +224,7 @@ impl TestAuth {
 /// A chat service running in this process; stops when dropped.
 pub struct TestChat {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     /// The service's own database, for checking what it stored.
     pub db: sqlx::PgPool,
@@ -226,6 +236,7 @@ pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Conf
     let mut config =
         chat::config::Config::with_defaults(SecretString::from(database_url), auth_url);
     config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config
 }
@@ -255,6 +266,7 @@ impl TestChat {
             .await
             .expect("building the chat service");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr().expect("metrics are on");
         let db = app.pool().clone();
         let running = Running::spawn(|stop| {
             app.run_until_stopped(async {
@@ -263,6 +275,7 @@ impl TestChat {
         });
         TestChat {
             addr,
+            metrics_addr,
             database_url,
             db,
             running,

@@ -12,6 +12,10 @@ use secrecy::{ExposeSecret as _, SecretString};
 pub struct Config {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// Where the REST/JSON gateway listens; `None` turns it off.
+    pub http_addr: Option<SocketAddr>,
+    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
@@ -84,6 +88,8 @@ impl Config {
     pub fn with_defaults(database_url: SecretString, signing_keys: Vec<SigningKey>) -> Config {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
+            metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9101))),
             database: DatabaseConfig {
                 url: database_url,
                 max_connections: 10,
@@ -149,6 +155,8 @@ impl Config {
         };
         Ok(Config {
             grpc_addr: var_or("AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            http_addr: optional_addr("AUTH_HTTP_ADDR", defaults.http_addr)?,
+            metrics_addr: optional_addr("AUTH_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 url: defaults.database.url,
                 max_connections: var_or(
@@ -229,6 +237,20 @@ pub fn parse_signing_keys(keys: &str) -> anyhow::Result<Vec<SigningKey>> {
 impl SigningKey {
     pub fn secret_bytes(&self) -> &[u8] {
         self.secret.expose_secret().as_bytes()
+    }
+}
+
+/// An address from the environment; `off` (or empty) for none.
+pub(crate) fn optional_addr(
+    name: &str,
+    default: Option<SocketAddr>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() || value == "off" => Ok(None),
+        Ok(value) => Ok(Some(value.parse().map_err(|error| {
+            anyhow::anyhow!("{name}={value:?} is not valid: {error}")
+        })?)),
+        Err(_) => Ok(default),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`passwords`]: argon2id, off the async threads and bounded.
 //! - [`db`]: the only place SQL lives, one module per table.
 //! - [`bootstrap`]: the first admin.
+//! - [`metrics`]: logins, rotations, reuse and checks, for Prometheus.
 //! - [`error`]: the one error type and its gRPC statuses.
 
 pub mod access;
@@ -23,6 +24,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod passwords;
 pub mod startup;
 pub mod tokens;

@@ -8,11 +8,15 @@ use anyhow::Context as _;
 use api::auth::v1::access_service_server::AccessServiceServer;
 use api::auth::v1::auth_service_server::AuthServiceServer;
 use api::auth::v1::user_service_server::UserServiceServer;
+use prometheus::Registry;
+use serving::gateway::Gateway;
+use serving::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::RoutesBuilder;
+use tokio_util::sync::CancellationToken;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
 
 use crate::access::{AccessPolicy, sync};
@@ -22,14 +26,29 @@ use crate::grpc::access_service::AccessApi;
 use crate::grpc::auth_service::AuthApi;
 use crate::grpc::guard::Guarded;
 use crate::grpc::user_service::UserApi;
+use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 use crate::tokens::access::AccessTokens;
 use crate::{MIGRATOR, bootstrap, db};
 
+const SERVICES: [&str; 4] = [
+    "",
+    "auth.v1.UserService",
+    "auth.v1.AuthService",
+    "auth.v1.AccessService",
+];
+
 pub struct Application {
     listener: TcpListener,
+    /// The REST gateway's, when it is on.
+    http_listener: Option<TcpListener>,
+    /// The metrics endpoint's, when it is on.
+    metrics_listener: Option<TcpListener>,
     state: Arc<State>,
-    routes: RoutesBuilder,
+    routes: Routes,
+    gateway: Option<Gateway>,
+    registry: Registry,
+    grpc_metrics: GrpcMetrics,
     health: HealthReporter,
     /// The tasks keeping the access policy current; stopped with the server.
     policy_sync: Vec<JoinHandle<()>>,
@@ -46,6 +65,9 @@ impl Application {
             .await
             .context("migrating the auth database")?;
 
+        let registry = Registry::new();
+        let grpc_metrics = GrpcMetrics::new(&registry, api::auth::v1::FILE_DESCRIPTOR_SET)?;
+        let metrics = AuthMetrics::new(&registry)?;
         let passwords = PasswordHasher::new(&config.passwords)?;
         let policy = Arc::new(AccessPolicy::new(AccessTokens::new(&config.tokens)?));
         let policy_sync = sync::start(pool.clone(), policy.clone())
@@ -63,6 +85,7 @@ impl Application {
             policy: policy.clone(),
             tokens: config.tokens.clone(),
             lockout: config.lockout.clone(),
+            metrics,
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
@@ -78,14 +101,35 @@ impl Application {
             ))
             .add_service(AccessServiceServer::new(AccessApi::new(state.clone())));
         serving::reflection::add_reflection(&mut routes, &[api::auth::v1::FILE_DESCRIPTOR_SET])?;
+        let routes = routes.routes();
+        let gateway = match config.http_addr {
+            Some(_) => Some(Gateway::new(
+                api::auth::v1::FILE_DESCRIPTOR_SET,
+                &["auth.v1.UserService", "auth.v1.AuthService"],
+                routes.clone(),
+                "auth",
+            )?),
+            None => None,
+        };
 
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        let listener = bind(config.grpc_addr, "auth gRPC").await?;
+        let http_listener = match config.http_addr {
+            Some(addr) => Some(bind(addr, "auth REST gateway").await?),
+            None => None,
+        };
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(bind(addr, "auth metrics").await?),
+            None => None,
+        };
         Ok(Application {
             listener,
+            http_listener,
+            metrics_listener,
             state,
             routes,
+            gateway,
+            registry,
+            grpc_metrics,
             health,
             policy_sync,
         })
@@ -97,46 +141,96 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The REST gateway's address, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The metrics endpoint's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.state.pool
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING, lets
-    /// in-flight calls finish and returns.
+    /// Serves gRPC, the REST gateway and metrics until `shutdown`
+    /// resolves, then reports NOT_SERVING, lets in-flight calls finish and
+    /// returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let health = self.health.clone();
-        for service in [
-            "",
-            "auth.v1.UserService",
-            "auth.v1.AuthService",
-            "auth.v1.AccessService",
-        ] {
+        for service in SERVICES {
             health
                 .set_service_status(service, tonic_health::ServingStatus::Serving)
                 .await;
         }
         tracing::info!(addr = %self.local_addr(), "auth gRPC listening");
-        let served = tonic::transport::Server::builder()
-            .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
-                shutdown.await;
-                for service in [
-                    "",
-                    "auth.v1.UserService",
-                    "auth.v1.AuthService",
-                    "auth.v1.AccessService",
-                ] {
-                    health
-                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                        .await;
+        let stopping = CancellationToken::new();
+        let signal = async {
+            shutdown.await;
+            for service in SERVICES {
+                health
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            stopping.cancel();
+        };
+        let grpc = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+            .add_routes(self.routes.clone())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stopping.clone().cancelled_owned(),
+            );
+        let http = async {
+            match (self.http_listener, self.gateway) {
+                (Some(listener), Some(gateway)) => {
+                    tracing::info!(addr = %listener.local_addr()?, "auth REST gateway listening");
+                    axum::serve(listener, gateway.into_router())
+                        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                        .await
                 }
-            })
-            .await;
+                _ => Ok(()),
+            }
+        };
+        let metrics = async {
+            match self.metrics_listener {
+                Some(listener) => {
+                    tracing::info!(addr = %listener.local_addr()?, "auth metrics listening");
+                    serving::metrics::serve(
+                        listener,
+                        self.registry.clone(),
+                        stopping.clone().cancelled_owned(),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
         for task in self.policy_sync {
             task.abort();
         }
         self.state.pool.close().await;
         tracing::info!("auth stopped");
-        Ok(served?)
+        grpc?;
+        http?;
+        metrics?;
+        Ok(())
     }
+}
+
+/// Binds `addr`, saying what for when it cannot.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| match addr.port() {
+            0 => format!("cannot listen for {what} on {addr}"),
+            port => format!("cannot listen for {what} on {addr}: is port {port} already taken?"),
+        })
 }

@@ -11,6 +11,8 @@ use secrecy::SecretString;
 pub struct Config {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     /// How many events a stream may fall behind the newest message before
@@ -38,6 +40,7 @@ impl Config {
     pub fn with_defaults(database_url: SecretString, auth_url: String) -> Config {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
+            metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9102))),
             database: DatabaseConfig {
                 url: database_url,
                 max_connections: 10,
@@ -59,6 +62,13 @@ impl Config {
         let defaults = Config::with_defaults(database_url, auth_url);
         Ok(Config {
             grpc_addr: var_or("CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            metrics_addr: match std::env::var("CHAT_METRICS_ADDR") {
+                Ok(value) if value.is_empty() || value == "off" => None,
+                Ok(value) => Some(value.parse().map_err(|error| {
+                    anyhow::anyhow!("CHAT_METRICS_ADDR={value:?} is not valid: {error}")
+                })?),
+                Err(_) => defaults.metrics_addr,
+            },
             database: DatabaseConfig {
                 max_connections: var_or(
                     "CHAT_DATABASE_MAX_CONNECTIONS",

@@ -12,6 +12,7 @@
 //!   streams, fed by PostgreSQL notifications from every replica.
 //! - [`domain`]: valid values, and the [`domain::Caller`] auth vouched for.
 //! - [`db`]: the only place SQL lives.
+//! - [`metrics`]: messages sent and open streams, for Prometheus.
 //! - [`error`]: the one error type and its gRPC statuses.
 
 pub mod auth_client;
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod hub;
+pub mod metrics;
 pub mod startup;
 
 /// The database migrations, embedded at compile time.

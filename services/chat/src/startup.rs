@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use api::chat::v1::chat_service_server::ChatServiceServer;
+use prometheus::Registry;
+use serving::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
 
 use crate::auth_client::AuthClient;
@@ -20,14 +22,19 @@ use crate::grpc::State;
 use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
+use crate::metrics::ChatMetrics;
 use crate::{MIGRATOR, db};
 
 const SERVICES: [&str; 2] = ["", "chat.v1.ChatService"];
 
 pub struct Application {
     listener: TcpListener,
+    /// The metrics endpoint's, when it is on.
+    metrics_listener: Option<TcpListener>,
     state: Arc<State>,
-    routes: RoutesBuilder,
+    routes: Routes,
+    registry: Registry,
+    grpc_metrics: GrpcMetrics,
     health: HealthReporter,
     /// The hub's notification listener; stopped with the server.
     hub_task: JoinHandle<()>,
@@ -38,6 +45,9 @@ impl Application {
     /// listener (port 0 picks a free port; [`Application::local_addr`]
     /// tells which). Auth is connected on first use.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let grpc_metrics = GrpcMetrics::new(&registry, api::chat::v1::FILE_DESCRIPTOR_SET)?;
+        let metrics = ChatMetrics::new(&registry)?;
         let pool = db::connect(&config.database)?;
         MIGRATOR
             .run(&pool)
@@ -53,6 +63,7 @@ impl Application {
             auth: auth.clone(),
             hub,
             shutdown: CancellationToken::new(),
+            metrics,
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
@@ -62,13 +73,18 @@ impl Application {
         ));
         serving::reflection::add_reflection(&mut routes, &[api::chat::v1::FILE_DESCRIPTOR_SET])?;
 
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        let listener = bind(config.grpc_addr, "chat gRPC").await?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(bind(addr, "chat metrics").await?),
+            None => None,
+        };
         Ok(Application {
             listener,
+            metrics_listener,
             state,
-            routes,
+            routes: routes.routes(),
+            registry,
+            grpc_metrics,
             health,
             hub_task,
         })
@@ -78,6 +94,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The metrics endpoint's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -95,22 +118,55 @@ impl Application {
                 .await;
         }
         tracing::info!(addr = %self.local_addr(), "chat gRPC listening");
+        let stopping = CancellationToken::new();
         let streams = self.state.shutdown.clone();
-        let served = tonic::transport::Server::builder()
-            .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
-                shutdown.await;
-                for service in SERVICES {
-                    health
-                        .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                        .await;
+        let signal = async {
+            shutdown.await;
+            for service in SERVICES {
+                health
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            streams.cancel();
+            stopping.cancel();
+        };
+        let grpc = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+            .add_routes(self.routes.clone())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stopping.clone().cancelled_owned(),
+            );
+        let metrics = async {
+            match self.metrics_listener {
+                Some(listener) => {
+                    tracing::info!(addr = %listener.local_addr()?, "chat metrics listening");
+                    serving::metrics::serve(
+                        listener,
+                        self.registry.clone(),
+                        stopping.clone().cancelled_owned(),
+                    )
+                    .await
                 }
-                streams.cancel();
-            })
-            .await;
+                None => Ok(()),
+            }
+        };
+        let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
         self.hub_task.abort();
         self.state.pool.close().await;
         tracing::info!("chat stopped");
-        Ok(served?)
+        grpc?;
+        metrics?;
+        Ok(())
     }
+}
+
+/// Binds `addr`, saying what for when it cannot.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| match addr.port() {
+            0 => format!("cannot listen for {what} on {addr}"),
+            port => format!("cannot listen for {what} on {addr}: is port {port} already taken?"),
+        })
 }

@@ -3,12 +3,17 @@
 //! # Layout
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha, over the
 //!   generated descriptor sets and tonic-health's.
+//! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
+//!   `google.api.http` annotations, and their OpenAPI document.
 //! - [`invalid`]: turning validation failures into `INVALID_ARGUMENT`
 //!   statuses that name the field.
+//! - [`metrics`]: Prometheus metrics for every RPC, and `/metrics`.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - [`telemetry`]: log output.
 
+pub mod gateway;
 pub mod invalid;
+pub mod metrics;
 pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;

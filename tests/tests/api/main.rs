@@ -2,7 +2,9 @@
 
 mod access;
 mod chats;
+mod metrics;
 mod reflection;
+mod rest;
 mod sessions;
 mod smoke;
 mod streams;

@@ -25,15 +25,35 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        serving::invalid::validate(request.get_ref())?;
+        let checks = &self.state.metrics.access_checks;
+        if let Err(status) = serving::invalid::validate(request.get_ref()) {
+            checks.with_label_values(&["invalid_argument"]).inc();
+            return Err(status);
+        }
         let authorization = request
             .metadata()
             .get("authorization")
             .map(|value| value.to_str().unwrap_or_default());
-        let principal = self
+        let principal = match self
             .state
             .policy
-            .check(authorization, &request.get_ref().endpoint_address)?;
+            .check(authorization, &request.get_ref().endpoint_address)
+        {
+            Ok(principal) => {
+                checks.with_label_values(&["allowed"]).inc();
+                principal
+            }
+            Err(error) => {
+                let status = Status::from(error);
+                let result = if status.code() == tonic::Code::PermissionDenied {
+                    "permission_denied"
+                } else {
+                    "unauthenticated"
+                };
+                checks.with_label_values(&[result]).inc();
+                return Err(status);
+            }
+        };
         Ok(Response::new(pb::CheckResponse {
             user_id: principal.user_id.0,
             username: principal.name,

@@ -60,6 +60,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
                     security_event = "login_locked",
                     "login refused: account locked"
                 );
+                state.metrics.logins.with_label_values(&["locked"]).inc();
                 let retry_after = (until - OffsetDateTime::now_utc()).max(time::Duration::SECOND);
                 return Err(Error::Locked {
                     retry_after: retry_after.try_into().unwrap_or_default(),
@@ -68,6 +69,11 @@ impl pb::auth_service_server::AuthService for AuthApi {
             }
             state.passwords.verify(&password, None).await?;
             tracing::info!("login refused: unknown user name");
+            state
+                .metrics
+                .logins
+                .with_label_values(&["wrong_credentials"])
+                .inc();
             return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
         };
         tracing::Span::current().record("user_id", user.id);
@@ -80,6 +86,11 @@ impl pb::auth_service_server::AuthService for AuthApi {
                 security_event = "login_failed",
                 "login refused: wrong password"
             );
+            state
+                .metrics
+                .logins
+                .with_label_values(&["wrong_credentials"])
+                .inc();
             return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
         }
         db::users::clear_failed_logins(&state.pool, user.id).await?;
@@ -87,6 +98,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let principal = principal(user.id, user.name, &user.role, user.token_version)?;
         let refresh_token = self.start_family(principal.user_id).await?;
         let access_token = state.policy.tokens().issue(&principal)?;
+        state.metrics.logins.with_label_values(&["success"]).inc();
         tracing::info!("logged in");
         Ok(Response::new(pb::LoginResponse {
             refresh_token,
@@ -119,6 +131,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         )
         .await?;
         tx.commit().await.map_err(Error::from)?;
+        self.state.metrics.refresh_tokens_rotated.inc();
         Ok(Response::new(pb::GetRefreshTokenResponse {
             refresh_token: token.expose_secret().to_owned(),
         }))
@@ -197,6 +210,7 @@ impl AuthApi {
                 {
                     return error;
                 }
+                self.state.metrics.refresh_token_reuse.inc();
                 tracing::warn!(
                     security_event = "refresh_token_reuse",
                     user_id = token.user_id,

@@ -15,6 +15,7 @@ use tonic::Status;
 
 use crate::access::{AccessPolicy, Caller};
 use crate::config::{LockoutConfig, TokenConfig};
+use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 
 /// What the handlers share.
@@ -24,6 +25,7 @@ pub struct State {
     pub policy: Arc<AccessPolicy>,
     pub tokens: TokenConfig,
     pub lockout: LockoutConfig,
+    pub metrics: AuthMetrics,
 }
 
 /// The caller the guard let through.

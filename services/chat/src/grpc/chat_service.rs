@@ -17,6 +17,7 @@ use crate::db::messages::{MessageRow, NewMessage};
 use crate::domain::{ChatTitle, MessageText};
 use crate::error::{Error, Result};
 use crate::hub::Event;
+use crate::metrics::OpenStream;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Messages read from the database at a time when a stream catches up.
@@ -156,6 +157,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         .await?;
         // Acknowledged only once stored for good.
         tx.commit().await.map_err(Error::from)?;
+        self.state.metrics.messages_sent.inc();
         tracing::Span::current().record("message_id", message.id);
         Ok(Response::new(pb::SendMessageResponse {
             message: Some(to_proto(&message)),
@@ -261,6 +263,7 @@ enum End {
 
 impl ChatStream {
     async fn run(mut self, mut events: broadcast::Receiver<Event>, replay: bool) {
+        let _open = OpenStream::new(&self.state.metrics.open_streams);
         let end = async {
             if replay {
                 self.catch_up().await?;

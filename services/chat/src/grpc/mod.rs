@@ -13,6 +13,7 @@ use tonic::Status;
 use crate::auth_client::AuthClient;
 use crate::domain::Caller;
 use crate::hub::Hub;
+use crate::metrics::ChatMetrics;
 
 /// What the handlers share.
 pub struct State {
@@ -21,6 +22,7 @@ pub struct State {
     pub hub: Arc<Hub>,
     /// Cancelled when the server starts shutting down: open streams end.
     pub shutdown: CancellationToken,
+    pub metrics: ChatMetrics,
 }
 
 /// The caller auth vouched for.

@@ -1,0 +1,42 @@
+//! The chat service's domain metrics, beside the per-RPC ones.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+#[derive(Clone)]
+pub struct ChatMetrics {
+    /// Messages stored (retried sends are not counted twice).
+    pub messages_sent: IntCounter,
+    /// `ConnectChat` streams open on this replica.
+    pub open_streams: IntGauge,
+}
+
+impl ChatMetrics {
+    pub fn new(registry: &Registry) -> anyhow::Result<ChatMetrics> {
+        let metrics = ChatMetrics {
+            messages_sent: IntCounter::new("chat_messages_sent_total", "Messages stored.")?,
+            open_streams: IntGauge::new(
+                "chat_open_streams",
+                "ConnectChat streams open on this replica.",
+            )?,
+        };
+        registry.register(Box::new(metrics.messages_sent.clone()))?;
+        registry.register(Box::new(metrics.open_streams.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Counts one open stream for as long as it lives.
+pub struct OpenStream(IntGauge);
+
+impl OpenStream {
+    pub fn new(gauge: &IntGauge) -> OpenStream {
+        gauge.inc();
+        OpenStream(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,265 @@
+//! Prometheus metrics: per-RPC counters and latencies under the names
+//! go-grpc-prometheus made common, a tower layer that records them for
+//! every call, and the `/metrics` endpoint. Services register their own
+//! domain metrics in the same [`Registry`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::body::Body as HttpBody;
+use http_body::Frame;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+use tower::{Layer, Service};
+
+/// The RPC metrics every gRPC server of this project exposes.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    started: IntCounterVec,
+    handled: IntCounterVec,
+    handling: HistogramVec,
+    /// Full method paths of server-streaming RPCs, for the `grpc_type` label.
+    server_streams: Arc<HashSet<String>>,
+}
+
+impl GrpcMetrics {
+    /// Registers the metrics; `descriptor_set` tells which RPCs stream.
+    pub fn new(registry: &Registry, descriptor_set: &[u8]) -> anyhow::Result<GrpcMetrics> {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let started = IntCounterVec::new(
+            Opts::new("grpc_server_started_total", "RPCs started on the server."),
+            &labels,
+        )?;
+        let handled = IntCounterVec::new(
+            Opts::new(
+                "grpc_server_handled_total",
+                "RPCs completed on the server, whatever their status.",
+            ),
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        )?;
+        let handling = HistogramVec::new(
+            HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Time from the start of an RPC to its status, in seconds.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &labels,
+        )?;
+        registry.register(Box::new(started.clone()))?;
+        registry.register(Box::new(handled.clone()))?;
+        registry.register(Box::new(handling.clone()))?;
+        let pool = prost_reflect::DescriptorPool::decode(descriptor_set)?;
+        let server_streams = pool
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|method| method.is_server_streaming())
+            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+            .collect();
+        Ok(GrpcMetrics {
+            started,
+            handled,
+            handling,
+            server_streams: Arc::new(server_streams),
+        })
+    }
+
+    fn labels(&self, path: &str) -> [String; 3] {
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("unknown", "unknown"));
+        let kind = if self.server_streams.contains(path) {
+            "server_stream"
+        } else {
+            "unary"
+        };
+        [kind.to_owned(), service.to_owned(), method.to_owned()]
+    }
+}
+
+/// Records [`GrpcMetrics`] for every call through the server.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer(pub GrpcMetrics);
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = Recorded<S>;
+
+    fn layer(&self, inner: S) -> Recorded<S> {
+        Recorded {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Recorded<S> {
+    inner: S,
+    metrics: GrpcMetrics,
+}
+
+/// What finishing a call records.
+struct Call {
+    metrics: GrpcMetrics,
+    labels: [String; 3],
+    started: Instant,
+}
+
+impl Call {
+    fn finish(self, code: Code) {
+        let [kind, service, method] = &self.labels;
+        let code = format!("{code:?}");
+        self.metrics
+            .handled
+            .with_label_values(&[kind.as_str(), service, method, code.as_str()])
+            .inc();
+        self.metrics
+            .handling
+            .with_label_values(&[kind.as_str(), service, method])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Recorded<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<RecordedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let labels = self.metrics.labels(request.uri().path());
+        let [kind, service, method] = &labels;
+        self.metrics
+            .started
+            .with_label_values(&[kind.as_str(), service, method])
+            .inc();
+        let call = Call {
+            metrics: self.metrics.clone(),
+            labels,
+            started: Instant::now(),
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // A trailers-only response carries its status in the headers.
+            let call = match status_code(response.headers()) {
+                Some(code) => {
+                    call.finish(code);
+                    None
+                }
+                None => Some(call),
+            };
+            Ok(response.map(|body| RecordedBody { inner: body, call }))
+        })
+    }
+}
+
+fn status_code(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(Code::from_i32(value))
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its call when the trailers pass (or,
+    /// with none, when the body ends or is dropped: the client left).
+    pub struct RecordedBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<Call>,
+    }
+
+    impl<B> PinnedDrop for RecordedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.finish(Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for RecordedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(code) = frame.trailers_ref().and_then(status_code)
+                    && let Some(call) = this.call.take()
+                {
+                    call.finish(code);
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(call) = this.call.take() {
+                    call.finish(Code::Unknown);
+                }
+            }
+            None => {
+                if let Some(call) = this.call.take() {
+                    call.finish(Code::Ok);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves `GET /metrics` from `registry` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = Vec::new();
+                let _ = TextEncoder::new().encode(&registry.gather(), &mut text);
+                http::Response::builder()
+                    .header(http::header::CONTENT_TYPE, TextEncoder::new().format_type())
+                    .body(HttpBody::from(text))
+                    .unwrap_or_default()
+            }
+        }),
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,130 @@
+//! The Prometheus endpoints reflect the calls made.
+
+use api::auth::v1 as pb;
+use tests::http::request;
+use tests::services::{TestAuth, TestChat};
+
+/// The value of the sample `name{labels}` in a scrape, if present.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let all_match = labels
+                .iter()
+                .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")));
+            (series_name == name && all_match).then(|| value.parse().ok())?
+        })
+}
+
+#[tokio::test]
+async fn auth_metrics_count_rpcs_by_code_and_logins_by_result() {
+    let auth = TestAuth::spawn().await;
+    auth.register("ada").await;
+    let _ = auth
+        .sessions()
+        .login(pb::LoginRequest {
+            username: "ada".into(),
+            password: "wrong password".into(),
+        })
+        .await;
+
+    let scrape = request(auth.metrics_addr, "GET", "/metrics", None, None)
+        .await
+        .body;
+
+    let created = [
+        ("grpc_service", "auth.v1.UserService"),
+        ("grpc_method", "Create"),
+        ("grpc_code", "Ok"),
+    ];
+    assert_eq!(
+        sample(&scrape, "grpc_server_handled_total", &created),
+        Some(1.0),
+        "{scrape}"
+    );
+    let refused = [("grpc_method", "Login"), ("grpc_code", "Unauthenticated")];
+    assert_eq!(
+        sample(&scrape, "grpc_server_handled_total", &refused),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "grpc_server_started_total",
+            &[("grpc_method", "Login")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &scrape,
+            "grpc_server_handling_seconds_count",
+            &[("grpc_method", "Login")]
+        ) == Some(2.0)
+    );
+    assert_eq!(
+        sample(&scrape, "auth_logins_total", &[("result", "success")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "auth_logins_total",
+            &[("result", "wrong_credentials")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn chat_metrics_count_messages_and_open_streams() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let stream = chat
+        .chats()
+        .connect_chat(grace.request(api::chat::v1::ConnectChatRequest {
+            chat_id,
+            since_message_id: None,
+        }))
+        .await
+        .expect("a stream");
+    chat.send(&ada, chat_id, "one").await;
+    chat.send(&ada, chat_id, "two").await;
+
+    let scrape = request(chat.metrics_addr, "GET", "/metrics", None, None)
+        .await
+        .body;
+
+    assert_eq!(
+        sample(&scrape, "chat_messages_sent_total", &[]),
+        Some(2.0),
+        "{scrape}"
+    );
+    assert_eq!(sample(&scrape, "chat_open_streams", &[]), Some(1.0));
+    let stream_type = [
+        ("grpc_method", "ConnectChat"),
+        ("grpc_type", "server_stream"),
+    ];
+    assert_eq!(
+        sample(&scrape, "grpc_server_started_total", &stream_type),
+        Some(1.0)
+    );
+    drop(stream);
+    let auth_scrape = request(auth.metrics_addr, "GET", "/metrics", None, None)
+        .await
+        .body;
+    assert!(
+        sample(
+            &auth_scrape,
+            "auth_access_checks_total",
+            &[("result", "allowed")]
+        )
+        .is_some_and(|n| n >= 4.0)
+    );
+}

@@ -1,0 +1,217 @@
+//! Auth's REST/JSON gateway on the HTTP port: routes from the protos'
+//! `google.api.http` annotations, proto3 JSON, grpc-gateway's status mapping.
+
+use serde_json::json;
+use tests::http::request;
+use tests::services::TestAuth;
+
+#[tokio::test]
+async fn users_are_created_read_updated_and_deleted_over_rest() {
+    let auth = TestAuth::spawn().await;
+    let http = auth.http_addr;
+
+    let created = request(
+        http,
+        "POST",
+        "/v1/users",
+        None,
+        Some(&json!({ "name": "ada", "email": "ada@example.com", "password": "correct horse", "passwordConfirm": "correct horse" })),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let id = created.json()["id"]
+        .as_str()
+        .expect("int64 ids are JSON strings")
+        .to_owned();
+
+    let login = request(
+        http,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&json!({ "username": "ada", "password": "correct horse" })),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let token = login.json()["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    assert!(
+        login.json()["refreshToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("rt_"))
+    );
+
+    let read = request(http, "GET", &format!("/v1/users/{id}"), Some(&token), None).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let user = &read.json()["user"];
+    assert_eq!(
+        (user["name"].as_str(), user["role"].as_str()),
+        (Some("ada"), Some("ROLE_USER"))
+    );
+    assert!(
+        user["createdAt"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z')),
+        "RFC 3339: {user}"
+    );
+
+    let updated = request(
+        http,
+        "PATCH",
+        &format!("/v1/users/{id}"),
+        Some(&token),
+        Some(&json!({ "email": "ada@lovelace.org" })),
+    )
+    .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.json()["user"]["email"], "ada@lovelace.org");
+    assert_eq!(updated.json()["user"]["name"], "ada");
+
+    let deleted = request(
+        http,
+        "DELETE",
+        &format!("/v1/users/{id}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let gone = request(http, "GET", &format!("/v1/users/{id}"), Some(&token), None).await;
+    assert_eq!(gone.status, 401, "a deleted user's token: {}", gone.body);
+}
+
+#[tokio::test]
+async fn errors_map_to_http_statuses_with_a_json_body() {
+    let auth = TestAuth::spawn().await;
+    let http = auth.http_addr;
+    let ada = auth.register("ada").await;
+    let admin = auth.admin().await;
+
+    let invalid = request(http, "POST", "/v1/users", None, Some(&json!({ "name": "", "email": "x@example.com", "password": "long enough", "passwordConfirm": "long enough" }))).await;
+    let unauthenticated = request(http, "GET", &format!("/v1/users/{}", ada.id), None, None).await;
+    let forbidden = request(http, "GET", "/v1/users", Some(&ada.access_token), None).await;
+    let not_found = request(
+        http,
+        "GET",
+        "/v1/users/999999",
+        Some(&admin.access_token),
+        None,
+    )
+    .await;
+    let conflict = request(http, "POST", "/v1/users", None, Some(&json!({ "name": "ada", "email": "other@example.com", "password": "long enough", "passwordConfirm": "long enough" }))).await;
+    let bad_json = request(
+        http,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&json!({ "username": 42 })),
+    )
+    .await;
+    let bad_path = request(
+        http,
+        "GET",
+        "/v1/users/abc",
+        Some(&admin.access_token),
+        None,
+    )
+    .await;
+    let no_route = request(http, "GET", "/v1/nothing", None, None).await;
+    let wrong_method = request(http, "PUT", "/v1/users", None, None).await;
+
+    let outcome = |response: &tests::http::HttpResponse| json!({ "status": response.status, "body": response.json() });
+    insta::assert_json_snapshot!(json!({
+        "invalid": outcome(&invalid),
+        "unauthenticated": outcome(&unauthenticated),
+        "forbidden": outcome(&forbidden),
+        "not_found": outcome(&not_found),
+        "conflict": outcome(&conflict),
+        "bad_json": outcome(&bad_json),
+        "bad_path": outcome(&bad_path),
+        "no_route": outcome(&no_route),
+        "wrong_method": outcome(&wrong_method),
+    }));
+}
+
+#[tokio::test]
+async fn list_takes_its_page_from_the_query_string() {
+    let auth = TestAuth::spawn().await;
+    auth.register("ada").await;
+    auth.register("grace").await;
+    let admin = auth.admin().await;
+
+    let first = request(
+        auth.http_addr,
+        "GET",
+        "/v1/users?pageSize=2",
+        Some(&admin.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let page = first.json();
+    assert_eq!(page["users"].as_array().map(Vec::len), Some(2));
+    let token = page["nextPageToken"].as_str().expect("a next page");
+    let second = request(
+        auth.http_addr,
+        "GET",
+        &format!("/v1/users?page_size=2&page_token={token}"),
+        Some(&admin.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(second.json()["users"][0]["name"], "grace");
+}
+
+#[tokio::test]
+async fn a_locked_login_says_when_to_retry() {
+    let auth = TestAuth::spawn_with(|config| config.lockout.max_failures = 1).await;
+    auth.register("ada").await;
+    let wrong = json!({ "username": "ada", "password": "wrong password" });
+    request(auth.http_addr, "POST", "/v1/auth/login", None, Some(&wrong)).await;
+    let locked = request(auth.http_addr, "POST", "/v1/auth/login", None, Some(&wrong)).await;
+    assert_eq!(locked.status, 429);
+    assert!(
+        locked
+            .header("retry-after")
+            .is_some_and(|seconds| seconds.parse::<u64>().is_ok())
+    );
+    assert_eq!(
+        locked.json()["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_annotated_rpc() {
+    let auth = TestAuth::spawn().await;
+    let document = request(auth.http_addr, "GET", "/openapi.json", None, None)
+        .await
+        .json();
+
+    let mut operations: Vec<String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, methods)| {
+            methods
+                .as_object()
+                .expect("methods")
+                .iter()
+                .map(move |(method, spec)| {
+                    format!(
+                        "{} {path} {}",
+                        method.to_uppercase(),
+                        spec["operationId"].as_str().unwrap_or("?")
+                    )
+                })
+        })
+        .collect();
+    operations.sort();
+    insta::assert_json_snapshot!(operations);
+    assert_eq!(
+        document["components"]["schemas"]["auth.v1.User"]["properties"]["createdAt"]["format"],
+        "date-time"
+    );
+}
