@@ -51,6 +51,7 @@ impl AuthClient {
     pub async fn check(
         &self,
         authorization: Option<&HeaderValue>,
+        request_id: Option<&HeaderValue>,
         endpoint: &str,
         deadline: Duration,
     ) -> Result<Caller> {
@@ -59,6 +60,7 @@ impl AuthClient {
                 endpoint_address: endpoint.to_owned(),
             },
             authorization,
+            request_id,
             deadline,
         )?;
         let mut access = self.access.clone();
@@ -81,11 +83,13 @@ impl AuthClient {
     pub async fn lookup_usernames(
         &self,
         authorization: Option<&HeaderValue>,
+        request_id: Option<&HeaderValue>,
         usernames: Vec<String>,
     ) -> Result<Vec<pb::UserRef>> {
         let request = self.request(
             pb::LookupUsernamesRequest { usernames },
             authorization,
+            request_id,
             self.check_timeout,
         )?;
         let mut users = self.users.clone();
@@ -99,14 +103,22 @@ impl AuthClient {
         Ok(answer.into_inner().users)
     }
 
+    /// A request to auth carrying the caller's authorization and the
+    /// request id, so that both services' logs tell of the same call.
     fn request<T>(
         &self,
         message: T,
         authorization: Option<&HeaderValue>,
+        request_id: Option<&HeaderValue>,
         deadline: Duration,
     ) -> Result<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(deadline);
+        if let Some(id) = request_id.and_then(|id| id.to_str().ok()?.parse().ok()) {
+            request
+                .metadata_mut()
+                .insert(serving::metrics::REQUEST_ID, id);
+        }
         if let Some(authorization) = authorization {
             let value = authorization
                 .to_str()

@@ -18,6 +18,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 /// The RPC metrics every gRPC server of this project exposes.
 #[derive(Clone)]
@@ -86,7 +87,11 @@ impl GrpcMetrics {
     }
 }
 
-/// Records [`GrpcMetrics`] for every call through the server.
+/// Records [`GrpcMetrics`] for every call through the server, and runs
+/// each call in an `rpc` span naming the method, the request id (taken
+/// from `x-request-id`, or made up and added to the request so that calls
+/// to other services carry it on), the caller's user id once a guard
+/// records it, and the status code; a log line marks each call's end.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer(pub GrpcMetrics);
 
@@ -112,12 +117,17 @@ struct Call {
     metrics: GrpcMetrics,
     labels: [String; 3],
     started: Instant,
+    span: tracing::Span,
 }
 
 impl Call {
     fn finish(self, code: Code) {
         let [kind, service, method] = &self.labels;
         let code = format!("{code:?}");
+        self.span.record("grpc.code", code.as_str());
+        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.span
+            .in_scope(|| tracing::info!(elapsed_ms, "rpc finished"));
         self.metrics
             .handled
             .with_label_values(&[kind.as_str(), service, method, code.as_str()])
@@ -142,33 +152,61 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let labels = self.metrics.labels(request.uri().path());
         let [kind, service, method] = &labels;
         self.metrics
             .started
             .with_label_values(&[kind.as_str(), service, method])
             .inc();
+        let request_id = match request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+        {
+            Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
+            _ => {
+                let id = uuid::Uuid::new_v4().to_string();
+                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                    request.headers_mut().insert(REQUEST_ID, value);
+                }
+                id
+            }
+        };
+        let span = tracing::info_span!(
+            "rpc",
+            rpc.method = %request.uri().path(),
+            request_id = %request_id,
+            user_id = tracing::field::Empty,
+            grpc.code = tracing::field::Empty,
+        );
         let call = Call {
             metrics: self.metrics.clone(),
             labels,
             started: Instant::now(),
+            span: span.clone(),
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // A trailers-only response carries its status in the headers.
-            let call = match status_code(response.headers()) {
-                Some(code) => {
-                    call.finish(code);
-                    None
-                }
-                None => Some(call),
-            };
-            Ok(response.map(|body| RecordedBody { inner: body, call }))
-        })
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let response = response.await?;
+                // A trailers-only response carries its status in the headers.
+                let call = match status_code(response.headers()) {
+                    Some(code) => {
+                        call.finish(code);
+                        None
+                    }
+                    None => Some(call),
+                };
+                Ok(response.map(|body| RecordedBody { inner: body, call }))
+            }
+            .instrument(span),
+        )
     }
 }
+
+/// The metadata key a request id travels under, from service to service.
+pub const REQUEST_ID: &str = "x-request-id";
 
 fn status_code(headers: &http::HeaderMap) -> Option<Code> {
     let value = headers

@@ -2,6 +2,7 @@
 
 mod access;
 mod chats;
+mod logs;
 mod metrics;
 mod reflection;
 mod rest;

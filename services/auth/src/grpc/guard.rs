@@ -47,6 +47,9 @@ where
             .map(|value| value.to_str().unwrap_or_default());
         match self.policy.authorize(authorization, request.uri().path()) {
             Ok(caller) => {
+                if let Some(principal) = caller.principal() {
+                    tracing::Span::current().record("user_id", principal.user_id.0);
+                }
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }

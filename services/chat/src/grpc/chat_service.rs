@@ -47,17 +47,27 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let caller = caller(&request)?;
         tracing::Span::current().record("user_id", caller.user_id);
         serving::invalid::validate(request.get_ref())?;
-        let authorization: Option<http::HeaderValue> = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok()?.parse().ok());
+        let header = |name: &str| -> Option<http::HeaderValue> {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+        };
+        let (authorization, request_id) = (
+            header("authorization"),
+            header(serving::metrics::REQUEST_ID),
+        );
         let request = request.into_inner();
         let title = ChatTitle::parse(request.title)?;
 
         let found = self
             .state
             .auth
-            .lookup_usernames(authorization.as_ref(), request.usernames.clone())
+            .lookup_usernames(
+                authorization.as_ref(),
+                request_id.as_ref(),
+                request.usernames.clone(),
+            )
             .await?;
         let ids: HashMap<String, i64> = found
             .into_iter()

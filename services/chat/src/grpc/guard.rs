@@ -53,12 +53,14 @@ where
             let checked = auth
                 .check(
                     headers.get(http::header::AUTHORIZATION),
+                    headers.get(serving::metrics::REQUEST_ID),
                     request.uri().path(),
                     deadline,
                 )
                 .await;
             match checked {
                 Ok(caller) => {
+                    tracing::Span::current().record("user_id", caller.user_id);
                     tracing::debug!(
                         user_id = caller.user_id,
                         endpoint = request.uri().path(),
