@@ -116,13 +116,18 @@ impl Config {
     }
 
     pub fn from_env() -> anyhow::Result<Config> {
-        let database_url: SecretString = std::env::var("AUTH_DATABASE_URL")
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `var`, which looks a variable up by name.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let database_url: SecretString = var("AUTH_DATABASE_URL")
             .context("AUTH_DATABASE_URL is not set (postgres://user:password@host:port/database)")?
             .into();
-        let dev_mode = var_or("AUTH_DEV_MODE", "false")?;
-        let signing_keys = match std::env::var("AUTH_JWT_KEYS") {
-            Ok(keys) => parse_signing_keys(&keys)?,
-            Err(_) if dev_mode => {
+        let dev_mode = var_or(&var, "AUTH_DEV_MODE", "false")?;
+        let signing_keys = match var("AUTH_JWT_KEYS") {
+            Some(keys) => parse_signing_keys(&keys)?,
+            None if dev_mode => {
                 tracing::warn!(
                     "AUTH_DEV_MODE: signing access tokens with the public development key"
                 );
@@ -131,35 +136,35 @@ impl Config {
                     secret: DEV_SIGNING_KEY.into(),
                 }]
             }
-            Err(_) => bail!(
+            None => bail!(
                 "AUTH_JWT_KEYS is not set (id:secret[,id:secret...]; or AUTH_DEV_MODE=true for development)"
             ),
         };
         let defaults = Config::with_defaults(database_url, signing_keys);
         let seconds = |name: &str, default: Duration| -> anyhow::Result<Duration> {
             Ok(Duration::from_secs(var_or(
+                &var,
                 name,
                 &default.as_secs().to_string(),
             )?))
         };
-        let bootstrap_admin = match std::env::var("AUTH_BOOTSTRAP_ADMIN_NAME") {
-            Ok(name) => Some(BootstrapAdmin {
+        let bootstrap_admin = match var("AUTH_BOOTSTRAP_ADMIN_NAME") {
+            Some(name) => Some(BootstrapAdmin {
                 name,
-                email: std::env::var("AUTH_BOOTSTRAP_ADMIN_EMAIL")
-                    .context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_EMAIL must be too")?,
-                password: std::env::var("AUTH_BOOTSTRAP_ADMIN_PASSWORD")
-                    .context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_PASSWORD must be too")?
+                email: var("AUTH_BOOTSTRAP_ADMIN_EMAIL").context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_EMAIL must be too")?,
+                password: var("AUTH_BOOTSTRAP_ADMIN_PASSWORD").context("AUTH_BOOTSTRAP_ADMIN_NAME is set, so AUTH_BOOTSTRAP_ADMIN_PASSWORD must be too")?
                     .into(),
             }),
-            Err(_) => None,
+            None => None,
         };
         Ok(Config {
-            grpc_addr: var_or("AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
-            http_addr: optional_addr("AUTH_HTTP_ADDR", defaults.http_addr)?,
-            metrics_addr: optional_addr("AUTH_METRICS_ADDR", defaults.metrics_addr)?,
+            grpc_addr: var_or(&var, "AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            http_addr: optional_addr(&var, "AUTH_HTTP_ADDR", defaults.http_addr)?,
+            metrics_addr: optional_addr(&var, "AUTH_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 url: defaults.database.url,
                 max_connections: var_or(
+                    &var,
                     "AUTH_DATABASE_MAX_CONNECTIONS",
                     &defaults.database.max_connections.to_string(),
                 )?,
@@ -171,24 +176,29 @@ impl Config {
             },
             passwords: PasswordConfig {
                 memory_kib: var_or(
+                    &var,
                     "AUTH_ARGON2_MEMORY_KIB",
                     &defaults.passwords.memory_kib.to_string(),
                 )?,
                 iterations: var_or(
+                    &var,
                     "AUTH_ARGON2_ITERATIONS",
                     &defaults.passwords.iterations.to_string(),
                 )?,
                 parallelism: var_or(
+                    &var,
                     "AUTH_ARGON2_PARALLELISM",
                     &defaults.passwords.parallelism.to_string(),
                 )?,
                 max_concurrent_hashes: var_or(
+                    &var,
                     "AUTH_MAX_CONCURRENT_HASHES",
                     &defaults.passwords.max_concurrent_hashes.to_string(),
                 )?,
             },
             lockout: LockoutConfig {
                 max_failures: var_or(
+                    &var,
                     "AUTH_LOCKOUT_MAX_FAILURES",
                     &defaults.lockout.max_failures.to_string(),
                 )?,
@@ -242,25 +252,30 @@ impl SigningKey {
 
 /// An address from the environment; `off` (or empty) for none.
 pub(crate) fn optional_addr(
+    var: impl Fn(&str) -> Option<String>,
     name: &str,
     default: Option<SocketAddr>,
 ) -> anyhow::Result<Option<SocketAddr>> {
-    match std::env::var(name) {
-        Ok(value) if value.is_empty() || value == "off" => Ok(None),
-        Ok(value) => Ok(Some(value.parse().map_err(|error| {
+    match var(name) {
+        Some(value) if value.is_empty() || value == "off" => Ok(None),
+        Some(value) => Ok(Some(value.parse().map_err(|error| {
             anyhow::anyhow!("{name}={value:?} is not valid: {error}")
         })?)),
-        Err(_) => Ok(default),
+        None => Ok(default),
     }
 }
 
 /// Parses `name` from the environment, or `default` when it is unset.
-pub(crate) fn var_or<T>(name: &str, default: &str) -> anyhow::Result<T>
+pub(crate) fn var_or<T>(
+    var: impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+) -> anyhow::Result<T>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
-    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let value = var(name).unwrap_or_else(|| default.to_owned());
     value
         .parse()
         .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))

@@ -54,23 +54,28 @@ impl Config {
     }
 
     pub fn from_env() -> anyhow::Result<Config> {
-        let database_url: SecretString = std::env::var("CHAT_DATABASE_URL")
+        Config::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `var`, which looks a variable up by name.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let database_url: SecretString = var("CHAT_DATABASE_URL")
             .context("CHAT_DATABASE_URL is not set (postgres://user:password@host:port/database)")?
             .into();
-        let auth_url =
-            std::env::var("CHAT_AUTH_URL").unwrap_or_else(|_| "http://127.0.0.1:50051".to_owned());
+        let auth_url = var("CHAT_AUTH_URL").unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
         let defaults = Config::with_defaults(database_url, auth_url);
         Ok(Config {
-            grpc_addr: var_or("CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
-            metrics_addr: match std::env::var("CHAT_METRICS_ADDR") {
-                Ok(value) if value.is_empty() || value == "off" => None,
-                Ok(value) => Some(value.parse().map_err(|error| {
+            grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            metrics_addr: match var("CHAT_METRICS_ADDR") {
+                Some(value) if value.is_empty() || value == "off" => None,
+                Some(value) => Some(value.parse().map_err(|error| {
                     anyhow::anyhow!("CHAT_METRICS_ADDR={value:?} is not valid: {error}")
                 })?),
-                Err(_) => defaults.metrics_addr,
+                None => defaults.metrics_addr,
             },
             database: DatabaseConfig {
                 max_connections: var_or(
+                    &var,
                     "CHAT_DATABASE_MAX_CONNECTIONS",
                     &defaults.database.max_connections.to_string(),
                 )?,
@@ -78,23 +83,28 @@ impl Config {
             },
             auth: AuthConfig {
                 check_timeout: Duration::from_millis(var_or(
+                    &var,
                     "CHAT_AUTH_CHECK_TIMEOUT_MS",
                     &defaults.auth.check_timeout.as_millis().to_string(),
                 )?),
                 ..defaults.auth
             },
-            stream_buffer: var_or("CHAT_STREAM_BUFFER", &defaults.stream_buffer.to_string())?,
+            stream_buffer: var_or(
+                &var,
+                "CHAT_STREAM_BUFFER",
+                &defaults.stream_buffer.to_string(),
+            )?,
         })
     }
 }
 
 /// Parses `name` from the environment, or `default` when it is unset.
-fn var_or<T>(name: &str, default: &str) -> anyhow::Result<T>
+fn var_or<T>(var: impl Fn(&str) -> Option<String>, name: &str, default: &str) -> anyhow::Result<T>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
-    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let value = var(name).unwrap_or_else(|| default.to_owned());
     value
         .parse()
         .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))

@@ -1,0 +1,374 @@
+//! `chatctl`: a command-line client for the chat backend.
+//!
+//! `chatctl login NAME` keeps the session (tokens) in the user's config
+//! directory; later commands use it and refresh the access token when it
+//! is about to expire. Servers come from `--auth-url` and `--chat-url` (or
+//! `CHATCTL_AUTH_URL`, `CHATCTL_CHAT_URL`). Every server error is one line
+//! on standard error, and the exit status is 1.
+
+mod session;
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use api::auth::v1 as auth_pb;
+use api::chat::v1 as chat_pb;
+use clap::{Parser, Subcommand};
+use session::Client;
+use tokio::io::AsyncBufReadExt as _;
+use tokio_stream::StreamExt as _;
+
+#[derive(Parser)]
+#[command(version, about = "A command-line client for the chat backend")]
+struct Cli {
+    /// The auth service.
+    #[arg(
+        long,
+        env = "CHATCTL_AUTH_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    auth_url: String,
+    /// The chat service.
+    #[arg(
+        long,
+        env = "CHATCTL_CHAT_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    chat_url: String,
+    /// Where the session is kept (default: the user's config directory).
+    #[arg(long, env = "CHATCTL_CONFIG_DIR", global = true)]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account. The password comes from CHATCTL_PASSWORD or standard input.
+    Register { name: String, email: String },
+    /// Log in and keep the session. The password comes from CHATCTL_PASSWORD or standard input.
+    Login { name: String },
+    /// End the session, here and on the server.
+    Logout,
+    /// Who the session belongs to.
+    Whoami,
+    /// Accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Chats and messages.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Show an account (yours by default).
+    Get { id: Option<i64> },
+    /// List accounts (admins only).
+    List {
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Change an account's name, email or (admins only) role.
+    Update {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// user or admin.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Delete an account.
+    Delete { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Create a chat with the named users (you are always a member).
+    Create {
+        #[arg(long)]
+        title: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Send a message.
+    Send { chat_id: i64, text: String },
+    /// Show the latest messages, oldest first.
+    History {
+        chat_id: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Print messages as they arrive, and send each line typed on standard input.
+    Connect {
+        chat_id: i64,
+        /// Replay the messages after this id first (0: all of them).
+        #[arg(long)]
+        since: Option<i64>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {}", session::describe(&error));
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_dir = match cli.config_dir {
+        Some(dir) => dir,
+        None => session::default_config_dir()?,
+    };
+    let mut client = Client::new(&cli.auth_url, &cli.chat_url, config_dir)?;
+    match cli.command {
+        Command::Register { name, email } => {
+            let password = read_password()?;
+            let id = client
+                .users()
+                .create(auth_pb::CreateRequest {
+                    name: name.clone(),
+                    email,
+                    password: password.clone(),
+                    password_confirm: password,
+                    role: auth_pb::Role::Unspecified.into(),
+                })
+                .await?
+                .into_inner()
+                .id;
+            println!("registered {name} (id {id})");
+        }
+        Command::Login { name } => {
+            client.login(&name, &read_password()?).await?;
+            println!("logged in as {name}");
+        }
+        Command::Logout => {
+            client.logout().await?;
+            println!("logged out");
+        }
+        Command::Whoami => {
+            let me = client.whoami().await?;
+            println!(
+                "{} (id {}, {})",
+                me.username,
+                me.user_id,
+                role_name(me.role())
+            );
+        }
+        Command::Users(command) => users(&mut client, command).await?,
+        Command::Chat(command) => chat(&mut client, command).await?,
+    }
+    Ok(())
+}
+
+async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Get { id } => {
+            let id = match id {
+                Some(id) => id,
+                None => client.whoami().await?.user_id,
+            };
+            let request = client.authorized(auth_pb::GetRequest { id }).await?;
+            let user = client
+                .users()
+                .get(request)
+                .await?
+                .into_inner()
+                .user
+                .context("no user in the answer")?;
+            print_user(&user);
+        }
+        UsersCommand::List {
+            page_size,
+            page_token,
+        } => {
+            let request = client
+                .authorized(auth_pb::ListRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?;
+            let page = client.users().list(request).await?.into_inner();
+            for user in &page.users {
+                print_user(user);
+            }
+            if !page.next_page_token.is_empty() {
+                println!("next page: --page-token {}", page.next_page_token);
+            }
+        }
+        UsersCommand::Update {
+            id,
+            name,
+            email,
+            role,
+        } => {
+            let role = match role.as_deref() {
+                None => None,
+                Some("user") => Some(auth_pb::Role::User.into()),
+                Some("admin") => Some(auth_pb::Role::Admin.into()),
+                Some(other) => anyhow::bail!("unknown role {other:?} (user or admin)"),
+            };
+            let request = client
+                .authorized(auth_pb::UpdateRequest {
+                    id,
+                    name,
+                    email,
+                    role,
+                })
+                .await?;
+            let user = client
+                .users()
+                .update(request)
+                .await?
+                .into_inner()
+                .user
+                .context("no user in the answer")?;
+            print_user(&user);
+        }
+        UsersCommand::Delete { id } => {
+            let request = client.authorized(auth_pb::DeleteRequest { id }).await?;
+            client.users().delete(request).await?;
+            println!("deleted user {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::Result<()> {
+    match command {
+        ChatCommand::Create { title, users } => {
+            let request = client
+                .authorized(chat_pb::CreateRequest {
+                    usernames: users,
+                    title,
+                })
+                .await?;
+            let id = client.chats().create(request).await?.into_inner().id;
+            println!("created chat {id}");
+        }
+        ChatCommand::Send { chat_id, text } => {
+            let message = send(client, chat_id, text).await?;
+            println!("sent message {}", message.id);
+        }
+        ChatCommand::History { chat_id, limit } => {
+            let request = client
+                .authorized(chat_pb::ListMessagesRequest {
+                    chat_id,
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await?;
+            let page = client.chats().list_messages(request).await?.into_inner();
+            for message in page.messages.iter().rev() {
+                print_message(message);
+            }
+        }
+        ChatCommand::Connect { chat_id, since } => connect(client, chat_id, since).await?,
+    }
+    Ok(())
+}
+
+async fn send(client: &mut Client, chat_id: i64, text: String) -> anyhow::Result<chat_pb::Message> {
+    let request = client
+        .authorized(chat_pb::SendMessageRequest {
+            chat_id,
+            text,
+            // Makes a retry of this very send harmless.
+            client_message_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await?;
+    client
+        .chats()
+        .send_message(request)
+        .await?
+        .into_inner()
+        .message
+        .context("no message in the answer")
+}
+
+async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyhow::Result<()> {
+    let request = client
+        .authorized(chat_pb::ConnectChatRequest {
+            chat_id,
+            since_message_id: since,
+        })
+        .await?;
+    let mut stream = client.chats().connect_chat(request).await?.into_inner();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut typing = true;
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(event)) => {
+                    if let Some(message) = event.message {
+                        print_message(&message);
+                    }
+                }
+                Some(Err(status)) => return Err(status.into()),
+                None => return Ok(()),
+            },
+            line = lines.next_line(), if typing => match line? {
+                Some(line) if line.trim().is_empty() => {}
+                Some(line) => {
+                    send(client, chat_id, line).await?;
+                }
+                None => typing = false,
+            },
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("CHATCTL_PASSWORD") {
+        return Ok(password);
+    }
+    eprint!("password: ");
+    let line = std::io::stdin()
+        .lock()
+        .lines()
+        .next()
+        .context("no password on standard input")??;
+    Ok(line)
+}
+
+fn role_name(role: auth_pb::Role) -> &'static str {
+    match role {
+        auth_pb::Role::Admin => "admin",
+        auth_pb::Role::User => "user",
+        auth_pb::Role::Unspecified => "no role",
+    }
+}
+
+fn print_user(user: &auth_pb::User) {
+    println!(
+        "{}\t{}\t{}\t{}",
+        user.id,
+        user.name,
+        user.email,
+        role_name(user.role())
+    );
+}
+
+fn print_message(message: &chat_pb::Message) {
+    let at = message
+        .created_at
+        .and_then(|at| time::OffsetDateTime::from_unix_timestamp(at.seconds).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    println!(
+        "[{}] #{} {}: {}",
+        at, message.id, message.from_username, message.text
+    );
+}

@@ -1,0 +1,235 @@
+//! The session a login leaves behind, and the clients that use it.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use api::auth::v1 as auth_pb;
+use api::auth::v1::access_service_client::AccessServiceClient;
+use api::auth::v1::auth_service_client::AuthServiceClient;
+use api::auth::v1::user_service_client::UserServiceClient;
+use api::chat::v1::chat_service_client::ChatServiceClient;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+/// Refresh the access token when it has less than this left.
+const REFRESH_MARGIN_SECS: u64 = 15;
+
+#[derive(Serialize, Deserialize)]
+struct Session {
+    username: String,
+    refresh_token: String,
+    access_token: String,
+}
+
+pub struct Client {
+    auth: Channel,
+    chat: Channel,
+    session_file: PathBuf,
+}
+
+impl Client {
+    pub fn new(auth_url: &str, chat_url: &str, config_dir: PathBuf) -> anyhow::Result<Client> {
+        let channel = |url: &str| -> anyhow::Result<Channel> {
+            Ok(Channel::from_shared(url.to_owned())
+                .with_context(|| format!("{url} is not a server address"))?
+                .connect_lazy())
+        };
+        Ok(Client {
+            auth: channel(auth_url)?,
+            chat: channel(chat_url)?,
+            session_file: config_dir.join("session.json"),
+        })
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.auth.clone())
+    }
+
+    pub fn chats(&self) -> ChatServiceClient<Channel> {
+        ChatServiceClient::new(self.chat.clone())
+    }
+
+    pub async fn login(&mut self, name: &str, password: &str) -> anyhow::Result<()> {
+        let tokens = AuthServiceClient::new(self.auth.clone())
+            .login(auth_pb::LoginRequest {
+                username: name.to_owned(),
+                password: password.to_owned(),
+            })
+            .await?
+            .into_inner();
+        self.save(&Session {
+            username: name.to_owned(),
+            refresh_token: tokens.refresh_token,
+            access_token: tokens.access_token,
+        })
+    }
+
+    pub async fn logout(&mut self) -> anyhow::Result<()> {
+        let session = self.load()?;
+        AuthServiceClient::new(self.auth.clone())
+            .logout(auth_pb::LogoutRequest {
+                refresh_token: session.refresh_token,
+            })
+            .await?;
+        std::fs::remove_file(&self.session_file)?;
+        Ok(())
+    }
+
+    pub async fn whoami(&mut self) -> anyhow::Result<auth_pb::CheckResponse> {
+        let request = self
+            .authorized(auth_pb::CheckRequest {
+                endpoint_address: "/auth.v1.UserService/Get".to_owned(),
+            })
+            .await?;
+        Ok(AccessServiceClient::new(self.auth.clone())
+            .check(request)
+            .await?
+            .into_inner())
+    }
+
+    /// `message` with the session's access token, refreshed first if it is
+    /// about to expire (which rotates the refresh token too).
+    pub async fn authorized<T>(&mut self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut session = self.load()?;
+        if expires_within(&session.access_token, REFRESH_MARGIN_SECS) {
+            let mut sessions = AuthServiceClient::new(self.auth.clone());
+            session.refresh_token = sessions
+                .get_refresh_token(auth_pb::GetRefreshTokenRequest {
+                    refresh_token: session.refresh_token.clone(),
+                })
+                .await
+                .context("the session has ended: log in again")?
+                .into_inner()
+                .refresh_token;
+            // Saved at once: the old refresh token is spent.
+            self.save(&session)?;
+            session.access_token = sessions
+                .get_access_token(auth_pb::GetAccessTokenRequest {
+                    refresh_token: session.refresh_token.clone(),
+                })
+                .await?
+                .into_inner()
+                .access_token;
+            self.save(&session)?;
+        }
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", session.access_token)
+                .parse()
+                .context("the stored access token is corrupt: log in again")?,
+        );
+        Ok(request)
+    }
+
+    fn load(&self) -> anyhow::Result<Session> {
+        let text = std::fs::read_to_string(&self.session_file)
+            .map_err(|_| anyhow::anyhow!("not logged in: run chatctl login NAME"))?;
+        serde_json::from_str(&text).context("the stored session is corrupt: log in again")
+    }
+
+    fn save(&self, session: &Session) -> anyhow::Result<()> {
+        if let Some(dir) = self.session_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(&self.session_file, &serde_json::to_vec_pretty(session)?)
+    }
+}
+
+/// Writes a file only its owner may read: it holds tokens.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+/// Whether a JWT's `exp` is less than `margin` seconds away. The token is
+/// not verified here; the server does that.
+fn expires_within(token: &str, margin: u64) -> bool {
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims["exp"].as_u64());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    exp.is_none_or(|exp| exp <= now + margin)
+}
+
+pub fn default_config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME") {
+        return Ok(PathBuf::from(dir).join("chatctl"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_CONFIG_HOME nor HOME is set: use --config-dir")?;
+    Ok(PathBuf::from(home).join(".config").join("chatctl"))
+}
+
+/// One line for any error: a server's status as its code and message.
+pub fn describe(error: &anyhow::Error) -> String {
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        let code = match status.code() {
+            tonic::Code::InvalidArgument => "invalid argument",
+            tonic::Code::NotFound => "not found",
+            tonic::Code::AlreadyExists => "already exists",
+            tonic::Code::PermissionDenied => "permission denied",
+            tonic::Code::Unauthenticated => "not authenticated (log in again?)",
+            tonic::Code::ResourceExhausted => "too many attempts",
+            tonic::Code::Unavailable => "service unavailable",
+            tonic::Code::DeadlineExceeded => "timed out",
+            tonic::Code::Internal | tonic::Code::Unknown => "server error",
+            other => return format!("{other:?}: {}", status.message()),
+        };
+        let message = status.message().lines().next().unwrap_or_default();
+        return format!("{code}: {message}");
+    }
+    format!("{error:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_expiring_at(exp: u64) -> String {
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}"));
+        format!("header.{payload}.signature")
+    }
+
+    #[test]
+    fn tokens_near_or_past_expiry_are_refreshed() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        assert!(expires_within(&token_expiring_at(now + 5), 15));
+        assert!(expires_within(&token_expiring_at(now - 5), 15));
+        assert!(!expires_within(&token_expiring_at(now + 300), 15));
+        assert!(expires_within("garbage", 15));
+    }
+
+    #[test]
+    fn statuses_become_one_line() {
+        let error = anyhow::Error::from(tonic::Status::not_found("chat 5 not found\nmore"));
+        assert_eq!(describe(&error), "not found: chat 5 not found");
+    }
+}

@@ -1,0 +1,228 @@
+//! `cargo run -p stack`: the whole system on this machine, with one command.
+//!
+//! Starts auth (gRPC on 50051, REST on 8081, metrics on 9101) and chat
+//! (gRPC on 50052, metrics on 9102) in this process, each with its own
+//! database. Unless `AUTH_DATABASE_URL` and `CHAT_DATABASE_URL` name
+//! databases, both live on a private PostgreSQL run from the machine's
+//! binaries, with its data under `.stack/` in the project (kept between
+//! runs). Every service setting can be changed through the services' own
+//! environment variables. Ctrl-C stops everything, PostgreSQL included.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use secrecy::ExposeSecret as _;
+use sqlx::Connection as _;
+use tokio_util::sync::CancellationToken;
+
+/// Where the private PostgreSQL listens unless `STACK_POSTGRES_PORT` says.
+const DEFAULT_POSTGRES_PORT: u16 = 54329;
+
+fn main() -> anyhow::Result<()> {
+    serving::telemetry::init();
+    let data_dir = std::env::var_os("STACK_DATA_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+
+    // One stack per data directory: a second start says so.
+    let lock_path = data_dir.join("stack.lock");
+    let lock =
+        File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "a stack is already running from {} (pid in {}); stop it with Ctrl-C first",
+            data_dir.display(),
+            data_dir.join("stack.pid").display()
+        );
+    }
+    std::fs::write(data_dir.join("stack.pid"), std::process::id().to_string())?;
+
+    // The stack's defaults; the environment wins over them.
+    let mut defaults: HashMap<&str, String> = HashMap::new();
+    for (variable, value) in [
+        ("AUTH_DEV_MODE", "true"),
+        ("AUTH_BOOTSTRAP_ADMIN_NAME", "admin"),
+        ("AUTH_BOOTSTRAP_ADMIN_EMAIL", "admin@example.com"),
+        ("AUTH_BOOTSTRAP_ADMIN_PASSWORD", "admin-password"),
+        ("AUTH_GRPC_ADDR", "127.0.0.1:50051"),
+        ("AUTH_HTTP_ADDR", "127.0.0.1:8081"),
+        ("AUTH_METRICS_ADDR", "127.0.0.1:9101"),
+        ("CHAT_GRPC_ADDR", "127.0.0.1:50052"),
+        ("CHAT_METRICS_ADDR", "127.0.0.1:9102"),
+    ] {
+        defaults.insert(variable, value.to_owned());
+    }
+    let var = |defaults: &HashMap<&str, String>, name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| defaults.get(name).cloned())
+    };
+
+    // Ports first, so that a taken one is named before anything starts.
+    for (variable, what) in [
+        ("AUTH_GRPC_ADDR", "auth gRPC"),
+        ("AUTH_HTTP_ADDR", "auth REST"),
+        ("AUTH_METRICS_ADDR", "auth metrics"),
+        ("CHAT_GRPC_ADDR", "chat gRPC"),
+        ("CHAT_METRICS_ADDR", "chat metrics"),
+    ] {
+        let addr = var(&defaults, variable).unwrap_or_default();
+        if !addr.is_empty() && addr != "off" && TcpListener::bind(&addr).is_err() {
+            bail!(
+                "{what} cannot listen on {addr}: the port is already taken (set {variable} to use another)"
+            );
+        }
+    }
+
+    let postgres = if std::env::var_os("AUTH_DATABASE_URL").is_some()
+        && std::env::var_os("CHAT_DATABASE_URL").is_some()
+    {
+        None
+    } else {
+        let port = match std::env::var("STACK_POSTGRES_PORT") {
+            Ok(port) => port.parse().context("STACK_POSTGRES_PORT is not a port")?,
+            Err(_) => DEFAULT_POSTGRES_PORT,
+        };
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            bail!(
+                "the private PostgreSQL cannot listen on port {port}: it is taken (set STACK_POSTGRES_PORT to use another)"
+            );
+        }
+        let server = local_postgres::LocalPostgres::start(&data_dir.join("postgres"), port)
+            .context(
+                "starting the private PostgreSQL (or set AUTH_DATABASE_URL and CHAT_DATABASE_URL)",
+            )?;
+        defaults.insert("AUTH_DATABASE_URL", server.url("auth"));
+        defaults.insert("CHAT_DATABASE_URL", server.url("chat"));
+        Some(server)
+    };
+
+    let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
+    defaults.insert(
+        "CHAT_AUTH_URL",
+        format!("http://{}", connectable(auth_config.grpc_addr)),
+    );
+    let chat_config = chat::config::Config::from_vars(|name| var(&defaults, name))?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(async move {
+        if postgres.is_some() {
+            for config_url in [
+                auth_config.database.url.expose_secret(),
+                chat_config.database.url.expose_secret(),
+            ] {
+                create_database_if_missing(config_url).await?;
+            }
+        }
+        let auth = auth::startup::Application::build(auth_config).await?;
+        let chat = chat::startup::Application::build(chat_config).await?;
+        print_banner(
+            &auth,
+            &chat,
+            postgres
+                .as_ref()
+                .map(|server| server.data_dir().display().to_string()),
+        );
+
+        let stop = CancellationToken::new();
+        let signal = {
+            let stop = stop.clone();
+            async move {
+                serving::shutdown::signal().await;
+                stop.cancel();
+            }
+        };
+        let (_, auth, chat) = tokio::join!(
+            signal,
+            auth.run_until_stopped(stop.clone().cancelled_owned()),
+            chat.run_until_stopped(stop.clone().cancelled_owned()),
+        );
+        auth.and(chat)
+    });
+    // The private PostgreSQL stops when `postgres` drops, above.
+    drop(runtime);
+    drop(lock);
+    result
+}
+
+/// An address others can connect to: 0.0.0.0 becomes 127.0.0.1.
+fn connectable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    }
+}
+
+async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let (server, name) = url
+        .rsplit_once('/')
+        .context("a database URL ends with /name")?;
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
+            .execute(&mut admin)
+            .await?;
+        tracing::info!(database = name, "database created");
+    }
+    Ok(())
+}
+
+fn print_banner(
+    auth: &auth::startup::Application,
+    chat: &chat::startup::Application,
+    postgres: Option<String>,
+) {
+    let auth_grpc = connectable(auth.local_addr());
+    let chat_grpc = connectable(chat.local_addr());
+    let rest = auth.http_addr().map(connectable);
+    let line = |what: &str, where_: String| println!("  {what:<16} {where_}");
+    println!();
+    println!("The chat backend is up. Ctrl-C stops it.");
+    line("auth gRPC", auth_grpc.to_string());
+    if let Some(rest) = rest {
+        line(
+            "auth REST",
+            format!("http://{rest}  (OpenAPI: http://{rest}/openapi.json)"),
+        );
+    }
+    line("chat gRPC", chat_grpc.to_string());
+    if let Some(metrics) = auth.metrics_addr() {
+        line(
+            "auth metrics",
+            format!("http://{}/metrics", connectable(metrics)),
+        );
+    }
+    if let Some(metrics) = chat.metrics_addr() {
+        line(
+            "chat metrics",
+            format!("http://{}/metrics", connectable(metrics)),
+        );
+    }
+    if let Some(dir) = postgres {
+        line("databases", format!("a private PostgreSQL, data in {dir}"));
+    }
+    println!();
+    println!("Try it:");
+    println!("  cargo run -p chatctl -- register ada ada@example.com");
+    println!("  cargo run -p chatctl -- login ada");
+    println!("  grpcurl -plaintext {auth_grpc} list");
+    if let Some(rest) = rest {
+        println!(
+            "  curl -s -X POST http://{rest}/v1/auth/login -d '{{\"username\":\"admin\",\"password\":\"admin-password\"}}'"
+        );
+    }
+    println!();
+}
