@@ -15,8 +15,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve gRPC (the default).
+    /// Serve gRPC, REST and metrics (the default).
     Serve,
+    /// Exit 0 if the server at AUTH_GRPC_ADDR reports SERVING (for container health checks).
+    Healthcheck,
     /// Create an admin, unless the name or email is taken. The password is
     /// read from AUTH_ADMIN_PASSWORD, or else from the first line of
     /// standard input.
@@ -31,8 +33,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     serving::telemetry::init();
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck = command {
+        let addr = std::env::var("AUTH_GRPC_ADDR").unwrap_or_else(|_| "0.0.0.0:50051".to_owned());
+        return serving::health::probe(addr.parse()?).await;
+    }
     let config = Config::from_env()?;
-    match Cli::parse().command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Healthcheck => Ok(()),
         Command::Serve => {
             Application::build(config)
                 .await?

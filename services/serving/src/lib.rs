@@ -5,6 +5,7 @@
 //!   generated descriptor sets and tonic-health's.
 //! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
 //!   `google.api.http` annotations, and their OpenAPI document.
+//! - [`health`]: the probe behind the binaries' `healthcheck` command.
 //! - [`invalid`]: turning validation failures into `INVALID_ARGUMENT`
 //!   statuses that name the field.
 //! - [`metrics`]: Prometheus metrics for every RPC, and `/metrics`.
@@ -12,6 +13,7 @@
 //! - [`telemetry`]: log output.
 
 pub mod gateway;
+pub mod health;
 pub mod invalid;
 pub mod metrics;
 pub mod reflection;

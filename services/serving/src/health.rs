@@ -1,0 +1,36 @@
+//! A health probe for container health checks: `auth healthcheck`,
+//! `chat healthcheck`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::bail;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Asks the gRPC server listening on `listen_addr` (0.0.0.0 meaning this
+/// machine) whether it is serving.
+pub async fn probe(listen_addr: SocketAddr) -> anyhow::Result<()> {
+    let addr = if listen_addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, listen_addr.port()))
+    } else {
+        listen_addr
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    if status != ServingStatus::Serving {
+        bail!("{addr} is {status:?}");
+    }
+    Ok(())
+}
