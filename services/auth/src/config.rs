@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use secrecy::{ExposeSecret as _, SecretString};
+use serving::config::{optional_addr, var_or};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -248,37 +249,6 @@ impl SigningKey {
     pub fn secret_bytes(&self) -> &[u8] {
         self.secret.expose_secret().as_bytes()
     }
-}
-
-/// An address from the environment; `off` (or empty) for none.
-pub(crate) fn optional_addr(
-    var: impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: Option<SocketAddr>,
-) -> anyhow::Result<Option<SocketAddr>> {
-    match var(name) {
-        Some(value) if value.is_empty() || value == "off" => Ok(None),
-        Some(value) => Ok(Some(value.parse().map_err(|error| {
-            anyhow::anyhow!("{name}={value:?} is not valid: {error}")
-        })?)),
-        None => Ok(default),
-    }
-}
-
-/// Parses `name` from the environment, or `default` when it is unset.
-pub(crate) fn var_or<T>(
-    var: impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: &str,
-) -> anyhow::Result<T>
-where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    let value = var(name).unwrap_or_else(|| default.to_owned());
-    value
-        .parse()
-        .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))
 }
 
 #[cfg(test)]

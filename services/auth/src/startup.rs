@@ -112,13 +112,13 @@ impl Application {
             None => None,
         };
 
-        let listener = bind(config.grpc_addr, "auth gRPC").await?;
+        let listener = serving::config::bind(config.grpc_addr, "auth gRPC").await?;
         let http_listener = match config.http_addr {
-            Some(addr) => Some(bind(addr, "auth REST gateway").await?),
+            Some(addr) => Some(serving::config::bind(addr, "auth REST gateway").await?),
             None => None,
         };
         let metrics_listener = match config.metrics_addr {
-            Some(addr) => Some(bind(addr, "auth metrics").await?),
+            Some(addr) => Some(serving::config::bind(addr, "auth metrics").await?),
             None => None,
         };
         Ok(Application {
@@ -198,20 +198,11 @@ impl Application {
                 _ => Ok(()),
             }
         };
-        let metrics = async {
-            match self.metrics_listener {
-                Some(listener) => {
-                    tracing::info!(addr = %listener.local_addr()?, "auth metrics listening");
-                    serving::metrics::serve(
-                        listener,
-                        self.registry.clone(),
-                        stopping.clone().cancelled_owned(),
-                    )
-                    .await
-                }
-                None => Ok(()),
-            }
-        };
+        let metrics = serving::metrics::serve(
+            self.metrics_listener,
+            self.registry.clone(),
+            stopping.clone().cancelled_owned(),
+        );
         let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
         for task in self.policy_sync {
             task.abort();
@@ -223,14 +214,4 @@ impl Application {
         metrics?;
         Ok(())
     }
-}
-
-/// Binds `addr`, saying what for when it cannot.
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| match addr.port() {
-            0 => format!("cannot listen for {what} on {addr}"),
-            port => format!("cannot listen for {what} on {addr}: is port {port} already taken?"),
-        })
 }

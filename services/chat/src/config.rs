@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
+use serving::config::{optional_addr, var_or};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,13 +67,7 @@ impl Config {
         let defaults = Config::with_defaults(database_url, auth_url);
         Ok(Config {
             grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
-            metrics_addr: match var("CHAT_METRICS_ADDR") {
-                Some(value) if value.is_empty() || value == "off" => None,
-                Some(value) => Some(value.parse().map_err(|error| {
-                    anyhow::anyhow!("CHAT_METRICS_ADDR={value:?} is not valid: {error}")
-                })?),
-                None => defaults.metrics_addr,
-            },
+            metrics_addr: optional_addr(&var, "CHAT_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 max_connections: var_or(
                     &var,
@@ -96,16 +91,4 @@ impl Config {
             )?,
         })
     }
-}
-
-/// Parses `name` from the environment, or `default` when it is unset.
-fn var_or<T>(var: impl Fn(&str) -> Option<String>, name: &str, default: &str) -> anyhow::Result<T>
-where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    let value = var(name).unwrap_or_else(|| default.to_owned());
-    value
-        .parse()
-        .map_err(|error| anyhow::anyhow!("{name}={value:?} is not valid: {error}"))
 }

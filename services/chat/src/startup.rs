@@ -73,9 +73,9 @@ impl Application {
         ));
         serving::reflection::add_reflection(&mut routes, &[api::chat::v1::FILE_DESCRIPTOR_SET])?;
 
-        let listener = bind(config.grpc_addr, "chat gRPC").await?;
+        let listener = serving::config::bind(config.grpc_addr, "chat gRPC").await?;
         let metrics_listener = match config.metrics_addr {
-            Some(addr) => Some(bind(addr, "chat metrics").await?),
+            Some(addr) => Some(serving::config::bind(addr, "chat metrics").await?),
             None => None,
         };
         Ok(Application {
@@ -137,20 +137,11 @@ impl Application {
                 TcpListenerStream::new(self.listener),
                 stopping.clone().cancelled_owned(),
             );
-        let metrics = async {
-            match self.metrics_listener {
-                Some(listener) => {
-                    tracing::info!(addr = %listener.local_addr()?, "chat metrics listening");
-                    serving::metrics::serve(
-                        listener,
-                        self.registry.clone(),
-                        stopping.clone().cancelled_owned(),
-                    )
-                    .await
-                }
-                None => Ok(()),
-            }
-        };
+        let metrics = serving::metrics::serve(
+            self.metrics_listener,
+            self.registry.clone(),
+            stopping.clone().cancelled_owned(),
+        );
         let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
         self.hub_task.abort();
         self.state.pool.close().await;
@@ -159,14 +150,4 @@ impl Application {
         metrics?;
         Ok(())
     }
-}
-
-/// Binds `addr`, saying what for when it cannot.
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| match addr.port() {
-            0 => format!("cannot listen for {what} on {addr}"),
-            port => format!("cannot listen for {what} on {addr}: is port {port} already taken?"),
-        })
 }

@@ -3,19 +3,23 @@
 //! # Layout
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha, over the
 //!   generated descriptor sets and tonic-health's.
+//! - [`config`]: reading settings, and binding listeners with clear errors.
 //! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
 //!   `google.api.http` annotations, and their OpenAPI document.
 //! - [`health`]: the probe behind the binaries' `healthcheck` command.
 //! - [`invalid`]: turning validation failures into `INVALID_ARGUMENT`
 //!   statuses that name the field.
 //! - [`metrics`]: Prometheus metrics for every RPC, and `/metrics`.
+//! - [`page_token`]: opaque keyset pagination tokens.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - [`telemetry`]: log output.
 
+pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod invalid;
 pub mod metrics;
+pub mod page_token;
 pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;

@@ -277,12 +277,17 @@ impl<B: http_body::Body> http_body::Body for RecordedBody<B> {
     }
 }
 
-/// Serves `GET /metrics` from `registry` until `shutdown` resolves.
+/// Serves `GET /metrics` from `registry` on `listener`, if there is one,
+/// until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use api::auth::v1 as pb;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serving::page_token::PageToken;
 use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 
@@ -185,13 +184,15 @@ impl pb::user_service_server::UserService for UserApi {
         let after = if request.page_token.is_empty() {
             0
         } else {
-            PageToken::decode(&request.page_token)?
+            USERS_AFTER
+                .decode(&request.page_token)
+                .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))?
         };
         let mut rows = db::users::list_after(&self.state.pool, after, page_size + 1).await?;
         let next_page_token = if rows.len() as i64 > page_size {
             rows.truncate(page_size as usize);
             rows.last()
-                .map(|last| PageToken::encode(last.id))
+                .map(|last| USERS_AFTER.encode(last.id))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -307,36 +308,5 @@ pub(crate) fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {
     }
 }
 
-/// `List`'s page token: opaque to clients, the last id of the page here.
-struct PageToken;
-
-impl PageToken {
-    const PREFIX: &str = "users-after:";
-
-    fn encode(after: i64) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}{after}", Self::PREFIX))
-    }
-
-    fn decode(token: &str) -> Result<i64> {
-        URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.strip_prefix(Self::PREFIX)?.parse().ok())
-            .filter(|after: &i64| *after >= 0)
-            .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_junk_is_refused() {
-        assert_eq!(PageToken::decode(&PageToken::encode(42)).ok(), Some(42));
-        for junk in ["", "42", "!!!", &URL_SAFE_NO_PAD.encode("users-after:-1")] {
-            assert!(PageToken::decode(junk).is_err(), "{junk:?} was accepted");
-        }
-    }
-}
+/// `List`'s page token: the last id of the page.
+const USERS_AFTER: PageToken = PageToken::new("users-after:");

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::chat::v1 as pb;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serving::page_token::PageToken;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -191,7 +190,9 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let before = if request.page_token.is_empty() {
             i64::MAX
         } else {
-            PageToken::decode(&request.page_token)?
+            MESSAGES_BEFORE
+                .decode(&request.page_token)
+                .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))?
         };
         if !db::chats::is_member(&self.state.pool, chat_id, caller.user_id).await? {
             return Err(Error::chat_not_found(chat_id).into());
@@ -202,7 +203,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let next_page_token = if rows.len() as i64 > page_size {
             rows.truncate(page_size as usize);
             rows.last()
-                .map(|oldest| PageToken::encode(oldest.id))
+                .map(|oldest| MESSAGES_BEFORE.encode(oldest.id))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -365,42 +366,5 @@ fn to_proto(message: &MessageRow) -> pb::Message {
     }
 }
 
-/// `ListMessages`'s page token: opaque to clients, the oldest id of the
-/// page here.
-struct PageToken;
-
-impl PageToken {
-    const PREFIX: &str = "messages-before:";
-
-    fn encode(before: i64) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}{before}", Self::PREFIX))
-    }
-
-    fn decode(token: &str) -> Result<i64> {
-        URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .and_then(|text| text.strip_prefix(Self::PREFIX)?.parse().ok())
-            .filter(|before: &i64| *before > 0)
-            .ok_or_else(|| Error::invalid("page_token", "is not a page token of this list"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_junk_is_refused() {
-        assert_eq!(PageToken::decode(&PageToken::encode(42)).ok(), Some(42));
-        for junk in [
-            "",
-            "42",
-            "!!!",
-            &URL_SAFE_NO_PAD.encode("messages-before:0"),
-        ] {
-            assert!(PageToken::decode(junk).is_err(), "{junk:?} was accepted");
-        }
-    }
-}
+/// `ListMessages`'s page token: the oldest id of the page.
+const MESSAGES_BEFORE: PageToken = PageToken::new("messages-before:");
