@@ -9,12 +9,12 @@ use api::auth::v1::access_service_server::AccessServiceServer;
 use api::auth::v1::auth_service_server::AuthServiceServer;
 use api::auth::v1::user_service_server::UserServiceServer;
 use prometheus::Registry;
+use serving::config::incoming;
 use serving::gateway::Gateway;
 use serving::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
@@ -184,7 +184,7 @@ impl Application {
             .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                incoming(self.listener),
                 stopping.clone().cancelled_owned(),
             );
         let http = async {

@@ -32,10 +32,22 @@ pub enum Event {
 }
 
 pub struct Hub {
-    chats: Mutex<HashMap<i64, broadcast::Sender<Event>>>,
+    chats: Mutex<HashMap<i64, Feed>>,
     /// How many events a stream may fall behind before it is ended.
     buffer: usize,
 }
+
+/// One chat's streams on this replica.
+struct Feed {
+    sender: broadcast::Sender<Event>,
+    /// The sequence number and id of the last message broadcast. Under load
+    /// one read covers every message since, and the notifications of the
+    /// messages it covered are skipped.
+    last: Option<(i64, i64)>,
+}
+
+/// Messages read at a time.
+const BATCH: i64 = 500;
 
 impl Hub {
     /// Listens before returning, so that no event is missed by streams
@@ -51,57 +63,96 @@ impl Hub {
         Ok((hub, task))
     }
 
+    fn chats(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Feed>> {
+        self.chats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Events of `chat_id` from now on.
     pub fn subscribe(&self, chat_id: i64) -> broadcast::Receiver<Event> {
-        let mut chats = self
-            .chats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chats
+        self.chats()
             .entry(chat_id)
-            .or_insert_with(|| broadcast::channel(self.buffer).0)
+            .and_modify(|feed| {
+                // Nobody listened meanwhile: what was broadcast last is stale.
+                if feed.sender.receiver_count() == 0 {
+                    feed.last = None;
+                }
+            })
+            .or_insert_with(|| Feed {
+                sender: broadcast::channel(self.buffer).0,
+                last: None,
+            })
+            .sender
             .subscribe()
     }
 
     /// Number of chats with open streams on this replica.
     pub fn chats_with_streams(&self) -> usize {
-        let mut chats = self
-            .chats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chats.retain(|_, sender| sender.receiver_count() > 0);
+        let mut chats = self.chats();
+        chats.retain(|_, feed| feed.sender.receiver_count() > 0);
         chats.len()
     }
 
-    fn has_streams(&self, chat_id: i64) -> bool {
-        let chats = self
-            .chats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chats
-            .get(&chat_id)
-            .is_some_and(|sender| sender.receiver_count() > 0)
+    /// Broadcasts the chat's messages up to `message_id`, unless already
+    /// done or nobody listens.
+    async fn publish_messages(&self, pool: &PgPool, chat_id: i64, message_id: i64) {
+        loop {
+            let last = match self.chats().get(&chat_id) {
+                Some(feed) if feed.sender.receiver_count() > 0 => feed.last,
+                _ => return,
+            };
+            let read = match last {
+                Some((_, last_id)) if last_id >= message_id => return,
+                Some((last_seq, _)) => {
+                    db::messages::after_seq(pool, chat_id, last_seq, BATCH).await
+                }
+                None => db::messages::get(pool, message_id)
+                    .await
+                    .map(|found| found.into_iter().collect()),
+            };
+            let messages = match read {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, chat_id, "reading new messages failed; streams will catch up");
+                    self.publish(chat_id, Event::Resync);
+                    return;
+                }
+            };
+            let read_all = (messages.len() as i64) < BATCH;
+            let mut chats = self.chats();
+            let Some(feed) = chats.get_mut(&chat_id) else {
+                return;
+            };
+            for message in messages {
+                if feed.last.is_some_and(|(seq, _)| message.seq <= seq) {
+                    continue;
+                }
+                feed.last = Some((message.seq, message.id));
+                if feed.sender.send(Event::Message(Arc::new(message))).is_err() {
+                    // Nobody listens any more.
+                    chats.remove(&chat_id);
+                    return;
+                }
+            }
+            if read_all {
+                return;
+            }
+        }
     }
 
     fn publish(&self, chat_id: i64, event: Event) {
-        let mut chats = self
-            .chats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(sender) = chats.get(&chat_id)
-            && sender.send(event).is_err()
+        let mut chats = self.chats();
+        if let Some(feed) = chats.get(&chat_id)
+            && feed.sender.send(event).is_err()
         {
-            // Nobody listens any more.
             chats.remove(&chat_id);
         }
     }
 
     fn publish_everywhere(&self, event: &Event) {
-        let mut chats = self
-            .chats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chats.retain(|_, sender| sender.send(event.clone()).is_ok());
+        self.chats()
+            .retain(|_, feed| feed.sender.send(event.clone()).is_ok());
     }
 
     async fn listen(self: Arc<Self>, mut listener: PgListener, pool: PgPool) {
@@ -112,28 +163,11 @@ impl Hub {
                         chat_id,
                         message_id,
                     }) => {
-                        if !self.has_streams(chat_id) {
-                            continue;
-                        }
-                        match db::messages::get(&pool, message_id).await {
-                            Ok(Some(message)) => {
-                                self.publish(chat_id, Event::Message(Arc::new(message)))
-                            }
-                            // Deleted with its chat meanwhile.
-                            Ok(None) => {}
-                            Err(error) => {
-                                tracing::warn!(%error, chat_id, "reading a new message failed; streams will catch up");
-                                self.publish(chat_id, Event::Resync);
-                            }
-                        }
+                        self.publish_messages(&pool, chat_id, message_id).await;
                     }
                     Some(Notice::Deleted { chat_id }) => {
                         self.publish(chat_id, Event::Deleted);
-                        let mut chats = self
-                            .chats
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        chats.remove(&chat_id);
+                        self.chats().remove(&chat_id);
                     }
                     None => {
                         tracing::warn!(payload = notification.payload(), "unreadable chat event")

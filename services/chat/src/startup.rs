@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use api::chat::v1::chat_service_server::ChatServiceServer;
 use prometheus::Registry;
+use serving::config::incoming;
 use serving::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
@@ -134,7 +134,7 @@ impl Application {
             .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                incoming(self.listener),
                 stopping.clone().cancelled_owned(),
             );
         let metrics = serving::metrics::serve(

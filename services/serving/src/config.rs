@@ -47,6 +47,13 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::Tc
         })
 }
 
+/// Connections accepted from `listener`, with Nagle's algorithm off: small
+/// gRPC responses would otherwise wait for the peer's delayed ACK (about
+/// 40 ms on Linux).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

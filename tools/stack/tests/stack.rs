@@ -35,18 +35,25 @@ async fn start(data_dir: &Path, postgres_port: u16) -> Child {
         .spawn()
         .expect("starting the stack");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
     tokio::time::timeout(Duration::from_secs(90), async {
         while let Some(line) = lines.next_line().await.expect("readable output") {
             if line.starts_with("The chat backend is up") {
                 return;
             }
         }
-        panic!("the stack ended before it was up");
+        let mut said = String::new();
+        while let Ok(Some(line)) = errors.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+        }
+        panic!("the stack ended before it was up:\n{said}");
     })
     .await
     .expect("the stack is up within 90 seconds");
     // Keep draining the output so the stack never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
     child
 }
 
