@@ -87,13 +87,6 @@ impl Hub {
             .subscribe()
     }
 
-    /// Number of chats with open streams on this replica.
-    pub fn chats_with_streams(&self) -> usize {
-        let mut chats = self.chats();
-        chats.retain(|_, feed| feed.sender.receiver_count() > 0);
-        chats.len()
-    }
-
     /// Broadcasts the chat's messages up to `message_id`, unless already
     /// done or nobody listens.
     async fn publish_messages(&self, pool: &PgPool, chat_id: i64, message_id: i64) {
