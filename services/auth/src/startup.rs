@@ -187,6 +187,7 @@ impl Application {
                 incoming(self.listener),
                 stopping.clone().cancelled_owned(),
             );
+        let grpc = serving::shutdown::within_grace(grpc, stopping.clone());
         let http = async {
             match (self.http_listener, self.gateway) {
                 (Some(listener), Some(gateway)) => {

@@ -137,6 +137,7 @@ impl Application {
                 incoming(self.listener),
                 stopping.clone().cancelled_owned(),
             );
+        let grpc = serving::shutdown::within_grace(grpc, stopping.clone());
         let metrics = serving::metrics::serve(
             self.metrics_listener,
             self.registry.clone(),

@@ -38,3 +38,33 @@ async fn each_test_gets_a_database_of_its_own() {
     let second = tests::postgres::fresh_database().await;
     assert_ne!(first, second);
 }
+
+#[tokio::test]
+async fn shutting_down_reports_not_serving_before_the_server_goes() {
+    let auth = TestAuth::spawn().await;
+    let mut watch = HealthClient::new(auth.channel())
+        .watch(HealthCheckRequest {
+            service: "auth.v1.AccessService".into(),
+        })
+        .await
+        .expect("watching health")
+        .into_inner();
+    let first = watch.message().await.expect("a status").expect("an update");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let stopping = tokio::spawn(auth.stop());
+
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+        .await
+        .expect("an update within ten seconds");
+    match next {
+        Ok(Some(update)) => assert_eq!(update.status(), ServingStatus::NotServing),
+        other => panic!("the watch ended without NOT_SERVING: {other:?}"),
+    }
+    // The watch was the last call in flight; once it ends, the server exits.
+    drop(watch);
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once its calls have finished")
+        .expect("stopping");
+}
