@@ -164,20 +164,13 @@ impl Application {
     /// returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let health = self.health.clone();
-        for service in SERVICES {
-            health
-                .set_service_status(service, tonic_health::ServingStatus::Serving)
-                .await;
-        }
+        serving::health::report(&health, &SERVICES, tonic_health::ServingStatus::Serving).await;
         tracing::info!(addr = %self.local_addr(), "auth gRPC listening");
         let stopping = CancellationToken::new();
         let signal = async {
             shutdown.await;
-            for service in SERVICES {
-                health
-                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
+            serving::health::report(&health, &SERVICES, tonic_health::ServingStatus::NotServing)
+                .await;
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()

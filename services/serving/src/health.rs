@@ -34,3 +34,14 @@ pub async fn probe(listen_addr: SocketAddr) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Reports every one of `services` (`""` being the whole server) as `status`.
+pub async fn report(
+    reporter: &tonic_health::server::HealthReporter,
+    services: &[&str],
+    status: tonic_health::ServingStatus,
+) {
+    for service in services {
+        reporter.set_service_status(service, status).await;
+    }
+}

@@ -37,6 +37,22 @@ async fn each_test_gets_a_database_of_its_own() {
     let first = tests::postgres::fresh_database().await;
     let second = tests::postgres::fresh_database().await;
     assert_ne!(first, second);
+
+    let first = sqlx::PgPool::connect(&first)
+        .await
+        .expect("the first database");
+    let second = sqlx::PgPool::connect(&second)
+        .await
+        .expect("the second database");
+    sqlx::query("create table only_in_the_first (id int)")
+        .execute(&first)
+        .await
+        .expect("a table in the first database");
+    let in_second: bool = sqlx::query_scalar("select to_regclass('only_in_the_first') is not null")
+        .fetch_one(&second)
+        .await
+        .expect("looking in the second database");
+    assert!(!in_second, "the databases share tables");
 }
 
 #[tokio::test]
