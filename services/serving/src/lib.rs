@@ -4,21 +4,26 @@
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha, over the
 //!   generated descriptor sets and tonic-health's.
 //! - [`config`]: reading settings, and binding listeners with clear errors.
+//! - [`database`]: what a failed database call means for the client.
 //! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
 //!   `google.api.http` annotations, and their OpenAPI document.
 //! - [`health`]: the probe behind the binaries' `healthcheck` command.
 //! - [`invalid`]: turning validation failures into `INVALID_ARGUMENT`
 //!   statuses that name the field.
 //! - [`metrics`]: Prometheus metrics for every RPC, and `/metrics`.
+//! - [`notifications`]: PostgreSQL `LISTEN` that reconnects, tells its
+//!   consumer when to reload, and knows how current it is.
 //! - [`page_token`]: opaque keyset pagination tokens.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - [`telemetry`]: log output.
 
 pub mod config;
+pub mod database;
 pub mod gateway;
 pub mod health;
 pub mod invalid;
 pub mod metrics;
+pub mod notifications;
 pub mod page_token;
 pub mod reflection;
 pub mod shutdown;
