@@ -3,7 +3,7 @@
 //! every call, and the `/metrics` endpoint. Services register their own
 //! domain metrics in the same [`Registry`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,12 +26,18 @@ pub struct GrpcMetrics {
     started: IntCounterVec,
     handled: IntCounterVec,
     handling: HistogramVec,
-    /// Full method paths of server-streaming RPCs, for the `grpc_type` label.
-    server_streams: Arc<HashSet<String>>,
+    /// Every RPC this server serves, by full method path, with its labels.
+    /// A call to any other path is counted under one `unknown` series, so
+    /// that random paths cannot create series without end.
+    routes: Arc<HashMap<String, [String; 3]>>,
 }
 
+/// The labels of calls to paths the server does not serve.
+const UNKNOWN: [&str; 3] = ["unknown", "unknown", "unknown"];
+
 impl GrpcMetrics {
-    /// Registers the metrics; `descriptor_set` tells which RPCs stream.
+    /// Registers the metrics for the RPCs of `descriptor_set`, and of the
+    /// health and reflection services every server of this project has.
     pub fn new(registry: &Registry, descriptor_set: &[u8]) -> anyhow::Result<GrpcMetrics> {
         let labels = ["grpc_type", "grpc_service", "grpc_method"];
         let started = IntCounterVec::new(
@@ -58,32 +64,44 @@ impl GrpcMetrics {
         registry.register(Box::new(started.clone()))?;
         registry.register(Box::new(handled.clone()))?;
         registry.register(Box::new(handling.clone()))?;
-        let pool = prost_reflect::DescriptorPool::decode(descriptor_set)?;
-        let server_streams = pool
-            .services()
-            .flat_map(|service| service.methods().collect::<Vec<_>>())
-            .filter(|method| method.is_server_streaming())
-            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
-            .collect();
+        let mut routes = HashMap::new();
+        for set in [
+            descriptor_set,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let pool = prost_reflect::DescriptorPool::decode(set)?;
+            for method in pool
+                .services()
+                .flat_map(|service| service.methods().collect::<Vec<_>>())
+            {
+                let kind = match (method.is_client_streaming(), method.is_server_streaming()) {
+                    (false, false) => "unary",
+                    (false, true) => "server_stream",
+                    (true, false) => "client_stream",
+                    (true, true) => "bidi_stream",
+                };
+                let service = method.parent_service().full_name().to_owned();
+                routes.insert(
+                    format!("/{service}/{}", method.name()),
+                    [kind.to_owned(), service, method.name().to_owned()],
+                );
+            }
+        }
         Ok(GrpcMetrics {
             started,
             handled,
             handling,
-            server_streams: Arc::new(server_streams),
+            routes: Arc::new(routes),
         })
     }
 
     fn labels(&self, path: &str) -> [String; 3] {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
-        let kind = if self.server_streams.contains(path) {
-            "server_stream"
-        } else {
-            "unary"
-        };
-        [kind.to_owned(), service.to_owned(), method.to_owned()]
+        self.routes
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.map(str::to_owned))
     }
 }
 
@@ -305,4 +323,32 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_rpcs_are_labelled_by_kind_and_unknown_paths_share_one_series() {
+        let metrics = GrpcMetrics::new(&Registry::new(), tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .expect("metrics");
+        assert_eq!(
+            metrics.labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")[0],
+            "bidi_stream"
+        );
+        assert_eq!(
+            metrics.labels("/grpc.health.v1.Health/Watch")[0],
+            "server_stream"
+        );
+        assert_eq!(metrics.labels("/grpc.health.v1.Health/Check")[0], "unary");
+        assert_eq!(
+            metrics.labels("/random.Service/Method"),
+            UNKNOWN.map(str::to_owned)
+        );
+        assert_eq!(
+            metrics.labels("not even a path"),
+            UNKNOWN.map(str::to_owned)
+        );
+    }
 }

@@ -128,3 +128,60 @@ async fn chat_metrics_count_messages_and_open_streams() {
         .is_some_and(|n| n >= 4.0)
     );
 }
+
+#[tokio::test]
+async fn calls_to_paths_nobody_serves_add_no_series() {
+    let auth = TestAuth::spawn().await;
+    let series = || async {
+        request(auth.metrics_addr, "GET", "/metrics", None, None)
+            .await
+            .body
+            .lines()
+            .filter(|line| line.starts_with("grpc_server_"))
+            .count()
+    };
+    let mut grpc = tonic::client::Grpc::new(auth.channel());
+    // One call to an unknown path, so that its series exist.
+    let call = |i: usize| {
+        tonic::codegen::http::uri::PathAndQuery::from_maybe_shared(format!(
+            "/random{i}.Service/Method{i}"
+        ))
+        .expect("a path")
+    };
+    grpc.ready().await.expect("ready");
+    let _ = grpc
+        .unary::<(), (), _>(
+            tonic::Request::new(()),
+            call(0),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let before = series().await;
+
+    for i in 1..=1000 {
+        grpc.ready().await.expect("ready");
+        let status = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                call(i),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("nobody serves it");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
+
+    let scrape = request(auth.metrics_addr, "GET", "/metrics", None, None)
+        .await
+        .body;
+    assert_eq!(series().await, before, "random paths added series");
+    assert!(!scrape.contains("random1"), "a random path became a label");
+    assert_eq!(
+        sample(
+            &scrape,
+            "grpc_server_started_total",
+            &[("grpc_service", "unknown")]
+        ),
+        Some(1001.0)
+    );
+}
