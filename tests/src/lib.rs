@@ -9,9 +9,11 @@
 //! - [`services`]: the services started in-process, with typed clients and
 //!   helpers that make users and tokens.
 //! - [`http`]: a minimal HTTP/1.1 client for the REST gateway and metrics.
+//! - [`outage`]: a relay to PostgreSQL that can be cut, for outages.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
 
 pub mod http;
+pub mod outage;
 pub mod postgres;
 pub mod services;
 pub mod snapshot;

@@ -43,6 +43,13 @@ struct Server {
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
+/// A URL of the server's administrative database, for statements about
+/// a test database that cannot run inside it.
+pub fn admin_url() -> String {
+    let server = server();
+    format!("{}/{}", server.base_url, server.admin_database)
+}
+
 /// The kind of server this test binary uses, starting it if need be.
 pub fn provider() -> Provider {
     server().provider

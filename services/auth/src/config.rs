@@ -24,6 +24,12 @@ pub struct Config {
     /// An admin to create at start-up if no user has that name yet: how the
     /// first admin comes to be.
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// `Check` fails closed (`UNAVAILABLE`) while the rules and revocations
+    /// held in memory cannot be confirmed to be at most this old.
+    pub policy_max_staleness: Duration,
+    /// How often expired refresh tokens, dead families, old revocations
+    /// and idle login throttles are deleted.
+    pub prune_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +41,11 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
     pub access_ttl: Duration,
+    /// How long a refresh token lives unless rotated.
     pub refresh_ttl: Duration,
+    /// How long a login's refresh token family lives at most, rotated or
+    /// not: then its user logs in again.
+    pub family_ttl: Duration,
     /// Keys for signing access tokens (HS256). The first signs; all of them
     /// verify, so a new key can be put first while tokens signed with the
     /// old one are still in use.
@@ -83,6 +93,9 @@ pub struct BootstrapAdmin {
 /// Signs tokens only where `AUTH_DEV_MODE=true` and no key is configured.
 const DEV_SIGNING_KEY: &str = "dev-mode-only-insecure-signing-key-never-use-in-production";
 const MIN_SECRET_LEN: usize = 32;
+/// No lifetime or wait may exceed this (a hundred years): larger ones
+/// overflow timestamps.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 impl Config {
     /// Every setting at its default, with the given database and keys.
@@ -98,6 +111,7 @@ impl Config {
             tokens: TokenConfig {
                 access_ttl: Duration::from_secs(5 * 60),
                 refresh_ttl: Duration::from_secs(24 * 60 * 60),
+                family_ttl: Duration::from_secs(30 * 24 * 60 * 60),
                 signing_keys,
             },
             passwords: PasswordConfig {
@@ -113,7 +127,70 @@ impl Config {
                 failure_reset: Duration::from_secs(12 * 60 * 60),
             },
             bootstrap_admin: None,
+            policy_max_staleness: Duration::from_secs(5),
+            prune_interval: Duration::from_secs(5 * 60),
         }
+    }
+
+    /// Refuses settings that cannot work: empty limits, lifetimes of zero
+    /// or too large to add to a timestamp.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let at_least_one = [
+            (
+                "AUTH_DATABASE_MAX_CONNECTIONS",
+                self.database.max_connections as u64,
+            ),
+            (
+                "AUTH_MAX_CONCURRENT_HASHES",
+                self.passwords.max_concurrent_hashes as u64,
+            ),
+            (
+                "AUTH_LOCKOUT_MAX_FAILURES",
+                u64::from(self.lockout.max_failures),
+            ),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        let durations = [
+            ("AUTH_ACCESS_TOKEN_TTL_SECS", self.tokens.access_ttl),
+            ("AUTH_REFRESH_TOKEN_TTL_SECS", self.tokens.refresh_ttl),
+            ("AUTH_REFRESH_FAMILY_TTL_SECS", self.tokens.family_ttl),
+            (
+                "AUTH_LOCKOUT_WAIT_INCREMENT_SECS",
+                self.lockout.wait_increment,
+            ),
+            ("AUTH_LOCKOUT_MAX_WAIT_SECS", self.lockout.max_wait),
+            (
+                "AUTH_LOCKOUT_FAILURE_RESET_SECS",
+                self.lockout.failure_reset,
+            ),
+            ("AUTH_POLICY_MAX_STALENESS_MS", self.policy_max_staleness),
+            ("AUTH_PRUNE_INTERVAL_SECS", self.prune_interval),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                bail!("{name} must be more than zero");
+            }
+            if value > MAX_DURATION {
+                bail!("{name} is too long (at most {} s)", MAX_DURATION.as_secs());
+            }
+        }
+        if self.policy_max_staleness < 2 * serving::notifications::SILENCE_LIMIT {
+            bail!(
+                "AUTH_POLICY_MAX_STALENESS_MS must be at least {} ms",
+                (2 * serving::notifications::SILENCE_LIMIT).as_millis()
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.tokens.signing_keys {
+            if !ids.insert(key.id.as_str()) {
+                bail!("AUTH_JWT_KEYS names key {:?} twice", key.id);
+            }
+        }
+        Ok(())
     }
 
     pub fn from_env() -> anyhow::Result<Config> {
@@ -158,7 +235,7 @@ impl Config {
             }),
             None => None,
         };
-        Ok(Config {
+        let config = Config {
             grpc_addr: var_or(&var, "AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
             http_addr: optional_addr(&var, "AUTH_HTTP_ADDR", defaults.http_addr)?,
             metrics_addr: optional_addr(&var, "AUTH_METRICS_ADDR", defaults.metrics_addr)?,
@@ -173,6 +250,7 @@ impl Config {
             tokens: TokenConfig {
                 access_ttl: seconds("AUTH_ACCESS_TOKEN_TTL_SECS", defaults.tokens.access_ttl)?,
                 refresh_ttl: seconds("AUTH_REFRESH_TOKEN_TTL_SECS", defaults.tokens.refresh_ttl)?,
+                family_ttl: seconds("AUTH_REFRESH_FAMILY_TTL_SECS", defaults.tokens.family_ttl)?,
                 signing_keys: defaults.tokens.signing_keys,
             },
             passwords: PasswordConfig {
@@ -214,7 +292,15 @@ impl Config {
                 )?,
             },
             bootstrap_admin,
-        })
+            policy_max_staleness: Duration::from_millis(var_or(
+                &var,
+                "AUTH_POLICY_MAX_STALENESS_MS",
+                &defaults.policy_max_staleness.as_millis().to_string(),
+            )?),
+            prune_interval: seconds("AUTH_PRUNE_INTERVAL_SECS", defaults.prune_interval)?,
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -241,6 +327,10 @@ pub fn parse_signing_keys(keys: &str) -> anyhow::Result<Vec<SigningKey>> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     if keys.is_empty() {
         bail!("AUTH_JWT_KEYS names no key");
+    }
+    let mut ids = std::collections::HashSet::new();
+    if let Some(twice) = keys.iter().find(|key| !ids.insert(key.id.as_str())) {
+        bail!("AUTH_JWT_KEYS names key {:?} twice", twice.id);
     }
     Ok(keys)
 }
@@ -272,6 +362,54 @@ mod tests {
         assert!(parse_signing_keys("k:short").is_err());
         assert!(parse_signing_keys(":0123456789abcdef0123456789abcdef").is_err());
         assert!(parse_signing_keys("no-colon").is_err());
+    }
+
+    fn vars(extra: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let mut all = vec![
+            ("AUTH_DATABASE_URL", "postgres://u@db/auth"),
+            ("AUTH_JWT_KEYS", "k:0123456789abcdef0123456789abcdef"),
+        ];
+        all.extend_from_slice(extra);
+        Config::from_vars(|name| {
+            all.iter()
+                .rev()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        vars(&[]).expect("valid defaults");
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_at_start_up() {
+        for (name, value, says) in [
+            (
+                "AUTH_JWT_KEYS",
+                "k:0123456789abcdef0123456789abcdef,k:fedcba9876543210fedcba9876543210",
+                "twice",
+            ),
+            ("AUTH_MAX_CONCURRENT_HASHES", "0", "at least 1"),
+            ("AUTH_DATABASE_MAX_CONNECTIONS", "0", "at least 1"),
+            ("AUTH_LOCKOUT_MAX_FAILURES", "0", "at least 1"),
+            ("AUTH_ACCESS_TOKEN_TTL_SECS", "0", "more than zero"),
+            (
+                "AUTH_REFRESH_TOKEN_TTL_SECS",
+                "18446744073709551615",
+                "too long",
+            ),
+            ("AUTH_REFRESH_FAMILY_TTL_SECS", "99999999999999", "too long"),
+            ("AUTH_LOCKOUT_MAX_WAIT_SECS", "99999999999999", "too long"),
+            ("AUTH_POLICY_MAX_STALENESS_MS", "10", "at least"),
+        ] {
+            let error = vars(&[(name, value)]).expect_err(name).to_string();
+            assert!(
+                error.contains(name) && error.contains(says),
+                "{name}={value}: {error}"
+            );
+        }
     }
 
     #[test]

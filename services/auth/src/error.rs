@@ -1,5 +1,6 @@
 //! The service's one error type, and what clients see of it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use tonic::{Code, Status};
@@ -9,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 pub enum Error {
     #[error("invalid {field}: {description}")]
     InvalidArgument {
-        field: &'static str,
+        field: Cow<'static, str>,
         description: String,
     },
     #[error("{0}")]
@@ -17,10 +18,24 @@ pub enum Error {
     /// A unique field (`name`, `email`) already belongs to another user.
     #[error("{field} is already taken")]
     AlreadyExists { field: &'static str },
+    /// Another unique value clashed; the constraint is named.
+    #[error("{0}")]
+    Duplicate(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A precondition the request relies on no longer holds (a row changed
+    /// or went away underneath it).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A transaction lost a race (deadlock, serialization); retrying may
+    /// succeed.
+    #[error("{0}")]
+    Aborted(String),
+    /// The database, or the state kept from it, cannot be relied on now.
+    #[error("{0}")]
+    Unavailable(String),
     /// Too many failed logins; the account is locked for `retry_after`.
     #[error("too many failed logins: try again in {} s", retry_after.as_secs().max(1))]
     Locked { retry_after: Duration },
@@ -34,7 +49,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Error {
         Error::InvalidArgument {
-            field,
+            field: Cow::Borrowed(field),
+            description: description.into(),
+        }
+    }
+
+    /// For fields named at run time (`usernames[2]`).
+    pub fn invalid_owned(field: String, description: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: Cow::Owned(field),
             description: description.into(),
         }
     }
@@ -50,7 +73,25 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Error {
-        Error::Internal(error.into())
+        use serving::database::Failure;
+        match serving::database::classify(&error) {
+            Failure::Unavailable => {
+                tracing::warn!(%error, "the database is unavailable");
+                Error::Unavailable("the database is unavailable; try again".into())
+            }
+            Failure::Aborted => {
+                tracing::info!(%error, "a transaction lost a race");
+                Error::Aborted("a concurrent change got in the way; try again".into())
+            }
+            Failure::Gone | Failure::RowNotFound => {
+                Error::NotFound("what the request refers to no longer exists".into())
+            }
+            Failure::UniqueViolation(constraint) => Error::Duplicate(format!(
+                "already exists ({})",
+                constraint.as_deref().unwrap_or("a unique constraint")
+            )),
+            Failure::Other => Error::Internal(error.into()),
+        }
     }
 }
 
@@ -58,12 +99,16 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::InvalidArgument { field, description } => {
-                serving::invalid::invalid_argument(field, description)
+                serving::invalid::invalid_argument(&field, description)
             }
             Error::NotFound(message) => Status::not_found(message),
             Error::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+            Error::Duplicate(message) => Status::already_exists(message),
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::FailedPrecondition(message) => Status::failed_precondition(message),
+            Error::Aborted(message) => Status::aborted(message),
+            Error::Unavailable(message) => Status::unavailable(message),
             Error::Locked { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 error.to_string(),

@@ -12,6 +12,8 @@
 //!   current across replicas by PostgreSQL notifications.
 //! - [`tokens`]: access tokens (JWT) and refresh tokens (opaque, hashed).
 //! - [`passwords`]: argon2id, off the async threads and bounded.
+//! - [`lockout`]: brute-force protection per login name, known or not.
+//! - [`pruning`]: deletes expired tokens, dead families, old revocations.
 //! - [`db`]: the only place SQL lives, one module per table.
 //! - [`bootstrap`]: the first admin.
 //! - [`metrics`]: logins, rotations, reuse and checks, for Prometheus.
@@ -24,8 +26,10 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod lockout;
 pub mod metrics;
 pub mod passwords;
+pub mod pruning;
 pub mod startup;
 pub mod tokens;
 

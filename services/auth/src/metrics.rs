@@ -10,7 +10,8 @@ pub struct AuthMetrics {
     /// Retired refresh tokens presented again (each revoked a family).
     pub refresh_token_reuse: IntCounter,
     /// `Check` answers by result: `allowed`, `unauthenticated`,
-    /// `permission_denied`, `invalid_argument`.
+    /// `permission_denied`, `invalid_argument`, `unavailable` (the policy
+    /// could not be confirmed current).
     pub access_checks: IntCounterVec,
 }
 

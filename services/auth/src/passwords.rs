@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use prometheus::IntGauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PasswordConfig;
 use crate::domain::Password;
@@ -17,8 +18,12 @@ use crate::error::Result;
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     /// One permit per hash in flight; the rest queue here, not on the
-    /// blocking pool, whose threads would each hold 19 MiB.
+    /// blocking pool, whose threads would each hold 19 MiB. The blocking
+    /// task owns its permit, so a caller that goes away mid-hash (a reset
+    /// stream) frees it only when the hash is done.
     permits: Arc<Semaphore>,
+    /// Hashes being computed right now, for Prometheus.
+    in_flight: IntGauge,
     /// Verified against when a login names no user, so that an unknown name
     /// takes as long as a wrong password.
     dummy_hash: Arc<str>,
@@ -44,8 +49,17 @@ impl PasswordHasher {
         Ok(PasswordHasher {
             argon2,
             permits: Arc::new(Semaphore::new(config.max_concurrent_hashes.max(1))),
+            in_flight: IntGauge::new(
+                "auth_password_hashes_in_flight",
+                "argon2id hashes being computed; never above AUTH_MAX_CONCURRENT_HASHES.",
+            )?,
             dummy_hash: dummy_hash.into(),
         })
+    }
+
+    /// The gauge of hashes in flight, to register with Prometheus.
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) with a fresh salt.
@@ -86,19 +100,49 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .context("the hashing semaphore is closed")?;
-        Ok(tokio::task::spawn_blocking(work)
-            .await
-            .context("a hashing task panicked")??)
+        let in_flight = self.in_flight.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let _hashing = Hashing::start(in_flight, permit);
+            work()
+        })
+        .await
+        .context("a hashing task panicked")??)
+    }
+}
+
+/// One hash being computed: counted, and holding its permit, until dropped
+/// (on return or panic alike).
+struct Hashing {
+    in_flight: IntGauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Hashing {
+    fn start(in_flight: IntGauge, permit: OwnedSemaphorePermit) -> Hashing {
+        in_flight.inc();
+        Hashing {
+            in_flight,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Hashing {
+    fn drop(&mut self) {
+        self.in_flight.dec();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn owasp_defaults() -> PasswordConfig {
@@ -156,6 +200,40 @@ mod tests {
                 .verify(&password("no user has this password"), None)
                 .await
                 .expect("verifying")
+        );
+    }
+
+    /// Callers that give up mid-hash (a client resetting its stream) must
+    /// not let more hashes run than the bound: each would hold its memory
+    /// and a blocking thread until done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_callers_never_let_more_hashes_run_than_the_bound() {
+        let mut config = owasp_defaults();
+        config.iterations = 8;
+        let hasher = PasswordHasher::new(&config).expect("valid parameters");
+        let stored = hasher
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        let mut most = 0;
+        for _ in 0..40 {
+            let task = tokio::spawn({
+                let (hasher, stored) = (hasher.clone(), stored.clone());
+                async move { hasher.verify(&password("guess"), Some(&stored)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            task.abort();
+            most = most.max(hasher.in_flight().get());
+        }
+        while hasher.in_flight().get() > 0 {
+            most = most.max(hasher.in_flight().get());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(most >= 1, "no hash was ever seen running");
+        assert!(
+            most <= config.max_concurrent_hashes as i64,
+            "{most} hashes ran at once, above the bound of {}",
+            config.max_concurrent_hashes
         );
     }
 

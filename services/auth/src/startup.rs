@@ -26,8 +26,10 @@ use crate::grpc::access_service::AccessApi;
 use crate::grpc::auth_service::AuthApi;
 use crate::grpc::guard::Guarded;
 use crate::grpc::user_service::UserApi;
+use crate::lockout::Lockout;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
+use crate::pruning::Pruning;
 use crate::tokens::access::AccessTokens;
 use crate::{MIGRATOR, bootstrap, db};
 
@@ -50,8 +52,9 @@ pub struct Application {
     registry: Registry,
     grpc_metrics: GrpcMetrics,
     health: HealthReporter,
-    /// The tasks keeping the access policy current; stopped with the server.
-    policy_sync: Vec<JoinHandle<()>>,
+    /// The tasks keeping the access policy current and pruning; stopped
+    /// with the server.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -59,6 +62,7 @@ impl Application {
     /// configured admin and binds the listener (port 0 picks a free port;
     /// [`Application::local_addr`] tells which).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
         let pool = db::connect(&config.database)?;
         MIGRATOR
             .run(&pool)
@@ -69,10 +73,26 @@ impl Application {
         let grpc_metrics = GrpcMetrics::new(&registry, api::auth::v1::FILE_DESCRIPTOR_SET)?;
         let metrics = AuthMetrics::new(&registry)?;
         let passwords = PasswordHasher::new(&config.passwords)?;
-        let policy = Arc::new(AccessPolicy::new(AccessTokens::new(&config.tokens)?));
-        let policy_sync = sync::start(pool.clone(), policy.clone())
-            .await
-            .context("loading the access policy")?;
+        registry.register(Box::new(passwords.in_flight().clone()))?;
+        let policy = Arc::new(AccessPolicy::new(
+            AccessTokens::new(&config.tokens)?,
+            config.policy_max_staleness,
+        ));
+        let mut background = sync::start(
+            pool.clone(),
+            db::connect_options(&config.database)?,
+            policy.clone(),
+        )
+        .await
+        .context("loading the access policy")?;
+        background.push(
+            Pruning {
+                pool: pool.clone(),
+                revocation_lifetime: policy.revocation_lifetime(),
+                failure_reset: config.lockout.failure_reset,
+            }
+            .start(config.prune_interval),
+        );
         if let Some(admin) = &config.bootstrap_admin
             && bootstrap::ensure_admin(&pool, &passwords, admin).await?
         {
@@ -80,11 +100,11 @@ impl Application {
         }
 
         let state = Arc::new(State {
-            pool,
+            pool: pool.clone(),
             passwords,
             policy: policy.clone(),
             tokens: config.tokens.clone(),
-            lockout: config.lockout.clone(),
+            lockout: Lockout::new(pool.clone(), config.lockout.clone()),
             metrics,
         });
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -131,7 +151,7 @@ impl Application {
             registry,
             grpc_metrics,
             health,
-            policy_sync,
+            background,
         })
     }
 
@@ -198,7 +218,7 @@ impl Application {
             stopping.clone().cancelled_owned(),
         );
         let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
-        for task in self.policy_sync {
+        for task in self.background {
             task.abort();
         }
         self.state.pool.close().await;

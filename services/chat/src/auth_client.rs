@@ -79,13 +79,16 @@ impl AuthClient {
         })
     }
 
-    /// The users with these names (as the caller may see them).
+    /// The users with these names, and the names that matched nobody, as
+    /// auth compares them. Auth's verdicts on the request (a bad name, an
+    /// unknown caller) are passed on as they are; only a failure to get an
+    /// answer is UNAVAILABLE.
     pub async fn lookup_usernames(
         &self,
         authorization: Option<&HeaderValue>,
         request_id: Option<&HeaderValue>,
         usernames: Vec<String>,
-    ) -> Result<Vec<pb::UserRef>> {
+    ) -> Result<pb::LookupUsernamesResponse> {
         let request = self.request(
             pb::LookupUsernamesRequest { usernames },
             authorization,
@@ -97,10 +100,16 @@ impl AuthClient {
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied => Error::Auth(status),
+                Code::Unauthenticated
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+                | Code::NotFound
+                | Code::ResourceExhausted
+                | Code::FailedPrecondition
+                | Code::OutOfRange => Error::Auth(status),
                 _ => unavailable(&status),
             })?;
-        Ok(answer.into_inner().users)
+        Ok(answer.into_inner())
     }
 
     /// A request to auth carrying the caller's authorization and the
@@ -140,9 +149,14 @@ fn unavailable(status: &Status) -> Error {
     Error::Unavailable("the auth service is unavailable; try again".into())
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+/// `grpc-timeout`: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n), per
+/// the gRPC HTTP/2 protocol; anything else is no timeout.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let unit_at = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..unit_at)?, value.get(unit_at..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount * 3600),
@@ -167,6 +181,13 @@ mod tests {
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for junk in ["123456789S", "+5S", "-5S", "5 S", "5é", "é", "1e3S"] {
+            assert_eq!(parse_grpc_timeout(junk), None, "{junk:?}");
+        }
     }
 
     #[tokio::test]

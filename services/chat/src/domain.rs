@@ -62,9 +62,67 @@ impl MessageText {
     }
 }
 
+/// A sender's idempotency key for one message: printable text.
+#[derive(Debug, Clone)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    /// `None` for an empty key (no idempotency asked for).
+    pub fn parse(id: String) -> Result<Option<ClientMessageId>, Error> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "client_message_id",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Some(ClientMessageId(id)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks the names a chat is created with before auth is asked: text no
+/// name can hold (control characters, NUL among them) is refused here,
+/// naming the item.
+pub fn check_usernames(names: &[String]) -> Result<(), Error> {
+    match names
+        .iter()
+        .position(|name| name.chars().any(char::is_control))
+    {
+        Some(i) => Err(Error::InvalidArgument {
+            field: format!("usernames[{i}]").into(),
+            description: "must not contain control characters".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_names_refuse_control_characters() {
+        assert!(
+            ClientMessageId::parse(String::new())
+                .expect("empty is none")
+                .is_none()
+        );
+        assert!(
+            ClientMessageId::parse("m-1".into())
+                .expect("valid")
+                .is_some()
+        );
+        assert!(ClientMessageId::parse("m\0".into()).is_err());
+        assert!(check_usernames(&["ada".into(), "grace".into()]).is_ok());
+        let error = check_usernames(&["ada".into(), "gr\0ace".into()]).expect_err("a NUL");
+        assert!(error.to_string().contains("usernames[1]"), "{error}");
+    }
 
     #[test]
     fn titles_must_be_one_line_of_text() {

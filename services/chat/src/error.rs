@@ -1,22 +1,31 @@
 //! The service's one error type, and what clients see of it.
 
+use std::borrow::Cow;
+
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {field}: {description}")]
     InvalidArgument {
-        field: &'static str,
+        field: Cow<'static, str>,
         description: String,
     },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
-    /// Auth could not be asked, or answered with something other than a
-    /// verdict on the caller.
+    /// Auth or the database could not be asked, or auth answered with
+    /// something other than a verdict on the request.
     #[error("{0}")]
     Unavailable(String),
+    /// A transaction lost a race (deadlock, serialization); retrying may
+    /// succeed.
+    #[error("{0}")]
+    Aborted(String),
+    /// A unique value clashed; the constraint is named.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A status from the auth service, passed on as it is.
     #[error("{}", .0.message())]
     Auth(Status),
@@ -30,7 +39,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Error {
         Error::InvalidArgument {
-            field,
+            field: Cow::Borrowed(field),
             description: description.into(),
         }
     }
@@ -44,7 +53,25 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Error {
-        Error::Internal(error.into())
+        use serving::database::Failure;
+        match serving::database::classify(&error) {
+            Failure::Unavailable => {
+                tracing::warn!(%error, "the database is unavailable");
+                Error::Unavailable("the database is unavailable; try again".into())
+            }
+            Failure::Aborted => {
+                tracing::info!(%error, "a transaction lost a race");
+                Error::Aborted("a concurrent change got in the way; try again".into())
+            }
+            Failure::Gone | Failure::RowNotFound => {
+                Error::NotFound("what the request refers to no longer exists".into())
+            }
+            Failure::UniqueViolation(constraint) => Error::AlreadyExists(format!(
+                "already exists ({})",
+                constraint.as_deref().unwrap_or("a unique constraint")
+            )),
+            Failure::Other => Error::Internal(error.into()),
+        }
     }
 }
 
@@ -52,11 +79,13 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::InvalidArgument { field, description } => {
-                serving::invalid::invalid_argument(field, description)
+                serving::invalid::invalid_argument(&field, description)
             }
             Error::NotFound(message) => Status::not_found(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable(message) => Status::unavailable(message),
+            Error::Aborted(message) => Status::aborted(message),
+            Error::AlreadyExists(message) => Status::already_exists(message),
             Error::Auth(status) => Status::new(status.code(), status.message()),
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");

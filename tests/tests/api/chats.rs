@@ -588,3 +588,66 @@ async fn an_empty_chat_lists_no_messages() {
             .is_err()
     );
 }
+
+/// Names are folded once, by auth's database: whatever spelling auth's
+/// lookup finds, creating a chat with it finds too, final sigma and dotted
+/// capital I included.
+#[tokio::test]
+async fn a_chat_finds_every_member_auth_finds_whatever_the_case() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    auth.register("ΟΔΥΣΣΕΑΣ").await;
+    auth.register("İlker").await;
+
+    let mut found_any = false;
+    for spelling in [
+        "ΟΔΥΣΣΕΑΣ",
+        "οδυσσεας",
+        "οδυσσεασ",
+        "İlker",
+        "i̇lker",
+        "ilker",
+    ] {
+        let looked_up = auth
+            .users()
+            .lookup_usernames(ada.request(api::auth::v1::LookupUsernamesRequest {
+                usernames: vec![spelling.into()],
+            }))
+            .await
+            .expect("a lookup")
+            .into_inner();
+        let created = chat
+            .chats()
+            .create(ada.request(pb::CreateRequest {
+                usernames: vec![spelling.into()],
+                title: "t".into(),
+            }))
+            .await;
+        assert_eq!(
+            looked_up.users.len(),
+            1 - looked_up.missing_usernames.len(),
+            "{spelling}: every name is found or missing"
+        );
+        match created {
+            Ok(_) => assert_eq!(
+                looked_up.users.len(),
+                1,
+                "{spelling}: chat found a user auth did not"
+            ),
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::NotFound,
+                    "{spelling}: {status:?}"
+                );
+                assert!(
+                    looked_up.users.is_empty(),
+                    "{spelling}: auth found the user, chat did not"
+                );
+            }
+        }
+        found_any |= !looked_up.users.is_empty();
+    }
+    assert!(found_any);
+}

@@ -1,12 +1,15 @@
 //! Integration tests: one binary, so one PostgreSQL server for all of them.
 
 mod access;
+mod brute_force;
 mod chats;
 mod logs;
 mod metrics;
 mod reflection;
 mod rest;
+mod revocation;
 mod sessions;
 mod smoke;
+mod statuses;
 mod streams;
 mod users;

@@ -4,8 +4,14 @@
 
 pub mod sync;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serving::notifications::Freshness;
+use time::OffsetDateTime;
 
 use crate::domain::{Role, UserId};
 use crate::error::Error;
@@ -41,18 +47,53 @@ impl Caller {
 
 pub struct AccessPolicy {
     tokens: AccessTokens,
+    rules: RwLock<Rules>,
+    /// Per user: the lowest token version still valid, and the name tokens
+    /// issued before a rename answer to.
+    revocations: RwLock<HashMap<UserId, Revocation>>,
+    /// How current the rules and revocations are (see [`sync`]).
+    freshness: Freshness,
+    /// Older state than this is not answered from: checks fail closed.
+    max_staleness: Duration,
+    /// How long a revocation or rename is kept: every token issued before
+    /// it has expired by then.
+    revocation_lifetime: Duration,
+    /// Numbers the loads of the rules, in the order they started.
+    generations: AtomicU64,
+}
+
+#[derive(Default)]
+struct Rules {
+    /// The load these came from; an older load never replaces them.
+    generation: u64,
     /// Endpoint (gRPC full method name) to the roles that may call it.
-    rules: RwLock<HashMap<String, HashSet<Role>>>,
-    /// User to the lowest token version still valid.
-    revocations: RwLock<HashMap<UserId, i64>>,
+    by_endpoint: HashMap<String, HashSet<Role>>,
+}
+
+/// What is known of a user's tokens beyond what they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Tokens with a lower version are revoked.
+    pub min_version: i64,
+    /// The user's name, if they were renamed.
+    pub current_name: Option<String>,
+    /// When this last changed.
+    pub at: OffsetDateTime,
 }
 
 impl AccessPolicy {
-    pub fn new(tokens: AccessTokens) -> AccessPolicy {
+    pub fn new(tokens: AccessTokens, max_staleness: Duration) -> AccessPolicy {
+        // Kept a minute past the tokens' lifetime, for a token issued just
+        // as a revocation committed.
+        let revocation_lifetime = tokens.ttl() + Duration::from_secs(60);
         AccessPolicy {
             tokens,
             rules: RwLock::default(),
             revocations: RwLock::default(),
+            freshness: Freshness::new(),
+            max_staleness,
+            revocation_lifetime,
+            generations: AtomicU64::new(1),
         }
     }
 
@@ -60,30 +101,51 @@ impl AccessPolicy {
         &self.tokens
     }
 
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
+    }
+
+    /// How long a revocation must be remembered.
+    pub fn revocation_lifetime(&self) -> Duration {
+        self.revocation_lifetime
+    }
+
     /// Decides a call to `endpoint` with the given `authorization` metadata.
-    /// Calls without a token get through only where anonymous calls may.
+    /// On an endpoint open to anonymous calls, a token that does not check
+    /// out (expired, revoked, garbled) counts as no token: a client that
+    /// always sends its last token can still log in.
     pub fn authorize(&self, authorization: Option<&str>, endpoint: &str) -> Result<Caller, Error> {
-        match authorization {
-            None if self.allows(endpoint, Role::Anonymous) => Ok(Caller::Anonymous),
-            _ => self.check(authorization, endpoint).map(Caller::User),
+        if !self.allows(endpoint, Role::Anonymous) {
+            return self.check(authorization, endpoint).map(Caller::User);
+        }
+        if authorization.is_none() {
+            return Ok(Caller::Anonymous);
+        }
+        match self.check(authorization, endpoint) {
+            Ok(principal) => Ok(Caller::User(principal)),
+            Err(Error::Unavailable(message)) => Err(Error::Unavailable(message)),
+            Err(_) => Ok(Caller::Anonymous),
         }
     }
 
     /// Decides a call to `endpoint` by the bearer of an access token.
     pub fn check(&self, authorization: Option<&str>, endpoint: &str) -> Result<Principal, Error> {
         let token = bearer_token(authorization)?;
-        let principal = self.tokens.verify(token).map_err(|error| match error {
+        let mut principal = self.tokens.verify(token).map_err(|error| match error {
             TokenError::Expired => Error::unauthenticated("access token expired"),
             TokenError::Invalid => Error::unauthenticated("access token is invalid"),
         })?;
-        if self.is_revoked(&principal) {
-            return Err(Error::unauthenticated("access token has been revoked"));
+        if !self.freshness.within(self.max_staleness) {
+            return Err(Error::Unavailable(
+                "token revocations cannot be confirmed current; try again".into(),
+            ));
         }
+        self.apply_revocations(&mut principal)?;
         let rules = self
             .rules
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rules.get(endpoint) {
+        match rules.by_endpoint.get(endpoint) {
             None => Err(Error::permission_denied(format!(
                 "no access rule allows {endpoint}"
             ))),
@@ -100,41 +162,100 @@ impl AccessPolicy {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         rules
+            .by_endpoint
             .get(endpoint)
             .is_some_and(|roles| roles.contains(&role))
     }
 
-    fn is_revoked(&self, principal: &Principal) -> bool {
+    /// Refuses a revoked token; gives a renamed user their current name.
+    fn apply_revocations(&self, principal: &mut Principal) -> Result<(), Error> {
         let revocations = self
             .revocations
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        revocations
-            .get(&principal.user_id)
-            .is_some_and(|min_version| principal.token_version < *min_version)
+        let Some(revocation) = revocations.get(&principal.user_id) else {
+            return Ok(());
+        };
+        if principal.token_version < revocation.min_version {
+            return Err(Error::unauthenticated("access token has been revoked"));
+        }
+        if let Some(name) = &revocation.current_name {
+            principal.name.clone_from(name);
+        }
+        Ok(())
     }
 
-    /// Replaces every rule with `rules`.
-    pub fn replace_rules(&self, rules: impl IntoIterator<Item = (String, Role)>) {
+    /// A number for a load of the rules about to start.
+    pub fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Replaces every rule with `rules`, read by the load numbered
+    /// `generation`, unless a later load was applied already.
+    pub fn replace_rules(&self, generation: u64, rules: impl IntoIterator<Item = (String, Role)>) {
         let mut by_endpoint: HashMap<String, HashSet<Role>> = HashMap::new();
         for (endpoint, role) in rules {
             by_endpoint.entry(endpoint).or_default().insert(role);
         }
-        *self
+        let mut current = self
             .rules
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = by_endpoint;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if generation > current.generation {
+            *current = Rules {
+                generation,
+                by_endpoint,
+            };
+        }
     }
 
     /// Revokes `user`'s tokens older than `min_version`. Revocations only
     /// ever grow, so replicas may learn of them in any order.
     pub fn revoke(&self, user: UserId, min_version: i64) {
+        self.merge(
+            user,
+            Revocation {
+                min_version,
+                current_name: None,
+                at: OffsetDateTime::now_utc(),
+            },
+        );
+    }
+
+    /// Merges what is known of `user`: the higher minimum version, and the
+    /// later name.
+    pub fn merge(&self, user: UserId, revocation: Revocation) {
         let mut revocations = self
             .revocations
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = revocations.entry(user).or_insert(min_version);
-        *entry = (*entry).max(min_version);
+        match revocations.entry(user) {
+            Entry::Vacant(entry) => {
+                entry.insert(revocation);
+            }
+            Entry::Occupied(mut entry) => {
+                let known = entry.get_mut();
+                known.min_version = known.min_version.max(revocation.min_version);
+                if revocation.current_name.is_some() && revocation.at >= known.at {
+                    known.current_name = revocation.current_name;
+                }
+                known.at = known.at.max(revocation.at);
+            }
+        }
+    }
+
+    /// Forgets revocations and renames older than every token they could
+    /// apply to; how many are kept.
+    pub fn forget_expired(&self) -> usize {
+        let lifetime =
+            time::Duration::try_from(self.revocation_lifetime).unwrap_or(time::Duration::MAX);
+        let oldest = OffsetDateTime::now_utc() - lifetime;
+        let mut revocations = self
+            .revocations
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        revocations.retain(|_, revocation| revocation.at >= oldest);
+        revocations.len()
     }
 }
 
@@ -157,8 +278,6 @@ fn bearer_token(authorization: Option<&str>) -> Result<&str, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::{SigningKey, TokenConfig};
 
@@ -168,18 +287,23 @@ mod tests {
         let tokens = AccessTokens::new(&TokenConfig {
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(60),
+            family_ttl: Duration::from_secs(60),
             signing_keys: vec![SigningKey {
                 id: "k".into(),
                 secret: "0123456789abcdef0123456789abcdef".to_owned().into(),
             }],
         })
         .expect("valid config");
-        let policy = AccessPolicy::new(tokens);
-        policy.replace_rules([
-            (ENDPOINT.to_owned(), Role::User),
-            ("/auth.v1.UserService/Create".to_owned(), Role::Anonymous),
-            ("/auth.v1.UserService/List".to_owned(), Role::Admin),
-        ]);
+        let policy = AccessPolicy::new(tokens, Duration::from_secs(60));
+        policy.freshness().confirm(policy.freshness().now());
+        policy.replace_rules(
+            policy.next_generation(),
+            [
+                (ENDPOINT.to_owned(), Role::User),
+                ("/auth.v1.UserService/Create".to_owned(), Role::Anonymous),
+                ("/auth.v1.UserService/List".to_owned(), Role::Admin),
+            ],
+        );
         policy
     }
 
@@ -284,6 +408,118 @@ mod tests {
         policy.revoke(UserId(1), 2);
         assert_eq!(
             code(policy.check(Some(&bearer(&policy, Role::User, 4)), ENDPOINT)),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn on_open_endpoints_a_token_that_does_not_check_out_counts_as_none() {
+        let policy = policy();
+        let open = "/auth.v1.UserService/Create";
+        let revoked = bearer(&policy, Role::User, 0);
+        policy.revoke(UserId(1), 1);
+        for authorization in [
+            Some("Bearer junk"),
+            Some("Basic abc"),
+            Some(revoked.as_str()),
+        ] {
+            assert_eq!(
+                policy.authorize(authorization, open).ok(),
+                Some(Caller::Anonymous),
+                "{authorization:?}"
+            );
+        }
+        policy.replace_rules(
+            policy.next_generation(),
+            [
+                (open.to_owned(), Role::Anonymous),
+                (open.to_owned(), Role::Admin),
+            ],
+        );
+        let valid = bearer(&policy, Role::Admin, 1);
+        assert!(matches!(
+            policy.authorize(Some(&valid), open),
+            Ok(Caller::User(_))
+        ));
+    }
+
+    #[test]
+    fn stale_state_fails_closed() {
+        let policy = policy();
+        let token = bearer(&policy, Role::User, 0);
+        let stale = AccessPolicy::new(
+            AccessTokens::new(&TokenConfig {
+                access_ttl: Duration::from_secs(60),
+                refresh_ttl: Duration::from_secs(60),
+                family_ttl: Duration::from_secs(60),
+                signing_keys: vec![SigningKey {
+                    id: "k".into(),
+                    secret: "0123456789abcdef0123456789abcdef".to_owned().into(),
+                }],
+            })
+            .expect("valid config"),
+            Duration::from_millis(10),
+        );
+        stale.replace_rules(stale.next_generation(), [(ENDPOINT.to_owned(), Role::User)]);
+        assert_eq!(
+            code(stale.check(Some(&token), ENDPOINT)),
+            tonic::Code::Unavailable,
+            "never confirmed"
+        );
+        stale.freshness().confirm(stale.freshness().now());
+        assert!(stale.check(Some(&token), ENDPOINT).is_ok());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            code(stale.check(Some(&token), ENDPOINT)),
+            tonic::Code::Unavailable,
+            "confirmed too long ago"
+        );
+    }
+
+    #[test]
+    fn a_renamed_user_is_answered_with_the_new_name() {
+        let policy = policy();
+        let token = bearer(&policy, Role::User, 0);
+        policy.merge(
+            UserId(1),
+            Revocation {
+                min_version: 0,
+                current_name: Some("ada2".into()),
+                at: OffsetDateTime::now_utc(),
+            },
+        );
+        let principal = policy.check(Some(&token), ENDPOINT).expect("still valid");
+        assert_eq!(principal.name, "ada2");
+    }
+
+    #[test]
+    fn an_older_load_of_the_rules_never_replaces_a_newer_one() {
+        let policy = policy();
+        let older = policy.next_generation();
+        let newer = policy.next_generation();
+        policy.replace_rules(newer, [(ENDPOINT.to_owned(), Role::Admin)]);
+        policy.replace_rules(older, [(ENDPOINT.to_owned(), Role::User)]);
+        assert_eq!(
+            code(policy.check(Some(&bearer(&policy, Role::User, 0)), ENDPOINT)),
+            tonic::Code::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn revocations_are_forgotten_once_every_token_they_refuse_has_expired() {
+        let policy = policy();
+        policy.revoke(UserId(1), 3);
+        policy.merge(
+            UserId(2),
+            Revocation {
+                min_version: 1,
+                current_name: None,
+                at: OffsetDateTime::now_utc() - time::Duration::hours(1),
+            },
+        );
+        assert_eq!(policy.forget_expired(), 1);
+        assert_eq!(
+            code(policy.check(Some(&bearer(&policy, Role::User, 2)), ENDPOINT)),
             tonic::Code::Unauthenticated
         );
     }

@@ -2,37 +2,58 @@
 //! PostgreSQL notifies every listening replica when a rule or a revocation
 //! changes (see the triggers in `migrations/auth`).
 //!
-//! Listening starts before the first load, so no change can fall between
-//! the two. After a lost connection everything is loaded again, and a full
-//! reload every minute covers any notification lost in between.
+//! [`Notifications`] says when listening (re)starts, after which
+//! everything is loaded anew, and confirms the policy's freshness with its
+//! heartbeats; while it cannot, checks fail closed. A full reload every
+//! minute also forgets revocations older than every token they refuse.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use serving::notifications::{Event, Notifications};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::PgConnectOptions;
 use tokio::task::JoinHandle;
 
-use super::AccessPolicy;
+use super::{AccessPolicy, Revocation};
 use crate::db;
 use crate::domain::{Role, UserId};
 
 const RULES_CHANNEL: &str = "access_rules_changed";
 const REVOCATIONS_CHANNEL: &str = "token_revocations";
 const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// How long start-up waits to be listening and loaded.
+const START_WITHIN: Duration = Duration::from_secs(30);
 
-/// Loads the policy and keeps it current until the returned tasks are
-/// aborted.
-pub async fn start(pool: PgPool, policy: Arc<AccessPolicy>) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener
-        .listen_all([RULES_CHANNEL, REVOCATIONS_CHANNEL])
-        .await?;
-    reload(&pool, &policy).await?;
+/// Listens, loads the policy, and keeps it current until the returned
+/// tasks are aborted.
+pub async fn start(
+    pool: PgPool,
+    connect: PgConnectOptions,
+    policy: Arc<AccessPolicy>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut notifications = Notifications::new(
+        pool.clone(),
+        connect,
+        &[RULES_CHANNEL, REVOCATIONS_CHANNEL],
+        policy.freshness().clone(),
+    );
+    tokio::time::timeout(START_WITHIN, async {
+        loop {
+            if let Event::Listening { since } = notifications.next().await {
+                reload(&pool, &policy).await?;
+                policy.freshness().confirm(since);
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await
+    .context("listening for access policy changes")??;
 
     let listening = tokio::spawn({
         let (pool, policy) = (pool.clone(), policy.clone());
-        async move { listen(listener, pool, policy).await }
+        async move { listen(notifications, pool, policy).await }
     });
     let reloading = tokio::spawn(async move {
         let mut every = tokio::time::interval(FULL_RELOAD_EVERY);
@@ -47,52 +68,61 @@ pub async fn start(pool: PgPool, policy: Arc<AccessPolicy>) -> anyhow::Result<Ve
     Ok(vec![listening, reloading])
 }
 
-async fn listen(mut listener: PgListener, pool: PgPool, policy: Arc<AccessPolicy>) {
+async fn listen(mut notifications: Notifications, pool: PgPool, policy: Arc<AccessPolicy>) {
     loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => match notification.channel() {
+        match notifications.next().await {
+            Event::Listening { since } => {
+                // Until this reload is done the policy's freshness is not
+                // confirmed, so checks fail closed once it is too old.
+                while let Err(error) = reload(&pool, &policy).await {
+                    tracing::warn!(%error, "reloading the access policy failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                policy.freshness().confirm(since);
+                tracing::info!("listening for access policy changes; policy reloaded");
+            }
+            Event::Notification(notification) => match notification.channel() {
                 REVOCATIONS_CHANNEL => match parse_revocation(notification.payload()) {
-                    Some((user, min_version)) => policy.revoke(user, min_version),
+                    Some((user, revocation)) => policy.merge(user, revocation),
                     None => tracing::warn!(
                         payload = notification.payload(),
                         "unreadable revocation notice"
                     ),
                 },
                 _ => {
-                    if let Err(error) = reload_rules(&pool, &policy).await {
-                        tracing::warn!(%error, "reloading the access rules failed");
+                    while let Err(error) = reload_rules(&pool, &policy).await {
+                        tracing::warn!(%error, "reloading the access rules failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                 }
             },
-            // The connection was lost; the next call reconnects and listens
-            // again. What changed meanwhile is loaded anew.
-            Ok(None) => {
-                tracing::warn!("lost the policy notification connection; reloading");
-                while let Err(error) = reload(&pool, &policy).await {
-                    tracing::warn!(%error, "reloading the access policy failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "listening for policy changes failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
         }
     }
 }
 
 async fn reload(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()> {
     reload_rules(pool, policy).await?;
-    for revocation in db::revocations::all(pool).await? {
-        policy.revoke(UserId(revocation.user_id), revocation.min_token_version);
+    for row in db::revocations::all(pool).await? {
+        policy.merge(
+            UserId(row.user_id),
+            Revocation {
+                min_version: row.min_token_version,
+                current_name: row.current_name,
+                at: row.revoked_at,
+            },
+        );
     }
+    let kept = policy.forget_expired();
+    tracing::debug!(revocations = kept, "revocations loaded");
     Ok(())
 }
 
 async fn reload_rules(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()> {
+    let generation = policy.next_generation();
     let rules = db::access_rules::all(pool).await?;
     let count = rules.len();
     policy.replace_rules(
+        generation,
         rules
             .into_iter()
             .filter_map(|rule| match Role::from_db(&rule.role) {
@@ -111,10 +141,19 @@ async fn reload_rules(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()
     Ok(())
 }
 
-/// `user_id:min_version`, as the trigger writes it.
-fn parse_revocation(payload: &str) -> Option<(UserId, i64)> {
-    let (user, version) = payload.split_once(':')?;
-    Some((UserId(user.parse().ok()?), version.parse().ok()?))
+/// `user_id:min_version[:current_name]`, as the trigger writes it.
+fn parse_revocation(payload: &str) -> Option<(UserId, Revocation)> {
+    let mut parts = payload.splitn(3, ':');
+    let user = UserId(parts.next()?.parse().ok()?);
+    let min_version = parts.next()?.parse().ok()?;
+    Some((
+        user,
+        Revocation {
+            min_version,
+            current_name: parts.next().map(str::to_owned),
+            at: time::OffsetDateTime::now_utc(),
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -123,8 +162,12 @@ mod tests {
 
     #[test]
     fn revocation_notices_parse() {
-        assert_eq!(parse_revocation("42:3"), Some((UserId(42), 3)));
-        assert_eq!(parse_revocation("42"), None);
-        assert_eq!(parse_revocation("x:3"), None);
+        let (user, revocation) = parse_revocation("42:3").expect("a notice");
+        assert_eq!((user, revocation.min_version), (UserId(42), 3));
+        assert_eq!(revocation.current_name, None);
+        let (_, renamed) = parse_revocation("42:3:ada:lovelace").expect("a notice");
+        assert_eq!(renamed.current_name.as_deref(), Some("ada:lovelace"));
+        assert!(parse_revocation("42").is_none());
+        assert!(parse_revocation("x:3").is_none());
     }
 }

@@ -2,6 +2,8 @@
 //! the auth schema (`migrations/auth`), from the metadata in `.sqlx/`.
 
 pub mod access_rules;
+pub mod login_throttle;
+pub mod refresh_families;
 pub mod refresh_tokens;
 pub mod revocations;
 pub mod users;
@@ -12,13 +14,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
+/// How to reach the database.
+pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    let options: PgConnectOptions = config.url.expose_secret().parse()?;
+    Ok(options.application_name("auth"))
+}
+
 /// Connects lazily: the pool opens connections as queries need them.
 pub fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy_with(options.application_name("auth")))
+        .connect_lazy_with(connect_options(config)?))
 }
 
 /// The unique constraint a failed statement broke, if that is why it failed.

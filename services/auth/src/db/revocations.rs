@@ -1,12 +1,18 @@
-//! `token_revocations`: the lowest access token version still valid, per user.
+//! `token_revocations`: per user, the lowest access token version still
+//! valid, and the name access tokens issued before a rename must answer to.
+
+use std::time::Duration;
 
 use sqlx::PgExecutor;
+use time::OffsetDateTime;
 
 use crate::error::Result;
 
 pub struct RevocationRow {
     pub user_id: i64,
     pub min_token_version: i64,
+    pub current_name: Option<String>,
+    pub revoked_at: OffsetDateTime,
 }
 
 /// Raises the user's minimum version (never lowers it); the trigger
@@ -25,11 +31,37 @@ pub async fn raise(db: impl PgExecutor<'_>, user_id: i64, min_token_version: i64
     Ok(())
 }
 
+/// Records that the user is now called `name`, for the access tokens that
+/// still carry an older one; the trigger notifies every replica.
+pub async fn rename(db: impl PgExecutor<'_>, user_id: i64, name: &str) -> Result<()> {
+    sqlx::query!(
+        "insert into token_revocations (user_id, min_token_version, current_name) values ($1, 0, $2)
+         on conflict (user_id) do update set current_name = excluded.current_name, revoked_at = now()",
+        user_id,
+        name
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn all(db: impl PgExecutor<'_>) -> Result<Vec<RevocationRow>> {
     Ok(sqlx::query_as!(
         RevocationRow,
-        "select user_id, min_token_version from token_revocations"
+        "select user_id, min_token_version, current_name, revoked_at from token_revocations"
     )
     .fetch_all(db)
     .await?)
+}
+
+/// Deletes the entries older than `age`: every token issued before them
+/// has expired. How many went.
+pub async fn prune(db: impl PgExecutor<'_>, age: Duration) -> Result<u64> {
+    let pruned = sqlx::query!(
+        "delete from token_revocations where revoked_at < now() - make_interval(secs => $1::float8)",
+        age.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(pruned.rows_affected())
 }

@@ -1,7 +1,5 @@
 //! `users`: accounts, their credentials and their login failures.
 
-use std::time::Duration;
-
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
@@ -87,6 +85,19 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>> {
     .await?)
 }
 
+/// The user, locked until the transaction ends: what is read is what the
+/// transaction's update changes, with no concurrent change in between.
+pub async fn get_for_update(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as!(
+        UserRow,
+        "select id, name, email, role, token_version, created_at, updated_at from users
+         where id = $1 for update",
+        id
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
 /// Sets the fields given, leaves the others; `None` if there is no such user.
 pub async fn update(
     db: impl PgExecutor<'_>,
@@ -134,18 +145,22 @@ pub async fn list_after(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Resu
     .await?)
 }
 
-pub struct NameRow {
-    pub id: i64,
-    pub name: String,
+/// A name looked up, and the user it names, if any.
+pub struct NameMatch {
+    pub requested: String,
+    pub id: Option<i64>,
+    pub name: Option<String>,
 }
 
-/// The users whose names match `names`, regardless of case.
-pub async fn find_by_names(db: impl PgExecutor<'_>, names: &[String]) -> Result<Vec<NameRow>> {
-    let lowered: Vec<String> = names.iter().map(|name| name.to_lowercase()).collect();
+/// Each of `names` with the user it names, compared as the unique index
+/// does (`lower`, PostgreSQL's folding, the only one used).
+pub async fn match_names(db: impl PgExecutor<'_>, names: &[String]) -> Result<Vec<NameMatch>> {
     Ok(sqlx::query_as!(
-        NameRow,
-        "select id, name from users where lower(name) = any($1)",
-        &lowered
+        NameMatch,
+        r#"select requested as "requested!", u.id as "id?", u.name as "name?"
+         from unnest($1::text[]) as requested
+         left join users u on lower(u.name) = lower(requested)"#,
+        names
     )
     .fetch_all(db)
     .await?)
@@ -167,8 +182,7 @@ pub async fn set_password(
     password_hash: &str,
 ) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar!(
-        "update users set password_hash = $2, token_version = token_version + 1,
-            failed_logins = 0, last_failed_login_at = null, locked_until = null
+        "update users set password_hash = $2, token_version = token_version + 1
          where id = $1 returning token_version",
         id,
         password_hash
@@ -187,73 +201,16 @@ pub async fn bump_token_version(db: impl PgExecutor<'_>, id: i64) -> Result<Opti
     .await?)
 }
 
-/// Counts a login attempt against the account named `name` before its
-/// password is checked, in one statement: unless the account is locked,
-/// its failure count goes up (restarting after `failure_reset`), and the
-/// attempt that reaches `max_failures` locks it at once. Concurrent
-/// attempts queue on the row, so no more than `max_failures` of them can
-/// ever be checking a password. A right password then clears the count
-/// ([`clear_failed_logins`]).
-///
-/// `None` when no unlocked account has that name.
-pub async fn reserve_login_attempt(
+/// The user a login names, compared as the unique index does (`lower`).
+pub async fn login_candidate(
     db: impl PgExecutor<'_>,
     name: &str,
-    max_failures: u32,
-    wait_increment: Duration,
-    max_wait: Duration,
-    failure_reset: Duration,
 ) -> Result<Option<LoginCandidate>> {
     Ok(sqlx::query_as!(
         LoginCandidate,
-        r#"with attempt as (
-            select id,
-                case when last_failed_login_at is null
-                          or last_failed_login_at < now() - make_interval(secs => $5::float8)
-                     then 1 else failed_logins + 1 end as failures
-            from users
-            where lower(name) = lower($1) and (locked_until is null or locked_until <= now())
-            for update
-        )
-        update users set
-            failed_logins = attempt.failures,
-            last_failed_login_at = now(),
-            locked_until = case when attempt.failures >= $2::int4
-                then now() + least(make_interval(secs => $4::float8), make_interval(secs => $3::float8 * (attempt.failures - $2::int4 + 1)))
-                else null end
-        from attempt
-        where users.id = attempt.id
-        returning users.id, users.name, users.role, users.token_version, users.password_hash"#,
-        name,
-        max_failures as i32,
-        wait_increment.as_secs_f64(),
-        max_wait.as_secs_f64(),
-        failure_reset.as_secs_f64()
-    )
-    .fetch_optional(db)
-    .await?)
-}
-
-/// Until when the account named `name` is locked: `None` for no such
-/// account, `Some(None)` for an account that is not locked.
-pub async fn locked_until(
-    db: impl PgExecutor<'_>,
-    name: &str,
-) -> Result<Option<Option<OffsetDateTime>>> {
-    Ok(sqlx::query_scalar!(
-        "select case when locked_until > now() then locked_until end from users where lower(name) = lower($1)",
+        "select id, name, role, token_version, password_hash from users where lower(name) = lower($1)",
         name
     )
     .fetch_optional(db)
     .await?)
-}
-
-pub async fn clear_failed_logins(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
-    sqlx::query!(
-        "update users set failed_logins = 0, last_failed_login_at = null, locked_until = null where id = $1",
-        id
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }

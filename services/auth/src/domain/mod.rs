@@ -9,7 +9,7 @@ mod user_name;
 pub use email::Email;
 pub use password::{NewPassword, Password};
 pub use role::Role;
-pub use user_name::UserName;
+pub use user_name::{LoginName, UserName};
 
 /// A user's id, as the database assigned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

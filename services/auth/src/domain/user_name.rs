@@ -37,9 +37,53 @@ impl UserName {
     }
 }
 
+/// A name as someone types it to log in or to find a user: any text a
+/// name could be, not necessarily one that exists. Text no name can hold
+/// (control characters, NUL among them) is refused up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginName(String);
+
+impl LoginName {
+    pub fn parse(field: impl Into<String>, name: String) -> Result<LoginName, Error> {
+        let chars = name.chars().count();
+        if chars == 0 || chars > UserName::MAX_CHARS {
+            return Err(Error::invalid_owned(
+                field.into(),
+                format!("must be 1 to {} characters", UserName::MAX_CHARS),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Error::invalid_owned(
+                field.into(),
+                "must not contain control characters",
+            ));
+        }
+        Ok(LoginName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_names_refuse_what_no_name_holds() {
+        assert!(LoginName::parse("username", " Ada ".into()).is_ok());
+        for name in ["", "a\0da", "a\u{1b}[2Jda"] {
+            assert!(
+                LoginName::parse("username", name.into()).is_err(),
+                "{name:?} was accepted"
+            );
+        }
+    }
 
     #[test]
     fn ordinary_names_parse() {

@@ -45,10 +45,10 @@ impl pb::access_service_server::AccessService for AccessApi {
             }
             Err(error) => {
                 let status = Status::from(error);
-                let result = if status.code() == tonic::Code::PermissionDenied {
-                    "permission_denied"
-                } else {
-                    "unauthenticated"
+                let result = match status.code() {
+                    tonic::Code::PermissionDenied => "permission_denied",
+                    tonic::Code::Unavailable => "unavailable",
+                    _ => "unauthenticated",
                 };
                 checks.with_label_values(&[result]).inc();
                 return Err(status);

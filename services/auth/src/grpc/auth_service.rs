@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::State;
 use crate::db;
-use crate::domain::{Password, Role, UserId};
+use crate::domain::{LoginName, Password, Role, UserId};
 use crate::error::{Error, Result};
+use crate::lockout::Verdict;
 use crate::tokens::access::Principal;
 use crate::tokens::refresh;
 
@@ -39,69 +40,84 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let request = request.into_inner();
         serving::invalid::validate(&request)?;
+        let name = LoginName::parse("username", request.username)?;
         let password = Password::parse("password", request.password)?;
-        let state = &self.state;
-        let lockout = &state.lockout;
+        let state = self.state.clone();
 
-        let candidate = db::users::reserve_login_attempt(
-            &state.pool,
-            &request.username,
-            lockout.max_failures,
-            lockout.wait_increment,
-            lockout.max_wait,
-            lockout.failure_reset,
-        )
-        .await?;
-        let Some(user) = candidate else {
-            if let Some(Some(until)) =
-                db::users::locked_until(&state.pool, &request.username).await?
-            {
+        // Known name or not, the same statements, the same hash work and
+        // the same count against the name's limit.
+        let check = {
+            let (state, name) = (state.clone(), name.clone());
+            async move {
+                let user = db::users::login_candidate(&state.pool, name.as_str()).await?;
+                let right = state
+                    .passwords
+                    .verify(
+                        &password,
+                        user.as_ref().map(|user| user.password_hash.as_str()),
+                    )
+                    .await?;
+                Ok(match user {
+                    Some(user) if right => Verdict::Right(user),
+                    _ => Verdict::Wrong,
+                })
+            }
+        };
+        let user = match state.lockout.attempt(name.as_str(), check).await {
+            Ok(Verdict::Right(user)) => user,
+            Ok(Verdict::Wrong) => {
+                tracing::warn!(
+                    security_event = "login_failed",
+                    "login refused: wrong user name or password"
+                );
+                state
+                    .metrics
+                    .logins
+                    .with_label_values(&["wrong_credentials"])
+                    .inc();
+                return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
+            }
+            Err(error @ Error::Locked { .. }) => {
                 tracing::warn!(
                     security_event = "login_locked",
-                    "login refused: account locked"
+                    "login refused: too many failures"
                 );
                 state.metrics.logins.with_label_values(&["locked"]).inc();
-                let retry_after = (until - OffsetDateTime::now_utc()).max(time::Duration::SECOND);
-                return Err(Error::Locked {
-                    retry_after: retry_after.try_into().unwrap_or_default(),
-                }
-                .into());
+                return Err(error.into());
             }
-            state.passwords.verify(&password, None).await?;
-            tracing::info!("login refused: unknown user name");
-            state
-                .metrics
-                .logins
-                .with_label_values(&["wrong_credentials"])
-                .inc();
-            return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
+            Err(error) => return Err(error.into()),
         };
         tracing::Span::current().record("user_id", user.id);
-        if !state
-            .passwords
-            .verify(&password, Some(&user.password_hash))
-            .await?
-        {
-            tracing::warn!(
-                security_event = "login_failed",
-                "login refused: wrong password"
-            );
-            state
-                .metrics
-                .logins
-                .with_label_values(&["wrong_credentials"])
-                .inc();
-            return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
-        }
-        db::users::clear_failed_logins(&state.pool, user.id).await?;
 
-        let principal = principal(user.id, user.name, &user.role, user.token_version)?;
-        let refresh_token = self.start_family(principal.user_id).await?;
+        // The family starts only if the user's token version is still the
+        // one read before the hash: a password change, role change or
+        // deletion meanwhile ends the login here.
+        let family_id = Uuid::new_v4();
+        let (token, digest) = refresh::generate();
+        let mut tx = state.pool.begin().await.map_err(Error::from)?;
+        let Some(started) = db::refresh_families::start(
+            &mut *tx,
+            family_id,
+            user.id,
+            user.token_version,
+            self.family_expiry()?,
+        )
+        .await?
+        else {
+            return Err(Error::unauthenticated(
+                "the account changed while logging in; log in again",
+            )
+            .into());
+        };
+        db::refresh_tokens::insert(&mut *tx, &digest, family_id, self.refresh_expiry()?).await?;
+        tx.commit().await.map_err(Error::from)?;
+
+        let principal = principal(user.id, started.name, &started.role, user.token_version)?;
         let access_token = state.policy.tokens().issue(&principal)?;
         state.metrics.logins.with_label_values(&["success"]).inc();
         tracing::info!("logged in");
         Ok(Response::new(pb::LoginResponse {
-            refresh_token,
+            refresh_token: token.expose_secret().to_owned(),
             access_token,
         }))
     }
@@ -115,21 +131,15 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let presented = refresh::digest(&request.get_ref().refresh_token);
 
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        let Some(retired) = db::refresh_tokens::retire_if_active(&mut *tx, &presented).await?
+        let Some(retired) = db::refresh_tokens::retire_if_usable(&mut *tx, &presented).await?
         else {
             drop(tx);
             return Err(self.refuse_inactive(&presented).await.into());
         };
         tracing::Span::current().record("user_id", retired.user_id);
         let (token, digest) = refresh::generate();
-        db::refresh_tokens::insert(
-            &mut *tx,
-            &digest,
-            retired.family_id,
-            retired.user_id,
-            self.refresh_expiry()?,
-        )
-        .await?;
+        db::refresh_tokens::insert(&mut *tx, &digest, retired.family_id, self.refresh_expiry()?)
+            .await?;
         tx.commit().await.map_err(Error::from)?;
         self.state.metrics.refresh_tokens_rotated.inc();
         Ok(Response::new(pb::GetRefreshTokenResponse {
@@ -144,7 +154,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
     ) -> Result<Response<pb::GetAccessTokenResponse>, Status> {
         serving::invalid::validate(request.get_ref())?;
         let presented = refresh::digest(&request.get_ref().refresh_token);
-        let Some(owner) = db::refresh_tokens::active_owner(&self.state.pool, &presented).await?
+        let Some(owner) = db::refresh_tokens::usable_owner(&self.state.pool, &presented).await?
         else {
             return Err(self.refuse_inactive(&presented).await.into());
         };
@@ -167,25 +177,18 @@ impl pb::auth_service_server::AuthService for AuthApi {
             .await?
             .ok_or_else(|| Error::unauthenticated("refresh token is invalid"))?;
         tracing::Span::current().record("user_id", token.user_id);
-        db::refresh_tokens::revoke_family(&self.state.pool, token.family_id).await?;
+        db::refresh_families::revoke(&self.state.pool, token.family_id).await?;
         tracing::info!("logged out");
         Ok(Response::new(pb::LogoutResponse {}))
     }
 }
 
 impl AuthApi {
-    /// A new token family for a fresh login; its first refresh token.
-    async fn start_family(&self, user: UserId) -> Result<String> {
-        let (token, digest) = refresh::generate();
-        db::refresh_tokens::insert(
-            &self.state.pool,
-            &digest,
-            Uuid::new_v4(),
-            user.0,
-            self.refresh_expiry()?,
-        )
-        .await?;
-        Ok(token.expose_secret().to_owned())
+    /// When a family started now must end, however often it rotates.
+    fn family_expiry(&self) -> Result<OffsetDateTime> {
+        let ttl =
+            time::Duration::try_from(self.state.tokens.family_ttl).map_err(anyhow::Error::from)?;
+        Ok(OffsetDateTime::now_utc() + ttl)
     }
 
     fn refresh_expiry(&self) -> Result<OffsetDateTime> {
@@ -206,7 +209,7 @@ impl AuthApi {
             None => Error::unauthenticated("refresh token is invalid"),
             Some(token) if token.retired && !token.revoked => {
                 if let Err(error) =
-                    db::refresh_tokens::revoke_family(&self.state.pool, token.family_id).await
+                    db::refresh_families::revoke(&self.state.pool, token.family_id).await
                 {
                     return error;
                 }

@@ -14,7 +14,8 @@ use sqlx::PgPool;
 use tonic::Status;
 
 use crate::access::{AccessPolicy, Caller};
-use crate::config::{LockoutConfig, TokenConfig};
+use crate::config::TokenConfig;
+use crate::lockout::Lockout;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 
@@ -24,7 +25,7 @@ pub struct State {
     pub passwords: PasswordHasher,
     pub policy: Arc<AccessPolicy>,
     pub tokens: TokenConfig,
-    pub lockout: LockoutConfig,
+    pub lockout: Lockout,
     pub metrics: AuthMetrics,
 }
 

@@ -9,10 +9,12 @@ use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 
 use super::{State, caller};
+use crate::access::Revocation;
 use crate::db;
 use crate::db::users::UserRow;
-use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
+use crate::domain::{Email, LoginName, NewPassword, Password, Role, UserId, UserName};
 use crate::error::{Error, Result};
+use crate::lockout::Verdict;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
 
@@ -111,8 +113,11 @@ impl pb::user_service_server::UserService for UserApi {
             return Err(Error::permission_denied("only admins may change roles").into());
         }
 
+        // The row stays locked from this read to the commit, so that the
+        // role compared is the role replaced: of a concurrent promotion and
+        // demotion, each sees the other's result and each revokes.
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        let current = db::users::get(&mut *tx, id.0)
+        let current = db::users::get_for_update(&mut *tx, id.0)
             .await?
             .ok_or_else(|| not_found(id))?;
         if name.is_none() && email.is_none() && role.is_none() {
@@ -130,8 +135,14 @@ impl pb::user_service_server::UserService for UserApi {
         .await?
         .ok_or_else(|| not_found(id))?;
         let role_changed = updated.role != current.role;
+        let renamed = updated.name != current.name;
         if role_changed {
             updated.token_version = revoke_all_tokens(&mut tx, id).await?;
+        }
+        if renamed {
+            // Tokens issued before carry the old name; `Check` answers the
+            // new one for them.
+            db::revocations::rename(&mut *tx, id.0, &updated.name).await?;
         }
         tx.commit().await.map_err(Error::from)?;
         if role_changed {
@@ -139,6 +150,16 @@ impl pb::user_service_server::UserService for UserApi {
             tracing::info!(
                 role = updated.role,
                 "role changed; the user's tokens are revoked"
+            );
+        }
+        if renamed {
+            self.state.policy.merge(
+                id,
+                Revocation {
+                    min_version: 0,
+                    current_name: Some(updated.name.clone()),
+                    at: time::OffsetDateTime::now_utc(),
+                },
             );
         }
         Ok(Response::new(pb::UpdateResponse {
@@ -223,12 +244,24 @@ impl pb::user_service_server::UserService for UserApi {
         )?;
         let own_account = caller.principal().is_some_and(|p| p.user_id == id);
         if own_account {
-            // Whoever holds the access token must also know the password.
+            // Whoever holds the access token must also know the password,
+            // and guessing it counts against the same limit as logins.
             let current = Password::parse("current_password", request.current_password)?;
-            let stored = db::users::password_hash(&self.state.pool, id.0)
+            let user = db::users::get(&self.state.pool, id.0)
                 .await?
                 .ok_or_else(|| not_found(id))?;
-            if !self.state.passwords.verify(&current, Some(&stored)).await? {
+            let state = self.state.clone();
+            let check = async move {
+                let stored = db::users::password_hash(&state.pool, id.0)
+                    .await?
+                    .ok_or_else(|| not_found(id))?;
+                Ok(if state.passwords.verify(&current, Some(&stored)).await? {
+                    Verdict::Right(())
+                } else {
+                    Verdict::Wrong
+                })
+            };
+            if let Verdict::Wrong = self.state.lockout.attempt(&user.name, check).await? {
                 return Err(
                     Error::invalid("current_password", "is not the account's password").into(),
                 );
@@ -244,7 +277,7 @@ impl pb::user_service_server::UserService for UserApi {
         let version = db::users::set_password(&mut *tx, id.0, &hash)
             .await?
             .ok_or_else(|| not_found(id))?;
-        db::refresh_tokens::revoke_all_of_user(&mut *tx, id.0).await?;
+        // The new version ends every refresh token family started before.
         db::revocations::raise(&mut *tx, id.0, version).await?;
         tx.commit().await.map_err(Error::from)?;
         self.state.policy.revoke(id, version);
@@ -257,29 +290,39 @@ impl pb::user_service_server::UserService for UserApi {
         &self,
         request: Request<pb::LookupUsernamesRequest>,
     ) -> Result<Response<pb::LookupUsernamesResponse>, Status> {
-        serving::invalid::validate(request.get_ref())?;
-        let found =
-            db::users::find_by_names(&self.state.pool, &request.get_ref().usernames).await?;
-        Ok(Response::new(pb::LookupUsernamesResponse {
-            users: found
-                .into_iter()
-                .map(|user| pb::UserRef {
-                    id: user.id,
-                    name: user.name,
-                })
-                .collect(),
-        }))
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let names = request
+            .usernames
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                LoginName::parse(format!("usernames[{i}]"), name).map(LoginName::into_inner)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let matches = db::users::match_names(&self.state.pool, &names).await?;
+        let mut response = pb::LookupUsernamesResponse::default();
+        for found in matches {
+            match (found.id, found.name) {
+                (Some(id), Some(name)) => {
+                    if !response.users.iter().any(|user| user.id == id) {
+                        response.users.push(pb::UserRef { id, name });
+                    }
+                }
+                _ => response.missing_usernames.push(found.requested),
+            }
+        }
+        Ok(Response::new(response))
     }
 }
 
-/// Revokes every token the user holds: bumps the token version (so access
-/// tokens issued before are refused) and revokes the refresh tokens.
-/// Returns the new version.
+/// Revokes every token the user holds: bumps the token version, so that
+/// access tokens issued before are refused and refresh token families
+/// started before are over. Returns the new version.
 async fn revoke_all_tokens(tx: &mut PgConnection, id: UserId) -> Result<i64> {
     let version = db::users::bump_token_version(&mut *tx, id.0)
         .await?
         .ok_or_else(|| not_found(id))?;
-    db::refresh_tokens::revoke_all_of_user(&mut *tx, id.0).await?;
     db::revocations::raise(&mut *tx, id.0, version).await?;
     Ok(version)
 }

@@ -72,6 +72,11 @@ impl AccessTokens {
         })
     }
 
+    /// How long an access token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn issue(&self, principal: &Principal) -> crate::error::Result<String> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -126,6 +131,7 @@ mod tests {
         TokenConfig {
             access_ttl: Duration::from_secs(300),
             refresh_ttl: Duration::from_secs(3600),
+            family_ttl: Duration::from_secs(3600),
             signing_keys: keys
                 .iter()
                 .map(|(id, secret)| SigningKey {

@@ -1,7 +1,6 @@
 //! `chat.v1.ChatService`. Members only: to anyone else a chat does not
 //! exist (`NOT_FOUND`), so chat ids cannot be probed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::chat::v1 as pb;
@@ -13,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{State, caller};
 use crate::db;
 use crate::db::messages::{MessageRow, NewMessage};
-use crate::domain::{ChatTitle, MessageText};
+use crate::domain::{ChatTitle, ClientMessageId, MessageText, check_usernames};
 use crate::error::{Error, Result};
 use crate::hub::Event;
 use crate::metrics::OpenStream;
@@ -58,7 +57,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         );
         let request = request.into_inner();
         let title = ChatTitle::parse(request.title)?;
+        check_usernames(&request.usernames)?;
 
+        // Auth compares names as its unique index does; nothing here folds
+        // case, so what auth finds is what the chat gets.
         let found = self
             .state
             .auth
@@ -68,17 +70,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
                 request.usernames.clone(),
             )
             .await?;
-        let ids: HashMap<String, i64> = found
-            .into_iter()
-            .map(|user| (user.name.to_lowercase(), user.id))
-            .collect();
-        let mut members = Vec::with_capacity(request.usernames.len() + 1);
-        for name in &request.usernames {
-            let id = ids
-                .get(&name.to_lowercase())
-                .ok_or_else(|| Error::NotFound(format!("user {name} not found")))?;
-            members.push(*id);
+        if let Some(missing) = found.missing_usernames.first() {
+            return Err(Error::NotFound(format!("user {missing} not found")).into());
         }
+        let mut members: Vec<i64> = found.users.iter().map(|user| user.id).collect();
         members.push(caller.user_id);
         members.sort_unstable();
         members.dedup();
@@ -129,8 +124,8 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let request = request.into_inner();
         serving::invalid::validate(&request)?;
         let text = MessageText::parse(request.text)?;
-        let client_message_id =
-            Some(request.client_message_id.as_str()).filter(|id| !id.is_empty());
+        let client_message_id = ClientMessageId::parse(request.client_message_id)?;
+        let client_message_id = client_message_id.as_ref().map(ClientMessageId::as_str);
         let chat_id = request.chat_id;
 
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;

@@ -1,0 +1,121 @@
+//! `login_throttle`: failed and pending password checks per login name,
+//! known or not (see `migrations/auth`).
+
+use std::time::Duration;
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+
+use crate::config::LockoutConfig;
+use crate::error::Result;
+
+/// Reserves a slot for one password check against `name`, in one
+/// statement: unless the name is locked, or its failures and pending checks
+/// already fill the limit (past a lock, one check at a time). Whether a
+/// slot was reserved.
+pub async fn reserve(db: impl PgExecutor<'_>, name: &str, config: &LockoutConfig) -> Result<bool> {
+    let reserved = sqlx::query!(
+        r#"insert into login_throttle as t (name_key, pending, pending_since)
+        values (lower($1), 1, now())
+        on conflict (name_key) do update set
+            failures = case when t.last_failed_at < now() - make_interval(secs => $3::float8)
+                            then 0 else t.failures end,
+            pending = case when t.pending_since < now() - interval '1 minute'
+                           then 1 else t.pending + 1 end,
+            pending_since = now()
+        where (t.locked_until is null or t.locked_until <= now())
+          and (case when t.pending_since < now() - interval '1 minute' then 0 else t.pending end)
+              < greatest($2::int4 - case when t.last_failed_at < now() - make_interval(secs => $3::float8)
+                                        then 0 else t.failures end, 1)"#,
+        name,
+        config.max_failures as i32,
+        config.failure_reset.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(reserved.rows_affected() == 1)
+}
+
+/// Until when `name` is locked, if it is.
+pub async fn locked_until(db: impl PgExecutor<'_>, name: &str) -> Result<Option<OffsetDateTime>> {
+    Ok(sqlx::query_scalar!(
+        "select locked_until from login_throttle where name_key = lower($1) and locked_until > now()",
+        name
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}
+
+/// Settles a reserved check that found the wrong password: one more
+/// failure, and a lock once they reach the limit, longer with each further
+/// failure.
+pub async fn settle_wrong(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    config: &LockoutConfig,
+) -> Result<()> {
+    sqlx::query!(
+        "update login_throttle set
+            pending = greatest(pending - 1, 0),
+            failures = failures + 1,
+            last_failed_at = now(),
+            locked_until = case when failures + 1 >= $2::int4
+                then now() + least(make_interval(secs => $4::float8),
+                                   make_interval(secs => $3::float8 * (failures + 2 - $2::int4)))
+                else locked_until end
+         where name_key = lower($1)",
+        name,
+        config.max_failures as i32,
+        config.wait_increment.as_secs_f64(),
+        config.max_wait.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Settles a reserved check that found the right password: failures and
+/// any lock are forgotten.
+pub async fn settle_right(db: impl PgExecutor<'_>, name: &str) -> Result<()> {
+    sqlx::query!(
+        "update login_throttle set pending = greatest(pending - 1, 0), failures = 0,
+            last_failed_at = null, locked_until = null
+         where name_key = lower($1)",
+        name
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Gives a reserved slot back without a verdict (the check itself failed).
+pub async fn release(db: impl PgExecutor<'_>, name: &str) -> Result<()> {
+    sqlx::query!(
+        "update login_throttle set pending = greatest(pending - 1, 0) where name_key = lower($1)",
+        name
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes up to `batch` rows that hold nothing any more: no pending check,
+/// no lock, and no failure younger than `failure_reset`.
+pub async fn prune(db: impl PgExecutor<'_>, failure_reset: Duration, batch: i64) -> Result<u64> {
+    let pruned = sqlx::query!(
+        "delete from login_throttle where name_key in (
+            select name_key from login_throttle
+            where (pending = 0 or pending_since < now() - interval '1 minute')
+              and (locked_until is null or locked_until <= now())
+              and (last_failed_at is null
+                   or last_failed_at < now() - make_interval(secs => $1::float8))
+            limit $2
+        )",
+        failure_reset.as_secs_f64(),
+        batch
+    )
+    .execute(db)
+    .await?;
+    Ok(pruned.rows_affected())
+}
