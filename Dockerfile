@@ -7,9 +7,11 @@
 # `auth` and `chat` compile in a Rust builder image. Where images cannot be
 # pulled, RUNTIME_IMAGE names a local runtime (scripts/build-offline-images
 # makes one) and the *-prebuilt targets copy binaries built on the host
-# (BIN_DIR, default target/release) instead of compiling. They come first
-# in this file so that builders that run every earlier stage never reach
-# the compiling one for them.
+# (BIN_DIR, relative to the build context, default target/release) instead
+# of compiling. With the binaries elsewhere (CARGO_TARGET_DIR), make a
+# directory holding them the context and pass BIN_DIR=., as
+# scripts/compose-smoke does. They come first in this file so that builders
+# that run every earlier stage never reach the compiling one for them.
 ARG BUILDER_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

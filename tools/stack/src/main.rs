@@ -130,6 +130,14 @@ fn main() -> anyhow::Result<()> {
                 .as_ref()
                 .map(|server| server.data_dir().display().to_string()),
         );
+        if std::env::var_os("AUTH_JWT_KEYS").is_none() {
+            println!(
+                "DEVELOPMENT DEFAULTS: access tokens are signed with the public development key and the\n\
+                 admin is admin / admin-password, so anyone who can reach these ports can forge an admin\n\
+                 token. The defaults bind to 127.0.0.1 only; set AUTH_JWT_KEYS and\n\
+                 AUTH_BOOTSTRAP_ADMIN_PASSWORD before exposing anything.\n"
+            );
+        }
 
         let stop = CancellationToken::new();
         let signal = {
