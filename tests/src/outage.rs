@@ -15,6 +15,9 @@ pub struct Relay {
     upstream: SocketAddr,
     /// Tells the open connections to drop.
     cut: Arc<Notify>,
+    /// While set, nothing is forwarded and nothing is closed: the peers see
+    /// a network that went silent (a vanished client, a half-open socket).
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
     /// Accepting connections while set.
     accepting: Mutex<Option<JoinHandle<()>>>,
 }
@@ -27,11 +30,13 @@ impl Relay {
             .expect("binding the relay");
         let addr = listener.local_addr().expect("the relay's address");
         let cut = Arc::new(Notify::new());
-        let accepting = accept(listener, upstream, cut.clone());
+        let frozen = Arc::new(tokio::sync::watch::Sender::new(false));
+        let accepting = accept(listener, upstream, cut.clone(), frozen.clone());
         Relay {
             addr,
             upstream,
             cut,
+            frozen,
             accepting: Mutex::new(Some(accepting)),
         }
     }
@@ -45,6 +50,11 @@ impl Relay {
         self.cut.notify_waiters();
     }
 
+    /// Stops forwarding anything, without closing anything.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
     /// Listens and relays again, on the same address.
     pub async fn restore(&self) {
         let listener = loop {
@@ -53,8 +63,12 @@ impl Relay {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         };
-        *self.accepting.lock().expect("the relay") =
-            Some(accept(listener, self.upstream, self.cut.clone()));
+        *self.accepting.lock().expect("the relay") = Some(accept(
+            listener,
+            self.upstream,
+            self.cut.clone(),
+            self.frozen.clone(),
+        ));
     }
 
     /// `database_url` with its host and port replaced by the relay's.
@@ -72,21 +86,57 @@ impl Relay {
     }
 }
 
-fn accept(listener: TcpListener, upstream: SocketAddr, cut: Arc<Notify>) -> JoinHandle<()> {
+fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    cut: Arc<Notify>,
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((client, _)) = listener.accept().await {
             let cut = cut.clone();
+            let frozen = frozen.clone();
             tokio::spawn(async move {
-                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
                 };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
                 tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    () = pump(client_read, server_write, frozen.subscribe()) => {}
+                    () = pump(server_read, client_write, frozen.subscribe()) => {}
                     () = cut.notified() => {}
                 }
             });
         }
     })
+}
+
+/// Copies `from` to `to` until either ends, pausing while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        if frozen.wait_for(|frozen| !frozen).await.is_err() {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = frozen.wait_for(|frozen| *frozen) => continue,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Relay {

@@ -16,10 +16,16 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
-    /// How many events a stream may fall behind the newest message before
-    /// it is ended with `RESOURCE_EXHAUSTED` (the client then reconnects
-    /// with `since_message_id`).
+    /// How many events a stream's receiver holds before it lags; a lagging
+    /// stream catches up from the database.
     pub stream_buffer: usize,
+    /// A stream whose client reads nothing for this long, with messages
+    /// waiting, is ended with `RESOURCE_EXHAUSTED`.
+    pub stream_stall_timeout: Duration,
+    /// HTTP/2 pings on idle connections: every `interval`, and a connection
+    /// whose ping is unanswered after `timeout` is closed, with its streams.
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +57,9 @@ impl Config {
                 check_timeout: Duration::from_secs(2),
             },
             stream_buffer: 256,
+            stream_stall_timeout: Duration::from_secs(10),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
         }
     }
 
@@ -89,6 +98,21 @@ impl Config {
                 "CHAT_STREAM_BUFFER",
                 &defaults.stream_buffer.to_string(),
             )?,
+            stream_stall_timeout: Duration::from_millis(var_or(
+                &var,
+                "CHAT_STREAM_STALL_TIMEOUT_MS",
+                &defaults.stream_stall_timeout.as_millis().to_string(),
+            )?),
+            http2_keepalive_interval: Duration::from_secs(var_or(
+                &var,
+                "CHAT_HTTP2_KEEPALIVE_INTERVAL_SECS",
+                &defaults.http2_keepalive_interval.as_secs().to_string(),
+            )?),
+            http2_keepalive_timeout: Duration::from_secs(var_or(
+                &var,
+                "CHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+                &defaults.http2_keepalive_timeout.as_secs().to_string(),
+            )?),
         })
     }
 }

@@ -8,6 +8,8 @@ pub struct ChatMetrics {
     pub messages_sent: IntCounter,
     /// `ConnectChat` streams open on this replica.
     pub open_streams: IntGauge,
+    /// Chats with open streams on this replica (the hub's entries).
+    pub watched_chats: IntGauge,
 }
 
 impl ChatMetrics {
@@ -18,9 +20,14 @@ impl ChatMetrics {
                 "chat_open_streams",
                 "ConnectChat streams open on this replica.",
             )?,
+            watched_chats: IntGauge::new(
+                "chat_watched_chats",
+                "Chats with open streams on this replica.",
+            )?,
         };
         registry.register(Box::new(metrics.messages_sent.clone()))?;
         registry.register(Box::new(metrics.open_streams.clone()))?;
+        registry.register(Box::new(metrics.watched_chats.clone()))?;
         Ok(metrics)
     }
 }

@@ -38,6 +38,8 @@ pub struct Application {
     health: HealthReporter,
     /// The hub's notification listener; stopped with the server.
     hub_task: JoinHandle<()>,
+    /// HTTP/2 keepalive interval and timeout.
+    keepalive: (std::time::Duration, std::time::Duration),
 }
 
 impl Application {
@@ -53,9 +55,14 @@ impl Application {
             .run(&pool)
             .await
             .context("migrating the chat database")?;
-        let (hub, hub_task) = Hub::start(pool.clone(), config.stream_buffer)
-            .await
-            .context("listening for chat events")?;
+        let (hub, hub_task) = Hub::start(
+            pool.clone(),
+            db::connect_options(&config.database)?,
+            config.stream_buffer,
+            metrics.watched_chats.clone(),
+        )
+        .await
+        .context("listening for chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
 
         let state = Arc::new(State {
@@ -64,6 +71,7 @@ impl Application {
             hub,
             shutdown: CancellationToken::new(),
             metrics,
+            stream_stall_timeout: config.stream_stall_timeout,
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
@@ -87,6 +95,10 @@ impl Application {
             grpc_metrics,
             health,
             hub_task,
+            keepalive: (
+                config.http2_keepalive_interval,
+                config.http2_keepalive_timeout,
+            ),
         })
     }
 
@@ -124,6 +136,8 @@ impl Application {
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(self.keepalive.0))
+            .http2_keepalive_timeout(Some(self.keepalive.1))
             .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(

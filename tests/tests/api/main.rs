@@ -11,5 +11,6 @@ mod revocation;
 mod sessions;
 mod smoke;
 mod statuses;
+mod stream_faults;
 mod streams;
 mod users;

@@ -163,7 +163,11 @@ async fn replicas_deliver_each_others_messages() {
 #[tokio::test]
 async fn a_slow_subscriber_blocks_no_sender_and_is_ended_when_too_far_behind() {
     let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn_with(&auth, |config| config.stream_buffer = 8).await;
+    let chat = TestChat::spawn_with(&auth, |config| {
+        config.stream_buffer = 8;
+        config.stream_stall_timeout = Duration::from_secs(1);
+    })
+    .await;
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;
     let chat_id = chat.create_chat(&ada, &[&grace]).await;

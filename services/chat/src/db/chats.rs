@@ -93,3 +93,12 @@ pub async fn delete(db: impl PgExecutor<'_>, chat_id: i64) -> Result<bool> {
         .await?;
     Ok(deleted.rows_affected() == 1)
 }
+
+/// Which of `chat_ids` still exist.
+pub async fn existing(db: impl PgExecutor<'_>, chat_ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar!("select id from chats where id = any($1)", chat_ids)
+            .fetch_all(db)
+            .await?,
+    )
+}

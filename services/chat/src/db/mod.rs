@@ -10,11 +10,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
+/// How to reach the database.
+pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    let options: PgConnectOptions = config.url.expose_secret().parse()?;
+    Ok(options.application_name("chat"))
+}
+
 /// Connects lazily: the pool opens connections as queries need them.
 pub fn connect(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy_with(options.application_name("chat")))
+        .connect_lazy_with(connect_options(config)?))
 }

@@ -14,7 +14,7 @@ use crate::db;
 use crate::db::messages::{MessageRow, NewMessage};
 use crate::domain::{ChatTitle, ClientMessageId, MessageText, check_usernames};
 use crate::error::{Error, Result};
-use crate::hub::Event;
+use crate::hub::{Event, Subscription};
 use crate::metrics::OpenStream;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -227,13 +227,17 @@ impl pb::chat_service_server::ChatService for ChatApi {
         }
 
         // Subscribe first, then find where the stream starts: whatever is
-        // stored after that point arrives as an event, or is read below.
-        let events = self.state.hub.subscribe(chat_id);
+        // stored after that point arrives as an event, or is read below. A
+        // chat deleted before the subscription is not found here; one
+        // deleted after it ends the stream by event.
+        let subscription = self.state.hub.subscribe(chat_id);
+        let last = db::chats::last_seq(pool, chat_id)
+            .await?
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        self.state.hub.note_last_seq(chat_id, last);
         let start = match request.since_message_id {
             Some(since) => db::messages::seq_at(pool, chat_id, since).await?,
-            None => db::chats::last_seq(pool, chat_id)
-                .await?
-                .ok_or_else(|| Error::chat_not_found(chat_id))?,
+            None => last,
         };
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let stream = ChatStream {
@@ -242,7 +246,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
             state: self.state.clone(),
             sender,
         };
-        tokio::spawn(stream.run(events, request.since_message_id.is_some()));
+        tokio::spawn(stream.run(subscription, request.since_message_id.is_some()));
         tracing::info!("stream opened");
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -268,7 +272,7 @@ enum End {
 }
 
 impl ChatStream {
-    async fn run(mut self, mut events: broadcast::Receiver<Event>, replay: bool) {
+    async fn run(mut self, mut subscription: Subscription, replay: bool) {
         let _open = OpenStream::new(&self.state.metrics.open_streams);
         let end = async {
             if replay {
@@ -278,20 +282,24 @@ impl ChatStream {
                 let event = tokio::select! {
                     () = self.sender.closed() => return Err(End::ClientGone),
                     () = self.state.shutdown.cancelled() => return Err(shutting_down()),
-                    event = events.recv() => event,
+                    event = subscription.events().recv() => event,
                 };
                 match event {
                     Ok(Event::Message(message)) if message.seq <= self.last_seq => {}
-                    Ok(Event::Message(message)) if message.seq == self.last_seq + 1 => self.send(&message).await?,
+                    Ok(Event::Message(message)) if message.seq == self.last_seq + 1 => {
+                        self.send(&message).await?
+                    }
                     Ok(Event::Message(_) | Event::Resync) => self.catch_up().await?,
                     Ok(Event::Deleted) => {
-                        return Err(End::With(Status::not_found(format!("chat {} was deleted", self.chat_id))));
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Err(End::With(Status::resource_exhausted(format!(
-                            "the stream fell {missed} events behind; reconnect with since_message_id set to the last message received"
+                        return Err(End::With(Status::not_found(format!(
+                            "chat {} was deleted",
+                            self.chat_id
                         ))));
                     }
+                    // Events were dropped for this stream; the database has
+                    // them. Only a client that stops reading is ended (in
+                    // send).
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
                     Err(broadcast::error::RecvError::Closed) => return Err(shutting_down()),
                 }
             }
@@ -333,7 +341,13 @@ impl ChatStream {
             message: Some(to_proto(message)),
         });
         tokio::select! {
-            sent = self.sender.send(item) => sent.map_err(|_| End::ClientGone)?,
+            sent = tokio::time::timeout(self.state.stream_stall_timeout, self.sender.send(item)) => match sent {
+                Ok(sent) => sent.map_err(|_| End::ClientGone)?,
+                Err(_) => return Err(End::With(Status::resource_exhausted(format!(
+                    "the client read nothing for {} ms; reconnect with since_message_id set to the last message received",
+                    self.state.stream_stall_timeout.as_millis()
+                )))),
+            },
             () = self.state.shutdown.cancelled() => return Err(shutting_down()),
         }
         self.last_seq = message.seq;

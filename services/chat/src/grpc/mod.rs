@@ -5,6 +5,7 @@ pub mod chat_service;
 pub mod guard;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,8 @@ pub struct State {
     /// Cancelled when the server starts shutting down: open streams end.
     pub shutdown: CancellationToken,
     pub metrics: ChatMetrics,
+    /// A stream whose client reads nothing for this long is ended.
+    pub stream_stall_timeout: Duration,
 }
 
 /// The caller auth vouched for.
