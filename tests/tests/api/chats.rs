@@ -472,6 +472,37 @@ async fn a_retried_send_returns_the_first_message_and_stores_nothing_new() {
 }
 
 #[tokio::test]
+async fn a_key_reused_for_other_content_is_refused_naming_the_key() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    chat.chats()
+        .send_message(ada.request(send(chat_id, "pay 10", "key-1")))
+        .await
+        .expect("first");
+
+    let reused = chat
+        .chats()
+        .send_message(ada.request(send(chat_id, "pay 1000", "key-1")))
+        .await
+        .expect_err("the same key with other content");
+
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
+    assert!(
+        reused.message().contains("client_message_id"),
+        "{}",
+        reused.message()
+    );
+    let stored: Vec<String> = sqlx::query_scalar("select text from messages")
+        .fetch_all(&chat.db)
+        .await
+        .expect("the texts");
+    assert_eq!(stored, ["pay 10"]);
+}
+
+#[tokio::test]
 async fn concurrent_retries_store_one_message() {
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn(&auth).await;

@@ -142,7 +142,16 @@ impl pb::chat_service_server::ChatService for ChatApi {
             )
             .await?
         {
-            // A retry: the first send's message, and nothing new stored.
+            // A retry: the first send's message, and nothing new stored. A
+            // key reused for other content is refused, not silently
+            // answered with the first message.
+            if first.text != text.as_str() {
+                return Err(Error::AlreadyExists(format!(
+                    "client_message_id {client_message_id:?} was already used for another message in this chat; \
+                     a new message needs a new key"
+                ))
+                .into());
+            }
             return Ok(Response::new(pb::SendMessageResponse {
                 message: Some(to_proto(&first)),
             }));
