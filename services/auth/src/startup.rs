@@ -106,6 +106,7 @@ impl Application {
             tokens: config.tokens.clone(),
             lockout: Lockout::new(pool.clone(), config.lockout.clone()),
             metrics,
+            shutdown: CancellationToken::new(),
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
@@ -191,6 +192,7 @@ impl Application {
             shutdown.await;
             serving::health::report(&health, &SERVICES, tonic_health::ServingStatus::NotServing)
                 .await;
+            self.state.shutdown.cancel();
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()

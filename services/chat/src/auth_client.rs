@@ -72,11 +72,33 @@ impl AuthClient {
                 _ => unavailable(&status),
             })?
             .into_inner();
+        let expires_at = answer.expires_at.and_then(|at| {
+            let seconds = u64::try_from(at.seconds).ok()?;
+            std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+        });
         Ok(Caller {
             user_id: answer.user_id,
             is_admin: answer.role() == pb::Role::Admin,
             username: answer.username,
+            expires_at,
         })
+    }
+
+    /// Auth's feed of revocations (see `AccessService/WatchRevocations`).
+    pub async fn watch_revocations(
+        &self,
+    ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
+        let mut access = self.access.clone();
+        let request = tonic::Request::new(pb::WatchRevocationsRequest {});
+        tokio::time::timeout(self.check_timeout, access.watch_revocations(request))
+            .await
+            .map_err(|_| Status::deadline_exceeded("no answer in time"))?
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The check timeout, for calls made on the service's own behalf.
+    pub fn check_timeout(&self) -> Duration {
+        self.check_timeout
     }
 
     /// The users with these names, and the names that matched nobody, as

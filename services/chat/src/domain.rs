@@ -10,6 +10,8 @@ pub struct Caller {
     pub user_id: i64,
     pub username: String,
     pub is_admin: bool,
+    /// When the caller's access token expires; a stream ends then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// A chat's title: one line of text.

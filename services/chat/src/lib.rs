@@ -8,6 +8,7 @@
 //! - [`grpc`]: the wire boundary: `ChatService`, and the guard that asks
 //!   auth about every call before it reaches a handler.
 //! - [`auth_client`]: the one shared, lazily connected channel to auth.
+//! - [`access_watch`]: ends open streams when their caller's access ends.
 //! - [`hub`]: fan-out of new messages and deleted chats to this replica's
 //!   streams, fed by PostgreSQL notifications from every replica.
 //! - [`domain`]: valid values, and the [`domain::Caller`] auth vouched for.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: messages sent and open streams, for Prometheus.
 //! - [`error`]: the one error type and its gRPC statuses.
 
+pub mod access_watch;
 pub mod auth_client;
 pub mod config;
 pub mod db;

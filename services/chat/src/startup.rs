@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
 
+use crate::access_watch::AccessWatch;
 use crate::auth_client::AuthClient;
 use crate::config::Config;
 use crate::grpc::State;
@@ -38,6 +39,8 @@ pub struct Application {
     health: HealthReporter,
     /// The hub's notification listener; stopped with the server.
     hub_task: JoinHandle<()>,
+    /// The watch over open streams' access; stopped with the server.
+    access_tasks: Vec<JoinHandle<()>>,
     /// HTTP/2 keepalive interval and timeout.
     keepalive: (std::time::Duration, std::time::Duration),
 }
@@ -64,10 +67,11 @@ impl Application {
         .await
         .context("listening for chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
-
+        let (access, access_tasks) = AccessWatch::start(auth.clone());
         let state = Arc::new(State {
             pool,
             auth: auth.clone(),
+            access,
             hub,
             shutdown: CancellationToken::new(),
             metrics,
@@ -95,6 +99,7 @@ impl Application {
             grpc_metrics,
             health,
             hub_task,
+            access_tasks,
             keepalive: (
                 config.http2_keepalive_interval,
                 config.http2_keepalive_timeout,
@@ -152,6 +157,9 @@ impl Application {
         );
         let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
         self.hub_task.abort();
+        for task in &self.access_tasks {
+            task.abort();
+        }
         self.state.pool.close().await;
         tracing::info!("chat stopped");
         grpc?;

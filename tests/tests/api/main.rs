@@ -12,6 +12,7 @@ mod revocation;
 mod sessions;
 mod smoke;
 mod statuses;
+mod stream_access;
 mod stream_faults;
 mod streams;
 mod users;

@@ -826,6 +826,30 @@ pub mod access_service_client {
                 .insert(GrpcMethod::new("auth.v1.AccessService", "Check"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn watch_revocations(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchRevocationsResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AccessService/WatchRevocations",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.AccessService", "WatchRevocations"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -845,6 +869,22 @@ pub mod access_service_server {
             &self,
             request: tonic::Request<super::CheckRequest>,
         ) -> std::result::Result<tonic::Response<super::CheckResponse>, tonic::Status>;
+        /// Server streaming response type for the WatchRevocations method.
+        type WatchRevocationsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<
+                    super::WatchRevocationsResponse,
+                    tonic::Status,
+                >,
+            >
+            + std::marker::Send
+            + 'static;
+        async fn watch_revocations(
+            &self,
+            request: tonic::Request<super::WatchRevocationsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchRevocationsStream>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct AccessServiceServer<T> {
@@ -962,6 +1002,54 @@ pub mod access_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AccessService/WatchRevocations" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchRevocationsSvc<T: AccessService>(pub Arc<T>);
+                    impl<
+                        T: AccessService,
+                    > tonic::server::ServerStreamingService<
+                        super::WatchRevocationsRequest,
+                    > for WatchRevocationsSvc<T> {
+                        type Response = super::WatchRevocationsResponse;
+                        type ResponseStream = T::WatchRevocationsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRevocationsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AccessService>::watch_revocations(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchRevocationsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serving::notifications::Freshness;
 use time::OffsetDateTime;
+use tokio::sync::broadcast;
 
 use crate::domain::{Role, UserId};
 use crate::error::Error;
@@ -60,7 +61,22 @@ pub struct AccessPolicy {
     revocation_lifetime: Duration,
     /// Numbers the loads of the rules, in the order they started.
     generations: AtomicU64,
+    /// Revocations as they become known, for services that hold calls
+    /// open (`AccessService/WatchRevocations`).
+    changes: broadcast::Sender<Change>,
 }
+
+/// What `WatchRevocations` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The user's tokens up to some version were revoked.
+    Revoked(UserId),
+    /// The policy was reloaded: anything may have changed.
+    Resync,
+}
+
+/// Changes a watcher may fall behind by before it is told to resync.
+const CHANGES_BUFFER: usize = 1024;
 
 #[derive(Default)]
 struct Rules {
@@ -94,7 +110,18 @@ impl AccessPolicy {
             max_staleness,
             revocation_lifetime,
             generations: AtomicU64::new(1),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
         }
+    }
+
+    /// Revocations from now on.
+    pub fn watch(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Tells watchers that anything may have changed (after a reload).
+    pub fn announce_resync(&self) {
+        let _ = self.changes.send(Change::Resync);
     }
 
     pub fn tokens(&self) -> &AccessTokens {
@@ -229,18 +256,26 @@ impl AccessPolicy {
             .revocations
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match revocations.entry(user) {
+        let raised = match revocations.entry(user) {
             Entry::Vacant(entry) => {
+                let raised = revocation.min_version > 0;
                 entry.insert(revocation);
+                raised
             }
             Entry::Occupied(mut entry) => {
                 let known = entry.get_mut();
+                let raised = revocation.min_version > known.min_version;
                 known.min_version = known.min_version.max(revocation.min_version);
                 if revocation.current_name.is_some() && revocation.at >= known.at {
                     known.current_name = revocation.current_name;
                 }
                 known.at = known.at.max(revocation.at);
+                raised
             }
+        };
+        drop(revocations);
+        if raised {
+            let _ = self.changes.send(Change::Revoked(user));
         }
     }
 
@@ -313,6 +348,7 @@ mod tests {
             name: "ada".into(),
             role,
             token_version: version,
+            expires_at: 0,
         };
         format!(
             "Bearer {}",

@@ -79,6 +79,7 @@ async fn listen(mut notifications: Notifications, pool: PgPool, policy: Arc<Acce
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 policy.freshness().confirm(since);
+                policy.announce_resync();
                 tracing::info!("listening for access policy changes; policy reloaded");
             }
             Event::Notification(notification) => match notification.channel() {

@@ -1,22 +1,41 @@
 //! `auth.v1.AccessService`: other services ask whether a caller may call
-//! one of their endpoints.
+//! one of their endpoints, and watch revocations to end the calls they
+//! hold open.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::auth::v1 as pb;
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::State;
+use crate::access::Change;
+
+/// Watchers served at once; more are refused. Watchers are services (a
+/// few per chat replica), not users.
+const MAX_WATCHERS: usize = 64;
+/// A watcher hears something at least this often.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Users named in one message at most.
+const USERS_PER_MESSAGE: usize = 256;
 
 pub struct AccessApi {
     state: Arc<State>,
+    watchers: Arc<Semaphore>,
 }
 
 impl AccessApi {
     pub fn new(state: Arc<State>) -> AccessApi {
-        AccessApi { state }
+        AccessApi {
+            state,
+            watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+        }
     }
 }
+
+type Watched = Result<pb::WatchRevocationsResponse, Status>;
 
 #[tonic::async_trait]
 impl pb::access_service_server::AccessService for AccessApi {
@@ -58,6 +77,85 @@ impl pb::access_service_server::AccessService for AccessApi {
             user_id: principal.user_id.0,
             username: principal.name,
             role: principal.role.to_proto().into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: i64::try_from(principal.expires_at).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
         }))
+    }
+
+    type WatchRevocationsStream = ReceiverStream<Watched>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_revocations(
+        &self,
+        _request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_WATCHERS} services watch revocations already; try again later"
+            ))
+        })?;
+        let changes = self.state.policy.watch();
+        let (sender, receiver) = mpsc::channel(4);
+        let shutdown = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = watch(changes, sender.clone()) => {}
+                () = shutdown.cancelled() => {
+                    let _ = sender.send(Err(Status::unavailable("the auth service is shutting down"))).await;
+                }
+            }
+        });
+        tracing::info!("a service watches revocations");
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// Forwards `changes` to a watcher until it leaves: a resync first, then
+/// revoked users in batches, heartbeats when nothing happens.
+async fn watch(mut changes: broadcast::Receiver<Change>, sender: mpsc::Sender<Watched>) {
+    let resync = pb::WatchRevocationsResponse {
+        user_ids: Vec::new(),
+        resync: true,
+    };
+    if sender.send(Ok(resync.clone())).await.is_err() {
+        return;
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.tick().await;
+    loop {
+        let message = tokio::select! {
+            () = sender.closed() => return,
+            _ = heartbeat.tick() => pb::WatchRevocationsResponse::default(),
+            change = changes.recv() => {
+                let mut message = pb::WatchRevocationsResponse::default();
+                let mut next = Some(change);
+                while let Some(change) = next.take() {
+                    match change {
+                        Ok(Change::Revoked(user)) => message.user_ids.push(user.0),
+                        Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            message.resync = true;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    if message.user_ids.len() < USERS_PER_MESSAGE {
+                        next = match changes.try_recv() {
+                            Ok(change) => Some(Ok(change)),
+                            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(missed)))
+                            }
+                            Err(_) => None,
+                        };
+                    }
+                }
+                message
+            }
+        };
+        if sender.send(Ok(message)).await.is_err() {
+            return;
+        }
+        heartbeat.reset();
     }
 }

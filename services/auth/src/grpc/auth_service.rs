@@ -239,5 +239,6 @@ fn principal(user_id: i64, name: String, role: &str, token_version: i64) -> Resu
         role: Role::from_db(role)
             .ok_or_else(|| anyhow::anyhow!("user {user_id} has unknown role {role:?}"))?,
         token_version,
+        expires_at: 0,
     })
 }

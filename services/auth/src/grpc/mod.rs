@@ -11,6 +11,7 @@ pub mod user_service;
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::access::{AccessPolicy, Caller};
@@ -27,6 +28,8 @@ pub struct State {
     pub tokens: TokenConfig,
     pub lockout: Lockout,
     pub metrics: AuthMetrics,
+    /// Cancelled when the server starts shutting down: watches end.
+    pub shutdown: CancellationToken,
 }
 
 /// The caller the guard let through.

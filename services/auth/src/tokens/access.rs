@@ -19,6 +19,9 @@ pub struct Principal {
     pub role: Role,
     /// The user's token version when the token was issued.
     pub token_version: i64,
+    /// When the token expires, in seconds since the Unix epoch (0 for a
+    /// principal about to be issued a token).
+    pub expires_at: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,6 +121,7 @@ impl AccessTokens {
                 .filter(|role| *role != Role::Anonymous)
                 .ok_or(TokenError::Invalid)?,
             token_version: claims.ver,
+            expires_at: claims.exp,
         })
     }
 }
@@ -148,6 +152,7 @@ mod tests {
             name: "ada".into(),
             role: Role::Admin,
             token_version: 3,
+            expires_at: 0,
         }
     }
 
@@ -158,7 +163,15 @@ mod tests {
     fn an_issued_token_verifies_to_its_principal() {
         let tokens = AccessTokens::new(&config(&[("a", KEY_A)])).expect("valid config");
         let token = tokens.issue(&ada()).expect("issuing");
-        assert_eq!(tokens.verify(&token), Ok(ada()));
+        let verified = tokens.verify(&token).expect("valid");
+        assert!(verified.expires_at > 0);
+        assert_eq!(
+            Principal {
+                expires_at: 0,
+                ..verified
+            },
+            ada()
+        );
     }
 
     #[test]
@@ -167,7 +180,14 @@ mod tests {
         let rotated =
             AccessTokens::new(&config(&[("b", KEY_B), ("a", KEY_A)])).expect("valid config");
         let token = old.issue(&ada()).expect("issuing");
-        assert_eq!(rotated.verify(&token), Ok(ada()));
+        let verified = rotated.verify(&token).expect("valid");
+        assert_eq!(
+            Principal {
+                expires_at: 0,
+                ..verified
+            },
+            ada()
+        );
     }
 
     #[test]

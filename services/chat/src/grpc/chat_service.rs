@@ -2,6 +2,7 @@
 //! exist (`NOT_FOUND`), so chat ids cannot be probed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::chat::v1 as pb;
 use serving::page_token::PageToken;
@@ -10,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{State, caller};
+use crate::access_watch::Hold;
 use crate::db;
 use crate::db::messages::{MessageRow, NewMessage};
 use crate::domain::{ChatTitle, ClientMessageId, MessageText, check_usernames};
@@ -22,6 +24,8 @@ const DEFAULT_PAGE_SIZE: i64 = 50;
 const CATCH_UP_BATCH: i64 = 100;
 /// Messages queued for a client before the stream waits for it.
 const STREAM_QUEUE: usize = 16;
+/// No stream outlives this, whatever its token says (a timer must fit).
+const MAX_STREAM_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub struct ChatApi {
     state: Arc<State>,
@@ -227,6 +231,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<Self::ConnectChatStream>, Status> {
         let caller = caller(&request)?;
         tracing::Span::current().record("user_id", caller.user_id);
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok()?.parse::<http::HeaderValue>().ok());
         let request = request.into_inner();
         serving::invalid::validate(&request)?;
         let chat_id = request.chat_id;
@@ -248,12 +256,22 @@ impl pb::chat_service_server::ChatService for ChatApi {
             Some(since) => db::messages::seq_at(pool, chat_id, since).await?,
             None => last,
         };
+        // Held from here on: a revocation ends the stream, and so does
+        // the token's expiry.
+        let access = self.state.access.hold(caller.user_id, authorization);
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let stream = ChatStream {
             chat_id,
             last_seq: start,
             state: self.state.clone(),
             sender,
+            access,
+            expires_at: caller.expires_at.map(|at| {
+                let left = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                tokio::time::Instant::now() + left.min(MAX_STREAM_LIFE)
+            }),
         };
         tokio::spawn(stream.run(subscription, request.since_message_id.is_some()));
         tracing::info!("stream opened");
@@ -270,6 +288,10 @@ struct ChatStream {
     last_seq: i64,
     state: Arc<State>,
     sender: mpsc::Sender<Sent>,
+    /// Ends the stream when its caller's access ends.
+    access: Hold,
+    /// When the caller's access token expires.
+    expires_at: Option<tokio::time::Instant>,
 }
 
 /// Why a stream ended.
@@ -288,9 +310,14 @@ impl ChatStream {
                 self.catch_up().await?;
             }
             loop {
+                let expiry = self.expires_at;
                 let event = tokio::select! {
                     () = self.sender.closed() => return Err(End::ClientGone),
                     () = self.state.shutdown.cancelled() => return Err(shutting_down()),
+                    Some(status) = self.access.ended.recv() => return Err(End::With(status)),
+                    () = until(expiry) => return Err(End::With(Status::unauthenticated(
+                        "the access token expired; reconnect with a fresh token and since_message_id set to the last message received",
+                    ))),
                     event = subscription.events().recv() => event,
                 };
                 match event {
@@ -361,6 +388,14 @@ impl ChatStream {
         }
         self.last_seq = message.seq;
         Ok(())
+    }
+}
+
+/// Waits until `at`, or forever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::access_watch::AccessWatch;
 use crate::auth_client::AuthClient;
 use crate::domain::Caller;
 use crate::hub::Hub;
@@ -20,6 +21,7 @@ use crate::metrics::ChatMetrics;
 pub struct State {
     pub pool: PgPool,
     pub auth: AuthClient,
+    pub access: Arc<AccessWatch>,
     pub hub: Arc<Hub>,
     /// Cancelled when the server starts shutting down: open streams end.
     pub shutdown: CancellationToken,

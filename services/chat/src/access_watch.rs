@@ -1,0 +1,213 @@
+//! Ends open streams when their caller's access ends. A stream is checked
+//! by the guard once, when it opens; after that, auth's
+//! `AccessService/WatchRevocations` names the users whose tokens were
+//! revoked (deleted, role or password changed), on every auth replica,
+//! and each held stream of those users is checked again with the token it
+//! was opened with. Auth's `UNAUTHENTICATED` or `PERMISSION_DENIED` ends
+//! it with that status.
+//!
+//! Fail closed: the feed sends at least a heartbeat a second; when it has
+//! been silent for [`FEED_LOSS_BOUND`] every held stream ends with
+//! `UNAVAILABLE` (clients resume with `since_message_id`), and so does each
+//! new one until the feed is back, which starts with a resync: every held
+//! stream is checked again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use http::HeaderValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::auth_client::AuthClient;
+use crate::error::Error;
+
+/// How long the feed may be silent before held streams end.
+pub const FEED_LOSS_BOUND: Duration = Duration::from_secs(5);
+/// The endpoint a held stream is checked against again.
+const CONNECT_CHAT: &str = "/chat.v1.ChatService/ConnectChat";
+/// Checks run at once during a resync.
+const CONCURRENT_CHECKS: usize = 32;
+/// The longest wait between two attempts to watch again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct AccessWatch {
+    auth: AuthClient,
+    held: Mutex<HashMap<u64, Held>>,
+    next_id: AtomicU64,
+    /// When the feed last said anything (or the service started).
+    fed_at: Mutex<Instant>,
+}
+
+/// A stream held open, and how to end it.
+#[derive(Clone)]
+struct Held {
+    user_id: i64,
+    authorization: Option<HeaderValue>,
+    end: mpsc::Sender<Status>,
+}
+
+/// A stream's registration; dropping it ends the watch over that stream.
+pub struct Hold {
+    id: u64,
+    watch: Arc<AccessWatch>,
+    /// Receives the status to end the stream with.
+    pub ended: mpsc::Receiver<Status>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.watch.held().remove(&self.id);
+    }
+}
+
+impl AccessWatch {
+    /// Starts watching auth's feed; the tasks run until aborted.
+    pub fn start(auth: AuthClient) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
+        let watch = Arc::new(AccessWatch {
+            auth,
+            held: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            fed_at: Mutex::new(Instant::now()),
+        });
+        let feeding = tokio::spawn(watch.clone().follow());
+        let guarding = tokio::spawn(watch.clone().fail_closed());
+        (watch, vec![feeding, guarding])
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn feed_age(&self) -> Duration {
+        self.fed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+
+    fn fed(&self) {
+        *self
+            .fed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Holds a stream of `user_id`, opened with `authorization`.
+    pub fn hold(self: &Arc<Self>, user_id: i64, authorization: Option<HeaderValue>) -> Hold {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (end, ended) = mpsc::channel(1);
+        self.held().insert(
+            id,
+            Held {
+                user_id,
+                authorization,
+                end,
+            },
+        );
+        Hold {
+            id,
+            watch: self.clone(),
+            ended,
+        }
+    }
+
+    /// Follows the feed, reconnecting whenever it is lost.
+    async fn follow(self: Arc<Self>) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            tokio::time::sleep(backoff).await;
+            let mut feed = match self.auth.watch_revocations().await {
+                Ok(feed) => feed,
+                Err(status) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                    tracing::warn!(code = ?status.code(), message = status.message(), "cannot watch revocations");
+                    continue;
+                }
+            };
+            backoff = Duration::ZERO;
+            loop {
+                let message = match tokio::time::timeout(FEED_LOSS_BOUND, feed.message()).await {
+                    Ok(Ok(Some(message))) => message,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(status)) => {
+                        tracing::warn!(code = ?status.code(), "the revocation feed failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!("the revocation feed went silent");
+                        break;
+                    }
+                };
+                self.fed();
+                if message.resync {
+                    self.check_again(|_| true).await;
+                } else if !message.user_ids.is_empty() {
+                    self.check_again(|held| message.user_ids.contains(&held.user_id))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Ends every held stream with UNAVAILABLE while the feed is lost.
+    async fn fail_closed(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            if self.feed_age() <= FEED_LOSS_BOUND {
+                continue;
+            }
+            let held: Vec<Held> = self.held().values().cloned().collect();
+            if !held.is_empty() {
+                tracing::warn!(
+                    streams = held.len(),
+                    "revocations cannot be watched; ending the streams held"
+                );
+            }
+            for held in held {
+                let _ = held.end.try_send(Status::unavailable(
+                    "access can no longer be confirmed; reconnect with since_message_id set to the last message received",
+                ));
+            }
+        }
+    }
+
+    /// Checks again the held streams that `which` picks, and ends those
+    /// whose access ended.
+    async fn check_again(&self, which: impl Fn(&Held) -> bool) {
+        let picked: Vec<Held> = self
+            .held()
+            .values()
+            .filter(|held| which(held))
+            .cloned()
+            .collect();
+        let auth = &self.auth;
+        futures::stream::iter(picked)
+            .for_each_concurrent(CONCURRENT_CHECKS, |held| async move {
+                let checked = auth
+                    .check(
+                        held.authorization.as_ref(),
+                        None,
+                        CONNECT_CHAT,
+                        auth.check_timeout(),
+                    )
+                    .await;
+                let status = match checked {
+                    Ok(_) => return,
+                    Err(Error::Auth(status)) => Status::new(status.code(), status.message()),
+                    Err(error) => Status::from(error),
+                };
+                tracing::info!(user_id = held.user_id, code = ?status.code(), "a held stream's access ended");
+                let _ = held.end.try_send(status);
+            })
+            .await;
+    }
+}

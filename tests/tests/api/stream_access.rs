@@ -1,0 +1,185 @@
+//! An open stream ends when its caller's access ends: deleted, role or
+//! password changed, token expired, on every replica; and when chat can no
+//! longer learn of revocations, it fails closed.
+
+use std::time::{Duration, Instant};
+
+use api::auth::v1 as auth_pb;
+use api::chat::v1 as pb;
+use tests::services::{TestAuth, TestChat, TestUser};
+use tokio_stream::StreamExt as _;
+use tonic::{Code, Streaming};
+
+async fn connect(
+    chat: &TestChat,
+    user: &TestUser,
+    chat_id: i64,
+) -> Streaming<pb::ConnectChatResponse> {
+    chat.chats()
+        .connect_chat(user.request(pb::ConnectChatRequest {
+            chat_id,
+            since_message_id: None,
+        }))
+        .await
+        .expect("opening a stream")
+        .into_inner()
+}
+
+/// How the stream ends, and how long after `since`; within `within`.
+async fn end_of(
+    stream: &mut Streaming<pb::ConnectChatResponse>,
+    since: Instant,
+    within: Duration,
+) -> (tonic::Status, Duration) {
+    let status = tokio::time::timeout(within, async {
+        while let Some(item) = stream.next().await {
+            if let Err(status) = item {
+                return Some(status);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the stream ends in time")
+    .expect("with a status");
+    (status, since.elapsed())
+}
+
+struct Setup {
+    auth: TestAuth,
+    chat: TestChat,
+    admin: TestUser,
+    ada: TestUser,
+    grace: TestUser,
+    chat_id: i64,
+}
+
+async fn setup() -> Setup {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let admin = auth.admin().await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    Setup {
+        auth,
+        chat,
+        admin,
+        ada,
+        grace,
+        chat_id,
+    }
+}
+
+/// Ends within a second, with UNAUTHENTICATED; the figure is printed.
+async fn assert_ends_unauthenticated(
+    stream: &mut Streaming<pb::ConnectChatResponse>,
+    since: Instant,
+    what: &str,
+) {
+    let (status, took) = end_of(stream, since, Duration::from_secs(5)).await;
+    eprintln!("{what}: the stream ended {took:?} after the change");
+    assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: the stream ended only after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_user_ends_their_open_stream() {
+    let s = setup().await;
+    let mut stream = connect(&s.chat, &s.grace, s.chat_id).await;
+    let since = Instant::now();
+    s.auth
+        .users()
+        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .await
+        .expect("deleting grace");
+    assert_ends_unauthenticated(&mut stream, since, "deletion").await;
+    // Others' streams go on.
+    let mut ada = connect(&s.chat, &s.ada, s.chat_id).await;
+    s.chat.send(&s.ada, s.chat_id, "still here").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), ada.next()).await;
+    assert!(matches!(next, Ok(Some(Ok(_)))), "{next:?}");
+}
+
+#[tokio::test]
+async fn a_role_change_and_a_password_change_end_open_streams() {
+    let s = setup().await;
+    let mut grace = connect(&s.chat, &s.grace, s.chat_id).await;
+    let since = Instant::now();
+    s.auth
+        .users()
+        .update(s.admin.request(auth_pb::UpdateRequest {
+            id: s.grace.id,
+            name: None,
+            email: None,
+            role: Some(auth_pb::Role::Admin.into()),
+        }))
+        .await
+        .expect("promoting grace");
+    assert_ends_unauthenticated(&mut grace, since, "role change").await;
+
+    let mut ada = connect(&s.chat, &s.ada, s.chat_id).await;
+    let since = Instant::now();
+    s.auth
+        .users()
+        .change_password(s.ada.request(auth_pb::ChangePasswordRequest {
+            id: s.ada.id,
+            current_password: "ada-password".into(),
+            new_password: "a new password".into(),
+            new_password_confirm: "a new password".into(),
+        }))
+        .await
+        .expect("changing ada's password");
+    assert_ends_unauthenticated(&mut ada, since, "password change").await;
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_auth_replica_ends_a_stream_on_another_chat_replica() {
+    let s = setup().await;
+    let other_auth = TestAuth::spawn_on(s.auth.database_url.clone(), |_| {}).await;
+    let other_chat =
+        TestChat::spawn_on(s.chat.database_url.clone(), &other_auth.url(), |_| {}).await;
+    let mut stream = connect(&other_chat, &s.grace, s.chat_id).await;
+    let since = Instant::now();
+    s.auth
+        .users()
+        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .await
+        .expect("deleting grace");
+    assert_ends_unauthenticated(&mut stream, since, "deletion seen by another replica").await;
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_access_token_expires() {
+    let auth =
+        TestAuth::spawn_with(|config| config.tokens.access_ttl = Duration::from_secs(2)).await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let since = Instant::now();
+    let mut stream = connect(&chat, &grace, chat_id).await;
+    let (status, took) = end_of(&mut stream, since, Duration::from_secs(6)).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{}", status.message());
+    assert!(took <= Duration::from_secs(3), "ended only after {took:?}");
+}
+
+#[tokio::test]
+async fn without_the_revocation_feed_open_streams_end_unavailable() {
+    let s = setup().await;
+    let mut stream = connect(&s.chat, &s.grace, s.chat_id).await;
+    let since = Instant::now();
+    s.auth.stop().await;
+    let (status, took) = end_of(&mut stream, since, Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    eprintln!("feed lost: the stream ended {took:?} after auth stopped");
+    assert!(
+        status.message().contains("since_message_id"),
+        "{}",
+        status.message()
+    );
+}
