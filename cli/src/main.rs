@@ -6,10 +6,12 @@
 //! `CHATCTL_AUTH_URL`, `CHATCTL_CHAT_URL`). Every server error is one line
 //! on standard error, and the exit status is 1.
 
+mod display;
 mod session;
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use api::auth::v1 as auth_pb;
@@ -119,7 +121,7 @@ enum ChatCommand {
 async fn main() {
     let cli = Cli::parse();
     if let Err(error) = run(cli).await {
-        eprintln!("error: {}", session::describe(&error));
+        eprintln!("error: {}", display::safe(&session::describe(&error)));
         std::process::exit(1);
     }
 }
@@ -159,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let me = client.whoami().await?;
             println!(
                 "{} (id {}, {})",
-                me.username,
+                display::safe(&me.username),
                 me.user_id,
                 role_name(me.role())
             );
@@ -277,53 +279,132 @@ async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Attempts at one send, and at resuming one stream without a message
+/// in between.
+const ATTEMPTS: u32 = 6;
+
+/// The first wait before trying again; it doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Sends `text`, retrying while the service is unavailable or slow, with
+/// the same `client_message_id` every time: a send that did commit before
+/// its answer was lost is not stored twice.
 async fn send(client: &mut Client, chat_id: i64, text: String) -> anyhow::Result<chat_pb::Message> {
-    let request = client
-        .authorized(chat_pb::SendMessageRequest {
-            chat_id,
-            text,
-            // Makes a retry of this very send harmless.
-            client_message_id: uuid::Uuid::new_v4().to_string(),
-        })
-        .await?;
-    client
-        .chats()
-        .send_message(request)
-        .await?
-        .into_inner()
-        .message
-        .context("no message in the answer")
+    let client_message_id = uuid::Uuid::new_v4().to_string();
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let mut request = client
+            .authorized(chat_pb::SendMessageRequest {
+                chat_id,
+                text: text.clone(),
+                client_message_id: client_message_id.clone(),
+            })
+            .await?;
+        request.set_timeout(Duration::from_secs(10));
+        match client.chats().send_message(request).await {
+            Ok(answer) => {
+                return answer
+                    .into_inner()
+                    .message
+                    .context("no message in the answer");
+            }
+            Err(status)
+                if attempt < ATTEMPTS
+                    && matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    ) =>
+            {
+                eprintln!(
+                    "send failed ({}); retrying in {} ms with the same message id",
+                    display::safe(&session::describe(&status.into())),
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
+/// Prints a chat's messages as they come, resuming after the stream ends
+/// for a reason a reconnection cures (the service restarting or
+/// unavailable, the stream falling behind, the access token expiring)
+/// from the last message printed, with a fresh token.
 async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyhow::Result<()> {
-    let request = client
-        .authorized(chat_pb::ConnectChatRequest {
-            chat_id,
-            since_message_id: since,
-        })
-        .await?;
-    let mut stream = client.chats().connect_chat(request).await?.into_inner();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut typing = true;
+    let mut last = since;
+    let mut failures = 0;
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        tokio::select! {
-            event = stream.next() => match event {
-                Some(Ok(event)) => {
-                    if let Some(message) = event.message {
-                        print_message(&message);
+        let opened = match client
+            .authorized(chat_pb::ConnectChatRequest {
+                chat_id,
+                since_message_id: last,
+            })
+            .await
+        {
+            Ok(request) => client.chats().connect_chat(request).await,
+            Err(error) => return Err(error),
+        };
+        let ended = match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    tokio::select! {
+                        event = stream.next() => match event {
+                            Some(Ok(event)) => {
+                                if let Some(message) = event.message {
+                                    print_message(&message);
+                                    last = Some(message.id);
+                                    failures = 0;
+                                    backoff = FIRST_BACKOFF;
+                                }
+                            }
+                            Some(Err(status)) => break status,
+                            None => return Ok(()),
+                        },
+                        line = lines.next_line(), if typing => match line? {
+                            Some(line) if line.trim().is_empty() => {}
+                            Some(line) => {
+                                send(client, chat_id, line).await?;
+                            }
+                            None => typing = false,
+                        },
                     }
                 }
-                Some(Err(status)) => return Err(status.into()),
-                None => return Ok(()),
-            },
-            line = lines.next_line(), if typing => match line? {
-                Some(line) if line.trim().is_empty() => {}
-                Some(line) => {
-                    send(client, chat_id, line).await?;
-                }
-                None => typing = false,
-            },
+            }
+            Err(status) => status,
+        };
+        failures += 1;
+        if !resumable(&ended) || failures >= ATTEMPTS {
+            return Err(ended.into());
         }
+        let from = last.map_or_else(|| "now".to_owned(), |id| format!("message {id}"));
+        eprintln!(
+            "stream ended ({}); resuming after {from} in {} ms",
+            display::safe(&session::describe(&ended.into())),
+            backoff.as_millis()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+}
+
+/// Whether reconnecting can cure what ended a stream: the service gone or
+/// busy, a token that expired, or the connection breaking under it (a
+/// status made here from a transport error, not sent by the server).
+fn resumable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unknown | tonic::Code::Internal => std::error::Error::source(status).is_some(),
+        tonic::Code::Unavailable
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unauthenticated => status.message().contains("expired"),
+        _ => false,
     }
 }
 
@@ -352,8 +433,8 @@ fn print_user(user: &auth_pb::User) {
     println!(
         "{}\t{}\t{}\t{}",
         user.id,
-        user.name,
-        user.email,
+        display::safe(&user.name),
+        display::safe(&user.email),
         role_name(user.role())
     );
 }
@@ -369,6 +450,9 @@ fn print_message(message: &chat_pb::Message) {
         .unwrap_or_default();
     println!(
         "[{}] #{} {}: {}",
-        at, message.id, message.from_username, message.text
+        at,
+        message.id,
+        display::safe(&message.from_username),
+        display::safe(&message.text)
     );
 }

@@ -190,9 +190,16 @@ pub fn describe(error: &anyhow::Error) -> String {
             tonic::Code::AlreadyExists => "already exists",
             tonic::Code::PermissionDenied => "permission denied",
             tonic::Code::Unauthenticated => "not authenticated (log in again?)",
-            tonic::Code::ResourceExhausted => "too many attempts",
+            tonic::Code::ResourceExhausted => "refused for now",
+            tonic::Code::Aborted => "conflict, try again",
+            tonic::Code::FailedPrecondition => "not possible now",
             tonic::Code::Unavailable => "service unavailable",
             tonic::Code::DeadlineExceeded => "timed out",
+            tonic::Code::Internal | tonic::Code::Unknown
+                if std::error::Error::source(status).is_some() =>
+            {
+                "connection lost"
+            }
             tonic::Code::Internal | tonic::Code::Unknown => "server error",
             other => return format!("{other:?}: {}", status.message()),
         };

@@ -191,3 +191,158 @@ async fn an_expiring_access_token_is_refreshed_and_the_session_kept() {
         "the refresh token was not rotated"
     );
 }
+
+/// Two logged-in users and a chat between them; the chat's id.
+async fn two_users_and_a_chat<'a>(ada: &Cli<'a>, grace: &Cli<'a>) -> String {
+    ada.ok(&["register", "ada", "ada@example.com"]).await;
+    grace.ok(&["register", "grace", "grace@example.com"]).await;
+    ada.ok(&["login", "ada"]).await;
+    grace.ok(&["login", "grace"]).await;
+    ada.ok(&["chat", "create", "--title", "t", "grace"])
+        .await
+        .trim()
+        .strip_prefix("created chat ")
+        .expect("a chat id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn printed_messages_cannot_forge_lines_in_another_terminal() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada"), temp_dir("grace"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+
+    ada.ok(&["chat", "send", &chat_id, "\r#99 admin: hi\u{202e}"])
+        .await;
+
+    let history = grace.ok(&["chat", "history", &chat_id]).await;
+    assert!(
+        !history.contains('\r') && !history.contains('\u{202e}'),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .trim_end()
+            .ends_with("ada: \\r#99 admin: hi\\u{202e}"),
+        "{history:?}"
+    );
+    assert_eq!(history.lines().count(), 1, "{history:?}");
+}
+
+#[tokio::test]
+async fn a_send_retries_through_an_outage_with_one_message_id() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let relay = tests::outage::Relay::start(chat.addr).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada"), temp_dir("grace"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+
+    relay.cut();
+    let sending = ada
+        .command(&["chat", "send", &chat_id, "through the outage"])
+        .env("CHATCTL_CHAT_URL", format!("http://{}", relay.addr))
+        .output();
+    let restoring = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        relay.restore().await;
+    };
+    let (output, ()) = tokio::join!(sending, restoring);
+    let output = output.expect("chatctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from messages where text = 'through the outage'")
+            .fetch_one(&chat.db)
+            .await
+            .expect("a count");
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn connect_resumes_from_the_last_message_after_the_service_goes_away() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let relay = tests::outage::Relay::start(chat.addr).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada"), temp_dir("grace"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+
+    let mut listener = grace
+        .command(&["chat", "connect", &chat_id, "--since", "0"])
+        .env("CHATCTL_CHAT_URL", format!("http://{}", relay.addr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatctl chat connect");
+    let mut live = BufReader::new(listener.stdout.take().expect("stdout")).lines();
+    let mut notes = BufReader::new(listener.stderr.take().expect("stderr")).lines();
+    ada.ok(&["chat", "send", &chat_id, "one"]).await;
+    assert!(next_line(&mut live).await.ends_with("ada: one"));
+
+    relay.cut();
+    ada.ok(&["chat", "send", &chat_id, "two"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.restore().await;
+
+    let two = tokio::time::timeout(Duration::from_secs(15), live.next_line())
+        .await
+        .expect("a line in time")
+        .expect("readable output");
+    let Some(two) = two else {
+        let note = notes.next_line().await;
+        panic!("chatctl stopped: {note:?}");
+    };
+    assert!(two.ends_with("ada: two"), "{two}");
+    ada.ok(&["chat", "send", &chat_id, "three"]).await;
+    assert!(
+        next_line(&mut live).await.ends_with("ada: three"),
+        "a message came twice or not at all"
+    );
+    let note = tokio::time::timeout(Duration::from_secs(5), notes.next_line())
+        .await
+        .expect("a note in time")
+        .expect("readable")
+        .expect("a note");
+    assert!(note.contains("resuming after message"), "{note}");
+}
+
+async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
+    tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("readable output")
+        .expect("a line")
+}
