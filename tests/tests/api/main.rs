@@ -15,4 +15,5 @@ mod statuses;
 mod stream_access;
 mod stream_faults;
 mod streams;
+mod sweep;
 mod users;
