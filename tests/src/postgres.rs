@@ -155,8 +155,12 @@ fn start_container() -> Result<Server, String> {
 
 fn start_local() -> Server {
     let dir = std::env::temp_dir().join(format!("chat-tests-pg-{}", uuid::Uuid::new_v4().simple()));
-    let server = local_postgres::LocalPostgres::start(&dir.join("data"), 0)
-        .unwrap_or_else(|error| panic!("no Docker engine and no local PostgreSQL: {error}"));
+    let server = local_postgres::LocalPostgres::start(
+        &dir.join("data"),
+        0,
+        local_postgres::Durability::Scratch,
+    )
+    .unwrap_or_else(|error| panic!("no Docker engine and no local PostgreSQL: {error}"));
     let base_url = server.url("").trim_end_matches('/').to_owned();
     remove_when_this_process_exits(&format!(
         "kill -INT {pid}; while kill -0 {pid}; do sleep 0.1; done; rm -rf '{dir}'",

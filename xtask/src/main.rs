@@ -54,13 +54,20 @@ fn workspace_root() -> PathBuf {
 
 fn sqlx_prepare(check: bool) -> anyhow::Result<()> {
     let root = workspace_root();
-    let scratch = root.join("target").join("xtask-postgres");
+    // Cargo's target directory, wherever CARGO_TARGET_DIR puts it.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let scratch = target.join("xtask-postgres");
     let (base_url, _server) = match std::env::var("XTASK_DATABASE_URL") {
         Ok(url) => (url.trim_end_matches('/').to_owned(), None),
         Err(_) => {
             let _ = std::fs::remove_dir_all(&scratch);
-            let server = local_postgres::LocalPostgres::start(&scratch.join("data"), 0)
-                .context("starting a private PostgreSQL for the schemas")?;
+            let server = local_postgres::LocalPostgres::start(
+                &scratch.join("data"),
+                0,
+                local_postgres::Durability::Scratch,
+            )
+            .context("starting a private PostgreSQL for the schemas")?;
             (
                 server.url("").trim_end_matches('/').to_owned(),
                 Some(server),

@@ -39,6 +39,17 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// Whether a server keeps what it acknowledged through a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// PostgreSQL's defaults (`fsync` on): for data that is kept, such as
+    /// the run command's.
+    Durable,
+    /// `fsync` off, for throwaway data (tests, schema checks): faster, and
+    /// a crash may lose or corrupt everything.
+    Scratch,
+}
+
 /// A running server. Dropping it stops the server (fast shutdown).
 #[derive(Debug)]
 pub struct LocalPostgres {
@@ -52,7 +63,7 @@ impl LocalPostgres {
     /// `data_dir`, creating the cluster there first if the directory holds
     /// none. Authentication is `trust` for the `postgres` superuser, so the
     /// server must only ever listen on loopback.
-    pub fn start(data_dir: &Path, port: u16) -> Result<Self, Error> {
+    pub fn start(data_dir: &Path, port: u16, durability: Durability) -> Result<Self, Error> {
         let bin = bin_dir().ok_or(Error::BinariesNotFound)?;
         let as_root = is_root();
         let port = if port == 0 { free_port()? } else { port };
@@ -71,7 +82,8 @@ impl LocalPostgres {
                     "--encoding=UTF8",
                     "--locale=C.UTF-8",
                 ])
-                .args(["--no-instructions", "--no-sync"])
+                .arg("--no-instructions")
+                .args((durability == Durability::Scratch).then_some("--no-sync"))
                 .output()
                 .map_err(io_error("running initdb"))?;
             if !output.status.success() {
@@ -90,7 +102,11 @@ impl LocalPostgres {
             .arg(format!("port={port}"))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", data_dir.display()))
-            .args(["-c", "fsync=off", "-c", "max_connections=300"])
+            .args(["-c", "max_connections=300"])
+            .args(match durability {
+                Durability::Durable => &[][..],
+                Durability::Scratch => &["-c", "fsync=off"][..],
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

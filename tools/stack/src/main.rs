@@ -95,10 +95,14 @@ fn main() -> anyhow::Result<()> {
                 "the private PostgreSQL cannot listen on port {port}: it is taken (set STACK_POSTGRES_PORT to use another)"
             );
         }
-        let server = local_postgres::LocalPostgres::start(&data_dir.join("postgres"), port)
-            .context(
-                "starting the private PostgreSQL (or set AUTH_DATABASE_URL and CHAT_DATABASE_URL)",
-            )?;
+        let server = local_postgres::LocalPostgres::start(
+            &data_dir.join("postgres"),
+            port,
+            local_postgres::Durability::Durable,
+        )
+        .context(
+            "starting the private PostgreSQL (or set AUTH_DATABASE_URL and CHAT_DATABASE_URL)",
+        )?;
         defaults.insert("AUTH_DATABASE_URL", server.url("auth"));
         defaults.insert("CHAT_DATABASE_URL", server.url("chat"));
         Some(server)

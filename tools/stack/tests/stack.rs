@@ -107,6 +107,21 @@ async fn one_command_runs_the_system_and_keeps_its_data() {
     let registration = json!({ "name": "ada", "email": "ada@example.com", "password": "correct horse", "passwordConfirm": "correct horse" });
     let created = request(rest, "POST", "/v1/users", None, Some(&registration)).await;
     assert_eq!(created.status, 200, "{}", created.body);
+    // The data is kept, so the database must keep what it acknowledged.
+    let mut database = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
+        "postgres://postgres@127.0.0.1:{postgres_port}/chat"
+    ))
+    .await
+    .expect("the stack's database");
+    let fsync: String = sqlx::query_scalar("show fsync")
+        .fetch_one(&mut database)
+        .await
+        .expect("the fsync setting");
+    assert_eq!(
+        fsync, "on",
+        "the run command's database may lose acknowledged data"
+    );
+    drop(database);
 
     let second = stack(&data_dir, postgres_port)
         .output()
