@@ -110,7 +110,53 @@ async fn main() {
         percentile(&delays, 0.99)
     );
 
+    idle_streams(&chat, &grace, chat_id).await;
     login_burst(&auth, &ada).await;
+}
+
+/// The process's resident memory, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Opens idle streams and reports what each costs in memory: client and
+/// server sides together, as both run in this process.
+async fn idle_streams(chat: &TestChat, user: &TestUser, chat_id: i64) {
+    const STREAMS: usize = 2_000;
+    const PER_CONNECTION: usize = 100;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss();
+    let mut streams = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS / PER_CONNECTION {
+        let mut chats = chat.chats();
+        for _ in 0..PER_CONNECTION {
+            let stream = chats
+                .connect_chat(user.request(chat_pb::ConnectChatRequest {
+                    chat_id,
+                    since_message_id: None,
+                }))
+                .await
+                .expect("an idle stream")
+                .into_inner();
+            streams.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss();
+    println!(
+        "idle streams: {STREAMS} open cost {:.1} MiB, {:.1} KiB each (client and server sides together)",
+        after.saturating_sub(before) as f64 / (1024.0 * 1024.0),
+        after.saturating_sub(before) as f64 / 1024.0 / STREAMS as f64
+    );
+    drop(streams);
 }
 
 struct Outcome {
