@@ -42,7 +42,15 @@ pub struct AccessWatch {
     next_id: AtomicU64,
     /// When the feed last said anything (or the service started).
     fed_at: Mutex<Instant>,
+    /// Counts the feed's messages that named anyone (or said resync): a
+    /// stream whose guard check came before the count moved is checked
+    /// again once held, so a revocation between the two is not missed.
+    epoch: AtomicU64,
 }
+
+/// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch(u64);
 
 /// A stream held open, and how to end it.
 #[derive(Clone)]
@@ -74,6 +82,7 @@ impl AccessWatch {
             held: Mutex::default(),
             next_id: AtomicU64::new(1),
             fed_at: Mutex::new(Instant::now()),
+            epoch: AtomicU64::new(0),
         });
         let feeding = tokio::spawn(watch.clone().follow());
         let guarding = tokio::spawn(watch.clone().fail_closed());
@@ -100,18 +109,32 @@ impl AccessWatch {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
-    /// Holds a stream of `user_id`, opened with `authorization`.
-    pub fn hold(self: &Arc<Self>, user_id: i64, authorization: Option<HeaderValue>) -> Hold {
+    /// The feed's position now; taken before a call is checked.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Holds a stream of `user_id`, opened with `authorization`, which was
+    /// checked when the feed was at `checked_at`: if revocations arrived
+    /// since, the stream is checked again at once.
+    pub fn hold(
+        self: &Arc<Self>,
+        user_id: i64,
+        authorization: Option<HeaderValue>,
+        checked_at: Epoch,
+    ) -> Hold {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end, ended) = mpsc::channel(1);
-        self.held().insert(
-            id,
-            Held {
-                user_id,
-                authorization,
-                end,
-            },
-        );
+        let held = Held {
+            user_id,
+            authorization,
+            end,
+        };
+        self.held().insert(id, held.clone());
+        if self.epoch() != checked_at {
+            let watch = self.clone();
+            tokio::spawn(async move { watch.check_one(held).await });
+        }
         Hold {
             id,
             watch: self.clone(),
@@ -147,6 +170,9 @@ impl AccessWatch {
                     }
                 };
                 self.fed();
+                if message.resync || !message.user_ids.is_empty() {
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
                 if message.resync {
                     self.check_again(|_| true).await;
                 } else if !message.user_ids.is_empty() {
@@ -189,25 +215,28 @@ impl AccessWatch {
             .filter(|held| which(held))
             .cloned()
             .collect();
-        let auth = &self.auth;
         futures::stream::iter(picked)
-            .for_each_concurrent(CONCURRENT_CHECKS, |held| async move {
-                let checked = auth
-                    .check(
-                        held.authorization.as_ref(),
-                        None,
-                        CONNECT_CHAT,
-                        auth.check_timeout(),
-                    )
-                    .await;
-                let status = match checked {
-                    Ok(_) => return,
-                    Err(Error::Auth(status)) => Status::new(status.code(), status.message()),
-                    Err(error) => Status::from(error),
-                };
-                tracing::info!(user_id = held.user_id, code = ?status.code(), "a held stream's access ended");
-                let _ = held.end.try_send(status);
-            })
+            .for_each_concurrent(CONCURRENT_CHECKS, |held| self.check_one(held))
             .await;
+    }
+
+    /// Checks one held stream again, and ends it if its access ended.
+    async fn check_one(&self, held: Held) {
+        let auth = &self.auth;
+        let checked = auth
+            .check(
+                held.authorization.as_ref(),
+                None,
+                CONNECT_CHAT,
+                auth.check_timeout(),
+            )
+            .await;
+        let status = match checked {
+            Ok(_) => return,
+            Err(Error::Auth(status)) => Status::new(status.code(), status.message()),
+            Err(error) => Status::from(error),
+        };
+        tracing::info!(user_id = held.user_id, code = ?status.code(), "a held stream's access ended");
+        let _ = held.end.try_send(status);
     }
 }

@@ -96,8 +96,7 @@ impl Hub {
         buffer: usize,
         feeds: IntGauge,
     ) -> anyhow::Result<(Arc<Hub>, JoinHandle<()>)> {
-        let mut notifications =
-            Notifications::new(pool.clone(), connect, &[CHANNEL], Freshness::new());
+        let mut notifications = Notifications::new(connect, &[CHANNEL], Freshness::new());
         tokio::time::timeout(START_WITHIN, async {
             while !matches!(notifications.next().await, Notice::Listening { .. }) {}
         })
@@ -146,12 +145,14 @@ impl Hub {
 
     /// A stream found the chat's last sequence number to be `seq` after
     /// subscribing: until a message is broadcast, new ones are read from
-    /// there.
+    /// the lowest such point, so that no stream's next message is skipped.
     pub fn note_last_seq(&self, chat_id: i64, seq: i64) {
-        if let Some(feed) = self.chats().get_mut(&chat_id)
-            && feed.last.is_none()
-        {
-            feed.last = Some((seq, 0));
+        if let Some(feed) = self.chats().get_mut(&chat_id) {
+            match feed.last {
+                None => feed.last = Some((seq, 0)),
+                Some((noted, 0)) if seq < noted => feed.last = Some((seq, 0)),
+                Some(_) => {}
+            }
         }
     }
 
@@ -227,15 +228,15 @@ impl Hub {
         if watched.is_empty() {
             return;
         }
-        let existing: HashSet<i64> = match db::chats::existing(pool, &watched).await {
-            Ok(existing) => existing.into_iter().collect(),
-            Err(error) => {
-                // Each stream catches up by itself, or ends UNAVAILABLE.
-                tracing::warn!(%error, "resyncing chat streams failed; each catches up alone");
-                for feed in self.chats().values() {
-                    let _ = feed.sender.send(Event::Resync);
+        // Retried until it answers: a deletion missed meanwhile is only
+        // learnt here.
+        let existing: HashSet<i64> = loop {
+            match db::chats::existing(pool, &watched).await {
+                Ok(existing) => break existing.into_iter().collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "resyncing chat streams failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                return;
             }
         };
         for chat_id in watched {

@@ -82,6 +82,7 @@ impl Application {
         routes.add_service(health_service).add_service(Guarded::new(
             ChatServiceServer::new(ChatApi::new(state.clone())),
             auth,
+            state.access.clone(),
         ));
         serving::reflection::add_reflection(&mut routes, &[api::chat::v1::FILE_DESCRIPTOR_SET])?;
 

@@ -114,16 +114,20 @@ pub struct Notifications {
 
 impl Notifications {
     /// Listens on `channels` over a connection of its own made with
-    /// `connect`; heartbeats go through `pool` and confirm `freshness`.
+    /// `connect`; heartbeats go through another of its own (so that a busy
+    /// pool cannot make the state look stale) and confirm `freshness`.
     /// Nothing is listened to before the first [`Notifications::next`],
     /// which yields [`Event::Listening`] once it is.
     pub fn new(
-        pool: PgPool,
         connect: PgConnectOptions,
         channels: &[&str],
         freshness: Freshness,
     ) -> Notifications {
         let heartbeat_channel = format!("heartbeat_{}", uuid::Uuid::new_v4().simple());
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(SILENCE_LIMIT)
+            .connect_lazy_with(connect.clone());
         let heartbeats = tokio::spawn(send_heartbeats(
             pool,
             heartbeat_channel.clone(),

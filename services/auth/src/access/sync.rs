@@ -34,7 +34,6 @@ pub async fn start(
     policy: Arc<AccessPolicy>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut notifications = Notifications::new(
-        pool.clone(),
         connect,
         &[RULES_CHANNEL, REVOCATIONS_CHANNEL],
         policy.freshness().clone(),

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{State, caller};
-use crate::access_watch::Hold;
+use crate::access_watch::{Epoch, Hold};
 use crate::db;
 use crate::db::messages::{MessageRow, NewMessage};
 use crate::domain::{ChatTitle, ClientMessageId, MessageText, check_usernames};
@@ -231,6 +231,11 @@ impl pb::chat_service_server::ChatService for ChatApi {
     ) -> Result<Response<Self::ConnectChatStream>, Status> {
         let caller = caller(&request)?;
         tracing::Span::current().record("user_id", caller.user_id);
+        let checked_at = request
+            .extensions()
+            .get::<Epoch>()
+            .copied()
+            .ok_or_else(|| Status::internal("internal error"))?;
         let authorization = request
             .metadata()
             .get("authorization")
@@ -258,7 +263,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         // Held from here on: a revocation ends the stream, and so does
         // the token's expiry.
-        let access = self.state.access.hold(caller.user_id, authorization);
+        let access = self
+            .state
+            .access
+            .hold(caller.user_id, authorization, checked_at);
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let stream = ChatStream {
             chat_id,
@@ -315,9 +323,7 @@ impl ChatStream {
                     () = self.sender.closed() => return Err(End::ClientGone),
                     () = self.state.shutdown.cancelled() => return Err(shutting_down()),
                     Some(status) = self.access.ended.recv() => return Err(End::With(status)),
-                    () = until(expiry) => return Err(End::With(Status::unauthenticated(
-                        "the access token expired; reconnect with a fresh token and since_message_id set to the last message received",
-                    ))),
+                    () = until(expiry) => return Err(expired()),
                     event = subscription.events().recv() => event,
                 };
                 match event {
@@ -376,7 +382,11 @@ impl ChatStream {
         let item = Ok(pb::ConnectChatResponse {
             message: Some(to_proto(message)),
         });
+        // A long catch-up ends as soon as access does, like a live stream.
+        let expiry = self.expires_at;
         tokio::select! {
+            Some(status) = self.access.ended.recv() => return Err(End::With(status)),
+            () = until(expiry) => return Err(expired()),
             sent = tokio::time::timeout(self.state.stream_stall_timeout, self.sender.send(item)) => match sent {
                 Ok(sent) => sent.map_err(|_| End::ClientGone)?,
                 Err(_) => return Err(End::With(Status::resource_exhausted(format!(
@@ -397,6 +407,12 @@ async fn until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+fn expired() -> End {
+    End::With(Status::unauthenticated(
+        "the access token expired; reconnect with a fresh token and since_message_id set to the last message received",
+    ))
 }
 
 fn shutting_down() -> End {

@@ -4,6 +4,7 @@
 //! tonic's interceptors cannot await, hence a layer.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -12,17 +13,25 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
+use crate::access_watch::AccessWatch;
 use crate::auth_client::AuthClient;
 
 #[derive(Clone)]
 pub struct Guarded<S> {
     inner: S,
     auth: AuthClient,
+    /// Where the revocation feed was when each call was checked, for the
+    /// streams it holds afterwards.
+    access: Arc<AccessWatch>,
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, auth: AuthClient) -> Guarded<S> {
-        Guarded { inner, auth }
+    pub fn new(inner: S, auth: AuthClient, access: Arc<AccessWatch>) -> Guarded<S> {
+        Guarded {
+            inner,
+            auth,
+            access,
+        }
     }
 }
 
@@ -47,6 +56,7 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let auth = self.auth.clone();
+        let checked_at = self.access.epoch();
         Box::pin(async move {
             let headers = request.headers();
             let deadline = auth.check_deadline(headers.get("grpc-timeout"));
@@ -67,6 +77,7 @@ where
                         "access granted"
                     );
                     request.extensions_mut().insert(caller);
+                    request.extensions_mut().insert(checked_at);
                     inner.call(request).await
                 }
                 Err(error) => Ok(Status::from(error).into_http()),
