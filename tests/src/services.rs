@@ -17,6 +17,9 @@ use tonic::transport::Channel;
 
 use crate::postgres;
 
+/// What test chat services present to watch revocations.
+pub const WATCH_SECRET: &str = "test-watch-secret-0123456789abcdef";
+
 /// The admin every test auth service starts with.
 pub const ADMIN_NAME: &str = "root";
 pub const ADMIN_PASSWORD: &str = "root-password";
@@ -37,6 +40,7 @@ pub fn auth_config(database_url: String) -> Config {
     config.database.max_connections = 8;
     config.passwords.memory_kib = 1024;
     config.passwords.iterations = 1;
+    config.watch_secret = Some(WATCH_SECRET.to_owned().into());
     config.bootstrap_admin = Some(BootstrapAdmin {
         name: ADMIN_NAME.into(),
         email: "root@example.com".into(),
@@ -238,6 +242,7 @@ pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Conf
     config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
     config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
+    config.auth.watch_secret = Some(WATCH_SECRET.to_owned().into());
     config
 }
 

@@ -30,6 +30,9 @@ pub struct Config {
     /// How often expired refresh tokens, dead families, old revocations
     /// and idle login throttles are deleted.
     pub prune_interval: Duration,
+    /// What services present (`authorization: Bearer <secret>`) to watch
+    /// revocations; `None` leaves `WatchRevocations` open (development).
+    pub watch_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +132,7 @@ impl Config {
             bootstrap_admin: None,
             policy_max_staleness: Duration::from_secs(5),
             prune_interval: Duration::from_secs(5 * 60),
+            watch_secret: None,
         }
     }
 
@@ -183,6 +187,16 @@ impl Config {
                 "AUTH_POLICY_MAX_STALENESS_MS must be at least {} ms",
                 (2 * serving::notifications::SILENCE_LIMIT).as_millis()
             );
+        }
+        if self.lockout.max_failures > 1000 {
+            bail!("AUTH_LOCKOUT_MAX_FAILURES must be at most 1000");
+        }
+        if self
+            .watch_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose_secret().len() < MIN_SECRET_LEN)
+        {
+            bail!("AUTH_WATCH_SECRET must be at least {MIN_SECRET_LEN} bytes");
         }
         let mut ids = std::collections::HashSet::new();
         for key in &self.tokens.signing_keys {
@@ -298,6 +312,9 @@ impl Config {
                 &defaults.policy_max_staleness.as_millis().to_string(),
             )?),
             prune_interval: seconds("AUTH_PRUNE_INTERVAL_SECS", defaults.prune_interval)?,
+            watch_secret: var("AUTH_WATCH_SECRET")
+                .filter(|secret| !secret.is_empty())
+                .map(SecretString::from),
         };
         config.validate()?;
         Ok(config)

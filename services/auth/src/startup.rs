@@ -107,6 +107,12 @@ impl Application {
             lockout: Lockout::new(pool.clone(), config.lockout.clone()),
             metrics,
             shutdown: CancellationToken::new(),
+            watch_secret: config.watch_secret.as_ref().map(|secret| {
+                use secrecy::ExposeSecret as _;
+                use sha2::Digest as _;
+                sha2::Sha256::digest(secret.expose_secret().as_bytes()).into()
+            }),
+            policy_max_staleness: config.policy_max_staleness,
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();

@@ -20,6 +20,8 @@ pub struct AuthClient {
     access: AccessServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     check_timeout: Duration,
+    /// `Bearer <secret>` for watching revocations, when auth wants one.
+    watch_authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl AuthClient {
@@ -28,10 +30,24 @@ impl AuthClient {
             .connect_timeout(config.check_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
+        let watch_authorization = match &config.watch_secret {
+            Some(secret) => {
+                use secrecy::ExposeSecret as _;
+                Some(
+                    format!("Bearer {}", secret.expose_secret())
+                        .parse()
+                        .map_err(|_| {
+                            anyhow::anyhow!("CHAT_AUTH_WATCH_SECRET must be printable ASCII")
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(AuthClient {
             access: AccessServiceClient::new(channel.clone()),
             users: UserServiceClient::new(channel),
             check_timeout: config.check_timeout,
+            watch_authorization,
         })
     }
 
@@ -89,7 +105,12 @@ impl AuthClient {
         &self,
     ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
         let mut access = self.access.clone();
-        let request = tonic::Request::new(pb::WatchRevocationsRequest {});
+        let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
+        if let Some(authorization) = &self.watch_authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         tokio::time::timeout(self.check_timeout, access.watch_revocations(request))
             .await
             .map_err(|_| Status::deadline_exceeded("no answer in time"))?
@@ -217,6 +238,7 @@ mod tests {
         let client = AuthClient::connect_lazy(&AuthConfig {
             url: "http://127.0.0.1:1".into(),
             check_timeout: Duration::from_secs(2),
+            watch_secret: None,
         })
         .expect("a valid URI");
         assert_eq!(client.check_deadline(None), Duration::from_secs(2));

@@ -41,6 +41,8 @@ pub struct AuthConfig {
     /// The longest an access check may take; shorter when the guarded call
     /// itself has less time left.
     pub check_timeout: Duration,
+    /// Presented to auth to watch revocations (auth's `AUTH_WATCH_SECRET`).
+    pub watch_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
             auth: AuthConfig {
                 url: auth_url,
                 check_timeout: Duration::from_secs(2),
+                watch_secret: None,
             },
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
@@ -91,6 +94,9 @@ impl Config {
                     "CHAT_AUTH_CHECK_TIMEOUT_MS",
                     &defaults.auth.check_timeout.as_millis().to_string(),
                 )?),
+                watch_secret: var("CHAT_AUTH_WATCH_SECRET")
+                    .filter(|secret| !secret.is_empty())
+                    .map(SecretString::from),
                 ..defaults.auth
             },
             stream_buffer: var_or(

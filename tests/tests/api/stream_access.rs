@@ -183,3 +183,39 @@ async fn without_the_revocation_feed_open_streams_end_unavailable() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn only_services_with_the_secret_watch_revocations_and_few_per_address() {
+    let auth = TestAuth::spawn().await;
+    let watch = |secret: Option<&str>| {
+        let mut access = auth.access();
+        let mut request = tonic::Request::new(auth_pb::WatchRevocationsRequest {});
+        if let Some(secret) = secret {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {secret}")
+                    .parse()
+                    .expect("a metadata value"),
+            );
+        }
+        async move { access.watch_revocations(request).await }
+    };
+    for secret in [None, Some("not the secret")] {
+        let refused = watch(secret).await.expect_err("no secret, no feed");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut feed = watch(Some(tests::services::WATCH_SECRET))
+            .await
+            .expect("a watch")
+            .into_inner();
+        let first = feed.message().await.expect("a message").expect("the first");
+        assert!(first.resync, "the first message is a resync");
+        held.push(feed);
+    }
+    let fifth = watch(Some(tests::services::WATCH_SECRET))
+        .await
+        .expect_err("a fifth watch from one address");
+    assert_eq!(fifth.code(), Code::ResourceExhausted, "{fifth:?}");
+}

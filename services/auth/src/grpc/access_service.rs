@@ -2,20 +2,24 @@
 //! one of their endpoints, and watch revocations to end the calls they
 //! hold open.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::auth::v1 as pb;
+use sha2::Digest as _;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::State;
-use crate::access::Change;
+use crate::access::{AccessPolicy, Change};
 
-/// Watchers served at once; more are refused. Watchers are services (a
-/// few per chat replica), not users.
+/// Watchers served at once, and from one address; more are refused.
+/// Watchers are services (one per chat replica), not users.
 const MAX_WATCHERS: usize = 64;
+const MAX_WATCHERS_PER_PEER: usize = 4;
 /// A watcher hears something at least this often.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Users named in one message at most.
@@ -24,6 +28,8 @@ const USERS_PER_MESSAGE: usize = 256;
 pub struct AccessApi {
     state: Arc<State>,
     watchers: Arc<Semaphore>,
+    /// Watchers per peer address; an entry goes with its last watcher.
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl AccessApi {
@@ -31,6 +37,49 @@ impl AccessApi {
         AccessApi {
             state,
             watchers: Arc::new(Semaphore::new(MAX_WATCHERS)),
+            peers: Arc::default(),
+        }
+    }
+}
+
+/// One watcher's place among its peer's; given back when dropped.
+struct PeerWatch {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    peer: Option<IpAddr>,
+}
+
+impl PeerWatch {
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, peer: Option<IpAddr>) -> Option<PeerWatch> {
+        if let Some(peer) = peer {
+            let mut counts = peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = counts.entry(peer).or_default();
+            if *count >= MAX_WATCHERS_PER_PEER {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(PeerWatch {
+            peers: peers.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerWatch {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer {
+            let mut counts = self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&peer);
+                }
+            }
         }
     }
 }
@@ -89,20 +138,42 @@ impl pb::access_service_server::AccessService for AccessApi {
     #[tracing::instrument(skip_all)]
     async fn watch_revocations(
         &self,
-        _request: Request<pb::WatchRevocationsRequest>,
+        request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        if let Some(expected) = &self.state.watch_secret {
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(|secret| <[u8; 32]>::from(sha2::Sha256::digest(secret.as_bytes())));
+            if presented.as_ref() != Some(expected) {
+                return Err(Status::unauthenticated(
+                    "watching revocations takes the service secret (authorization: Bearer <AUTH_WATCH_SECRET>)",
+                ));
+            }
+        }
+        let peer = PeerWatch::take(&self.peers, request.remote_addr().map(|addr| addr.ip()))
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "{MAX_WATCHERS_PER_PEER} watches from this address already"
+                ))
+            })?;
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{MAX_WATCHERS} services watch revocations already; try again later"
             ))
         })?;
         let changes = self.state.policy.watch();
+        let policy = self.state.policy.clone();
+        let max_staleness = self.state.policy_max_staleness;
         let (sender, receiver) = mpsc::channel(4);
         let shutdown = self.state.shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _peer = peer;
             tokio::select! {
-                () = watch(changes, sender.clone()) => {}
+                () = watch(changes, sender.clone(), &policy, max_staleness) => {}
                 () = shutdown.cancelled() => {
                     let _ = sender.send(Err(Status::unavailable("the auth service is shutting down"))).await;
                 }
@@ -114,8 +185,15 @@ impl pb::access_service_server::AccessService for AccessApi {
 }
 
 /// Forwards `changes` to a watcher until it leaves: a resync first, then
-/// revoked users in batches, heartbeats when nothing happens.
-async fn watch(mut changes: broadcast::Receiver<Change>, sender: mpsc::Sender<Watched>) {
+/// revoked users in batches, heartbeats when nothing happens. No heartbeat
+/// vouches for a policy that is not current: while it is stale the
+/// watcher hears nothing, and fails closed.
+async fn watch(
+    mut changes: broadcast::Receiver<Change>,
+    sender: mpsc::Sender<Watched>,
+    policy: &AccessPolicy,
+    max_staleness: Duration,
+) {
     let resync = pb::WatchRevocationsResponse {
         user_ids: Vec::new(),
         resync: true,
@@ -153,6 +231,10 @@ async fn watch(mut changes: broadcast::Receiver<Change>, sender: mpsc::Sender<Wa
                 message
             }
         };
+        let heartbeat_only = message.user_ids.is_empty() && !message.resync;
+        if heartbeat_only && !policy.freshness().within(max_staleness) {
+            continue;
+        }
         if sender.send(Ok(message)).await.is_err() {
             return;
         }
