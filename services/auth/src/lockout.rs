@@ -25,9 +25,12 @@ use crate::error::{Error, Result};
 
 /// The longest an attempt waits for a free slot.
 pub const SLOT_WAIT_LIMIT: Duration = Duration::from_secs(10);
-/// How often a waiting attempt looks again, when no attempt on this
-/// replica settles meanwhile.
+/// How often a waiting attempt looks again at first, when no attempt on
+/// this replica settles meanwhile; the wait doubles up to a second.
 const SLOT_POLL: Duration = Duration::from_millis(50);
+/// The longest a reserved check may take, hashing queue included; well
+/// under the minute after which pending slots are taken for lost.
+pub const CHECK_LIMIT: Duration = Duration::from_secs(20);
 
 /// What a password check found.
 pub enum Verdict<T> {
@@ -76,7 +79,12 @@ impl Lockout {
         check: impl Future<Output = Result<Verdict<T>>>,
     ) -> Result<Verdict<T>> {
         self.reserve(name).await?;
-        let verdict = check.await;
+        let verdict = match tokio::time::timeout(CHECK_LIMIT, check).await {
+            Ok(verdict) => verdict,
+            Err(_) => Err(Error::Unavailable(
+                "too many password checks are waiting; try again".into(),
+            )),
+        };
         let settled = match &verdict {
             Ok(Verdict::Right(_)) => db::login_throttle::settle_right(&self.pool, name).await,
             Ok(Verdict::Wrong) => {
@@ -95,6 +103,7 @@ impl Lockout {
     /// Waits for a slot; `Error::Locked` if the name is locked.
     async fn reserve(&self, name: &str) -> Result<()> {
         let give_up = tokio::time::Instant::now() + SLOT_WAIT_LIMIT;
+        let mut poll = SLOT_POLL;
         loop {
             let settled = self.settled.notified();
             if db::login_throttle::reserve(&self.pool, name, &self.config).await? {
@@ -111,7 +120,8 @@ impl Lockout {
                     retry_after: Duration::from_secs(1),
                 });
             }
-            let _ = tokio::time::timeout(SLOT_POLL, settled).await;
+            let _ = tokio::time::timeout(poll, settled).await;
+            poll = (poll * 2).min(Duration::from_secs(1));
         }
     }
 }

@@ -110,8 +110,12 @@ pub async fn prune(db: impl PgExecutor<'_>, failure_reset: Duration, batch: i64)
               and (locked_until is null or locked_until <= now())
               and (last_failed_at is null
                    or last_failed_at < now() - make_interval(secs => $1::float8))
-            limit $2
-        )",
+            limit $2 for update skip locked
+        )
+          and (pending = 0 or pending_since < now() - interval '1 minute')
+          and (locked_until is null or locked_until <= now())
+          and (last_failed_at is null
+               or last_failed_at < now() - make_interval(secs => $1::float8))",
         failure_reset.as_secs_f64(),
         batch
     )

@@ -58,15 +58,22 @@ pub async fn revoke(db: impl PgExecutor<'_>, family_id: Uuid) -> Result<bool> {
 /// them. How many went.
 pub async fn prune(db: impl PgExecutor<'_>, batch: i64) -> Result<u64> {
     let pruned = sqlx::query!(
-        "delete from refresh_families where id in (
-            select f.id from refresh_families f join users u on u.id = f.user_id
-            where f.expires_at <= now()
-               or f.revoked_at <= now() - interval '1 day'
-               or f.token_version <> u.token_version
-               or not exists (select 1 from refresh_tokens t
-                              where t.family_id = f.id and t.expires_at > now())
-            limit $1
-        )",
+        "delete from refresh_families f using users u
+         where u.id = f.user_id
+           and f.id in (
+               select f.id from refresh_families f join users u on u.id = f.user_id
+               where f.expires_at <= now()
+                  or f.revoked_at <= now() - interval '1 day'
+                  or f.token_version <> u.token_version
+                  or not exists (select 1 from refresh_tokens t
+                                 where t.family_id = f.id and t.expires_at > now())
+               limit $1 for update of f skip locked
+           )
+           and (f.expires_at <= now()
+                or f.revoked_at <= now() - interval '1 day'
+                or f.token_version <> u.token_version
+                or not exists (select 1 from refresh_tokens t
+                               where t.family_id = f.id and t.expires_at > now()))",
         batch
     )
     .execute(db)
