@@ -204,7 +204,10 @@ async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()>
                 print_user(user);
             }
             if !page.next_page_token.is_empty() {
-                println!("next page: --page-token {}", page.next_page_token);
+                println!(
+                    "next page: --page-token {}",
+                    display::safe(&page.next_page_token)
+                );
             }
         }
         UsersCommand::Update {
@@ -308,13 +311,7 @@ async fn send(client: &mut Client, chat_id: i64, text: String) -> anyhow::Result
                     .message
                     .context("no message in the answer");
             }
-            Err(status)
-                if attempt < ATTEMPTS
-                    && matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    ) =>
-            {
+            Err(status) if attempt < ATTEMPTS && retryable(&status) => {
                 eprintln!(
                     "send failed ({}); retrying in {} ms with the same message id",
                     display::safe(&session::describe(&status.into())),
@@ -336,7 +333,12 @@ async fn send(client: &mut Client, chat_id: i64, text: String) -> anyhow::Result
 async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyhow::Result<()> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut typing = true;
-    let mut last = since;
+    // Live only: the chat's newest message is where a resumption starts,
+    // so that nothing sent while reconnecting is skipped.
+    let mut last = match since {
+        Some(since) => Some(since),
+        None => Some(newest_message_id(client, chat_id).await?),
+    };
     let mut failures = 0;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -391,6 +393,30 @@ async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyho
         );
         tokio::time::sleep(backoff).await;
         backoff *= 2;
+    }
+}
+
+/// The id of the chat's newest message (0 for none).
+async fn newest_message_id(client: &mut Client, chat_id: i64) -> anyhow::Result<i64> {
+    let request = client
+        .authorized(chat_pb::ListMessagesRequest {
+            chat_id,
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await?;
+    let page = client.chats().list_messages(request).await?.into_inner();
+    Ok(page.messages.first().map_or(0, |message| message.id))
+}
+
+/// Whether a send may be tried again: the service unavailable or slow, or
+/// the connection broken under it (whether the first try was stored or
+/// not, the same message id makes the retry safe).
+fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown | tonic::Code::Internal => std::error::Error::source(status).is_some(),
+        _ => false,
     }
 }
 
