@@ -112,6 +112,46 @@ async fn main() {
 
     idle_streams(&chat, &grace, chat_id).await;
     login_burst(&auth, &ada).await;
+    wrong_logins(&auth).await;
+}
+
+/// Wrong passwords for names that exist and names that do not, one at a
+/// time: an attacker must not tell them apart by the time they take.
+async fn wrong_logins(auth: &TestAuth) {
+    const ROUNDS: usize = 40;
+    let mut known = Vec::new();
+    for n in 0..ROUNDS {
+        known.push(auth.register(&format!("known{n}")).await.name);
+    }
+    let mut sessions = auth.sessions();
+    let mut timings = [Vec::new(), Vec::new()];
+    for (n, known) in known.iter().enumerate() {
+        // Alternated, so that drift in the machine's speed hits both alike.
+        for (kind, name) in [known.clone(), format!("unknown{n}")]
+            .into_iter()
+            .enumerate()
+        {
+            let started = Instant::now();
+            let answer = sessions
+                .login(auth_pb::LoginRequest {
+                    username: name,
+                    password: "not the password".into(),
+                })
+                .await;
+            assert!(answer.is_err(), "a wrong password was accepted");
+            timings[kind].push(started.elapsed());
+        }
+    }
+    for timing in &mut timings {
+        timing.sort();
+    }
+    println!(
+        "wrong passwords ({ROUNDS} each, argon2id m=19 MiB t=2): known names p50 {:?}, p90 {:?}; unknown names p50 {:?}, p90 {:?}",
+        percentile(&timings[0], 0.5),
+        percentile(&timings[0], 0.9),
+        percentile(&timings[1], 0.5),
+        percentile(&timings[1], 0.9)
+    );
 }
 
 /// The process's resident memory, in bytes.
