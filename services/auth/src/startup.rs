@@ -202,7 +202,11 @@ impl Application {
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()
-            .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+                    .layer(serving::decoding::DecodeErrorsAreInvalid),
+            )
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(
                 incoming(self.listener),

@@ -144,7 +144,11 @@ impl Application {
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))
-            .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
+                    .layer(serving::decoding::DecodeErrorsAreInvalid),
+            )
             .add_routes(self.routes.clone())
             .serve_with_incoming_shutdown(
                 incoming(self.listener),

@@ -5,6 +5,8 @@
 //!   generated descriptor sets and tonic-health's.
 //! - [`config`]: reading settings, and binding listeners with clear errors.
 //! - [`database`]: what a failed database call means for the client.
+//! - [`decoding`]: a request body that does not decode is the client's
+//!   mistake (`INVALID_ARGUMENT`), not the server's.
 //! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
 //!   `google.api.http` annotations, and their OpenAPI document.
 //! - [`health`]: the probe behind the binaries' `healthcheck` command.
@@ -19,6 +21,7 @@
 
 pub mod config;
 pub mod database;
+pub mod decoding;
 pub mod gateway;
 pub mod health;
 pub mod invalid;

@@ -127,3 +127,36 @@ async fn sends_while_the_database_is_gone_are_unavailable_and_service_resumes() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_an_invalid_argument_in_both_services() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    // Field 1 (username), a string, holding bytes that are not UTF-8.
+    let not_utf8 = bytes::Bytes::from_static(&[0x0a, 0x02, 0xff, 0xfe]);
+    for (channel, path, token) in [
+        (auth.channel(), "/auth.v1.AuthService/Login", None),
+        (
+            chat.channel(),
+            "/chat.v1.ChatService/Create",
+            Some(ada.access_token.as_str()),
+        ),
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(not_utf8.clone());
+        if let Some(token) = token {
+            request = tests::services::with_token(not_utf8.clone(), token);
+        }
+        let status = grpc
+            .unary::<_, bytes::Bytes, _>(
+                request,
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                crate::sweep::RawCodec,
+            )
+            .await
+            .expect_err("not a request message");
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+    }
+}

@@ -1206,7 +1206,7 @@ fn weight(value: &Value) -> usize {
 /// Requests and responses as bytes: tonic-prost's codec takes no
 /// `DynamicMessage`.
 #[derive(Clone, Copy, Default)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
