@@ -55,10 +55,6 @@ impl Lockout {
         }
     }
 
-    pub fn config(&self) -> &LockoutConfig {
-        &self.config
-    }
-
     /// Runs `check` as one attempt against `name`'s limit: `Error::Locked`
     /// while the name is locked, else the check's verdict, counted.
     pub async fn attempt<T, F>(&self, name: &str, check: F) -> Result<Verdict<T>>

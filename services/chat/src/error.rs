@@ -54,22 +54,13 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Error {
         use serving::database::Failure;
-        match serving::database::classify(&error) {
-            Failure::Unavailable => {
-                tracing::warn!(%error, "the database is unavailable");
-                Error::Unavailable("the database is unavailable; try again".into())
-            }
-            Failure::Aborted => {
-                tracing::info!(%error, "a transaction lost a race");
-                Error::Aborted("a concurrent change got in the way; try again".into())
-            }
-            Failure::Gone | Failure::RowNotFound => {
-                Error::NotFound("what the request refers to no longer exists".into())
-            }
-            Failure::UniqueViolation(constraint) => Error::AlreadyExists(format!(
-                "already exists ({})",
-                constraint.as_deref().unwrap_or("a unique constraint")
-            )),
+        let failure = serving::database::classify(&error);
+        let message = failure.message();
+        match failure {
+            Failure::Unavailable => Error::Unavailable(message),
+            Failure::Aborted => Error::Aborted(message),
+            Failure::Gone | Failure::RowNotFound => Error::NotFound(message),
+            Failure::UniqueViolation(_) => Error::AlreadyExists(message),
             Failure::Other => Error::Internal(error.into()),
         }
     }

@@ -117,11 +117,6 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many chats have subscribers here.
-    pub fn watched_chats(&self) -> usize {
-        self.chats().len()
-    }
-
     /// Events of `chat_id` from now on.
     pub fn subscribe(self: &Arc<Self>, chat_id: i64) -> Subscription {
         let events = self

@@ -23,8 +23,37 @@ pub enum Failure {
     Other,
 }
 
-/// Why `error` happened.
+impl Failure {
+    /// What the client is told (a bug, [`Failure::Other`], is told nothing
+    /// here: the service logs it and answers an opaque `INTERNAL`).
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Unavailable => "the database is unavailable; try again".into(),
+            Failure::Aborted => "a concurrent change got in the way; try again".into(),
+            Failure::UniqueViolation(constraint) => format!(
+                "already exists ({})",
+                constraint.as_deref().unwrap_or("a unique constraint")
+            ),
+            Failure::Gone | Failure::RowNotFound => {
+                "what the request refers to no longer exists".into()
+            }
+            Failure::Other => "internal error".into(),
+        }
+    }
+}
+
+/// Why `error` happened; an outage and a lost race are logged here.
 pub fn classify(error: &sqlx::Error) -> Failure {
+    let failure = cause(error);
+    match failure {
+        Failure::Unavailable => tracing::warn!(%error, "the database is unavailable"),
+        Failure::Aborted => tracing::info!(%error, "a transaction lost a race"),
+        _ => {}
+    }
+    failure
+}
+
+fn cause(error: &sqlx::Error) -> Failure {
     match error {
         // A connection that ends mid-message (a server going down during
         // the handshake, say) shows as a protocol error.
