@@ -128,6 +128,22 @@ async fn cancelled_logins_never_run_more_hashes_than_the_bound() {
         let _ = sessions.login(attempt).await;
         most = most.max(in_flight().await);
     }
+    // Registrations hash outside any lockout: the client leaving must not
+    // free their turn either.
+    for n in 0..40 {
+        let mut users = auth.users();
+        let name = format!("cancelled{n}");
+        let mut attempt = tonic::Request::new(pb::CreateRequest {
+            email: format!("{name}@example.com"),
+            name,
+            password: "a password".into(),
+            password_confirm: "a password".into(),
+            role: pb::Role::Unspecified.into(),
+        });
+        attempt.set_timeout(Duration::from_millis(3));
+        let _ = users.create(attempt).await;
+        most = most.max(in_flight().await);
+    }
     while in_flight().await > 0.0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -19,7 +19,7 @@
 //! records and chat, made before the sweep, are as they were.
 //!
 //! `SWEEP_CASES` sets the cases per (method, sender) pair (default 6); with
-//! today's 17 RPCs and 3 senders, `SWEEP_CASES=200` makes 10,200 cases.
+//! today's 18 RPCs and 3 senders, `SWEEP_CASES=200` makes 10,800 cases.
 //! `SWEEP_SEED` changes the base seed. A failure names its method, sender
 //! and case seed and shows the request as JSON; the same base seed on a
 //! fresh run makes the same requests (only the tokens in them differ).
