@@ -39,6 +39,10 @@ pub enum Error {
     /// Too many failed logins; the account is locked for `retry_after`.
     #[error("too many failed logins: try again in {} s", retry_after.as_secs().max(1))]
     Locked { retry_after: Duration },
+    /// So many checks of one name's password are under way that this one
+    /// could not get a turn; nothing is counted against the name.
+    #[error("other password checks for this name are under way: try again in {} s", retry_after.as_secs().max(1))]
+    Busy { retry_after: Duration },
     /// Anything the client cannot act on; logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -100,11 +104,13 @@ impl From<Error> for Status {
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Aborted(message) => Status::aborted(message),
             Error::Unavailable(message) => Status::unavailable(message),
-            Error::Locked { retry_after } => Status::with_error_details(
-                Code::ResourceExhausted,
-                error.to_string(),
-                ErrorDetails::with_retry_info(Some(retry_after)),
-            ),
+            Error::Locked { retry_after } | Error::Busy { retry_after } => {
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    error.to_string(),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 Status::internal("internal error")

@@ -96,7 +96,8 @@ impl Lockout {
         verdict
     }
 
-    /// Waits for a slot; `Error::Locked` if the name is locked.
+    /// Waits for a slot; `Error::Locked` if the name is locked, `Error::Busy`
+    /// if no slot came free in time.
     async fn reserve(&self, name: &str) -> Result<()> {
         let give_up = tokio::time::Instant::now() + SLOT_WAIT_LIMIT;
         let mut poll = SLOT_POLL;
@@ -112,7 +113,7 @@ impl Lockout {
                 });
             }
             if tokio::time::Instant::now() >= give_up {
-                return Err(Error::Locked {
+                return Err(Error::Busy {
                     retry_after: Duration::from_secs(1),
                 });
             }

@@ -1,7 +1,8 @@
 //! Deletes what no longer matters, so that no table grows with use alone:
 //! expired refresh tokens, families that can never be used again,
 //! revocations older than every access token they refuse, and login
-//! throttles with nothing to remember. Every replica prunes; the deletes
+//! throttles with nothing to remember, names held after a rename once the
+//! hold ends. Every replica prunes; the deletes
 //! are idempotent.
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub struct Pruned {
     pub refresh_families: u64,
     pub revocations: u64,
     pub login_throttles: u64,
+    pub released_names: u64,
 }
 
 pub struct Pruning {
@@ -72,6 +74,13 @@ impl Pruning {
         loop {
             let done = db::login_throttle::prune(pool, self.failure_reset, BATCH).await?;
             pruned.login_throttles += done;
+            if done < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let done = db::released_names::prune(pool, BATCH).await?;
+            pruned.released_names += done;
             if done < BATCH as u64 {
                 break;
             }

@@ -71,7 +71,9 @@ fn rotate_in_a_loop(
 /// Every token in `issued` is dead: it buys neither an access token nor a
 /// successor.
 async fn assert_all_dead(auth: &TestAuth, issued: &[String]) {
-    for token in issued {
+    // Newest first: each family's live token is tried before any token it
+    // retired, whose reuse would revoke the family by itself.
+    for token in issued.iter().rev() {
         let access = access_token_for(auth, token).await;
         assert_eq!(
             access.as_ref().map_err(tonic::Status::code).err(),
@@ -145,57 +147,75 @@ async fn a_logout_ends_a_family_a_thief_rotates_in_a_tight_loop() {
 
 #[tokio::test]
 async fn a_login_whose_hash_check_straddles_a_password_change_gets_no_usable_token() {
-    // Ada's hash is made slow to check; a second replica with cheap
-    // parameters changes her password while the first is checking it.
+    // A user's hash is made slow to check; a second replica with cheap
+    // parameters changes the password while the first is checking it. A
+    // change that lands before the hash is even read is no straddle (the
+    // login is simply wrong): then the next user tries again.
     let slow = TestAuth::spawn_with(|config| {
         config.passwords.memory_kib = 64 * 1024;
         config.passwords.iterations = 6;
     })
     .await;
-    let ada = slow.register("ada").await;
     let fast = TestAuth::spawn_on(slow.database_url.clone(), |_| {}).await;
     let admin = fast.admin().await;
 
-    let login = tokio::spawn({
-        let mut sessions = slow.sessions();
-        async move {
-            let answer = sessions
-                .login(pb::LoginRequest {
-                    username: "ada".into(),
-                    password: "ada-password".into(),
-                })
-                .await;
-            (answer, tokio::time::Instant::now())
+    for attempt in 0..4 {
+        let name = format!("ada{attempt}");
+        let user = slow.register(&name).await;
+        let login = tokio::spawn({
+            let mut sessions = slow.sessions();
+            let password = format!("{name}-password");
+            async move {
+                let answer = sessions
+                    .login(pb::LoginRequest {
+                        username: name,
+                        password,
+                    })
+                    .await;
+                (answer, tokio::time::Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        fast.users()
+            .change_password(admin.request(pb::ChangePasswordRequest {
+                id: user.id,
+                current_password: String::new(),
+                new_password: "a new password".into(),
+                new_password_confirm: "a new password".into(),
+            }))
+            .await
+            .expect("changing the password");
+        let changed = tokio::time::Instant::now();
+        let (answer, answered) = login.await.expect("the login");
+        assert!(
+            changed < answered,
+            "the change did not happen during the login"
+        );
+        match answer {
+            Err(status) if status.message().contains("wrong user name or password") => {
+                eprintln!("attempt {attempt}: the change came before the hash was read");
+                continue;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                assert!(
+                    status.message().contains("changed while logging in"),
+                    "{status:?}"
+                );
+            }
+            Ok(tokens) => {
+                let tokens = tokens.into_inner();
+                assert_all_dead(&slow, &[tokens.refresh_token]).await;
+                assert!(
+                    eventually(|| async { check_as(&slow, &tokens.access_token).await.is_err() })
+                        .await,
+                    "the access token of the straddling login still works"
+                );
+            }
         }
-    });
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    fast.users()
-        .change_password(admin.request(pb::ChangePasswordRequest {
-            id: ada.id,
-            current_password: String::new(),
-            new_password: "a new password".into(),
-            new_password_confirm: "a new password".into(),
-        }))
-        .await
-        .expect("changing the password");
-    let changed = tokio::time::Instant::now();
-    let (answer, answered) = login.await.expect("the login");
-
-    assert!(
-        changed < answered,
-        "the change did not happen during the login"
-    );
-    match answer {
-        Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
-        Ok(tokens) => {
-            let tokens = tokens.into_inner();
-            assert_all_dead(&slow, &[tokens.refresh_token]).await;
-            assert!(
-                eventually(|| async { check_as(&slow, &tokens.access_token).await.is_err() }).await,
-                "the access token of the straddling login still works"
-            );
-        }
+        return;
     }
+    panic!("no password change landed during a hash check");
 }
 
 #[tokio::test]
@@ -280,6 +300,59 @@ async fn check_answers_the_current_name_after_a_rename_on_every_replica() {
         .await,
         "the other replica still answers the old name"
     );
+}
+
+#[tokio::test]
+async fn a_name_given_up_by_a_rename_is_nobody_elses_until_its_tokens_expire() {
+    let auth = TestAuth::spawn().await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let rename = |who: &TestUser, name: &str| {
+        let mut users = auth.users();
+        let request = who.request(pb::UpdateRequest {
+            id: who.id,
+            name: Some(name.into()),
+            email: None,
+            role: None,
+        });
+        async move { users.update(request).await }
+    };
+    rename(&ada, "ada-lovelace").await.expect("renaming ada");
+
+    // Ada's old tokens still say "ada": nobody else may be "ada" meanwhile.
+    let taken = auth
+        .users()
+        .create(pb::CreateRequest {
+            name: "Ada".into(),
+            email: "other@example.com".into(),
+            password: "a password".into(),
+            password_confirm: "a password".into(),
+            role: pb::Role::Unspecified.into(),
+        })
+        .await
+        .expect_err("registering a name just given up");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("name"), "{taken:?}");
+    let taken = rename(&grace, "ADA")
+        .await
+        .expect_err("taking a name just given up");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert_eq!(
+        check_as(&auth, &ada.access_token)
+            .await
+            .expect("still valid")
+            .username,
+        "ada-lovelace"
+    );
+
+    // Its last holder may have it back; once the hold ends, anyone may.
+    rename(&ada, "ada").await.expect("ada takes her name back");
+    rename(&ada, "countess").await.expect("renaming ada again");
+    sqlx::query("update released_names set reserved_until = now() - interval '1 second'")
+        .execute(&auth.db)
+        .await
+        .expect("ending the holds");
+    rename(&grace, "ada").await.expect("the hold is over");
 }
 
 #[tokio::test]
@@ -486,17 +559,28 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     .execute(&auth.db)
     .await
     .expect("an old throttle");
+    sqlx::query(
+        "insert into released_names (name, user_id, reserved_until)
+                 values ('gone', 424242, now() - interval '1 second'),
+                        ('held', 424242, now() + interval '1 hour')",
+    )
+    .execute(&auth.db)
+    .await
+    .expect("names given up");
 
     assert!(
         eventually(|| async {
             count("select count(*) from refresh_families").await == 1
                 && count("select count(*) from token_revocations where user_id = 424242").await == 0
                 && count("select count(*) from login_throttle").await == 0
+                && count("select count(*) from released_names where name = 'gone'").await == 0
         })
         .await,
         "nothing was pruned"
     );
-    // Grace's live session and the admin's are untouched.
+    // Grace's live session and the admin's are untouched, and so is a
+    // name still held.
+    assert_eq!(count("select count(*) from released_names").await, 1);
     access_token_for(&auth, &grace.refresh_token)
         .await
         .expect("a live session survives pruning");

@@ -24,13 +24,27 @@ pub enum Caller {
     /// No token, on an endpoint open to anonymous calls.
     Anonymous,
     User(Principal),
+    /// On an endpoint open to anonymous calls, a token that may be good
+    /// but cannot be confirmed now (the revocations are stale): treated as
+    /// no token, unless the call needs what only a token gives, which then
+    /// fails closed with this reason.
+    Unconfirmed(String),
 }
 
 impl Caller {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
-            Caller::Anonymous => None,
+            Caller::Anonymous | Caller::Unconfirmed(_) => None,
             Caller::User(principal) => Some(principal),
+        }
+    }
+
+    /// Fails closed for a call that needs a confirmed token, when the
+    /// token presented could not be confirmed.
+    pub fn confirmed(&self) -> Result<(), Error> {
+        match self {
+            Caller::Unconfirmed(reason) => Err(Error::Unavailable(reason.clone())),
+            Caller::Anonymous | Caller::User(_) => Ok(()),
         }
     }
 
@@ -93,6 +107,9 @@ pub struct Revocation {
     pub min_version: i64,
     /// The user's name, if they were renamed.
     pub current_name: Option<String>,
+    /// Orders renames (the database's `name_versions`): of two names, the
+    /// one with the higher number is the later, whatever the clocks say.
+    pub name_version: i64,
     /// When this last changed.
     pub at: OffsetDateTime,
 }
@@ -140,7 +157,8 @@ impl AccessPolicy {
     /// Decides a call to `endpoint` with the given `authorization` metadata.
     /// On an endpoint open to anonymous calls, a token that does not check
     /// out (expired, revoked, garbled) counts as no token: a client that
-    /// always sends its last token can still log in.
+    /// always sends its last token can still log in, even while the
+    /// revocations cannot be confirmed current ([`Caller::Unconfirmed`]).
     pub fn authorize(&self, authorization: Option<&str>, endpoint: &str) -> Result<Caller, Error> {
         if !self.allows(endpoint, Role::Anonymous) {
             return self.check(authorization, endpoint).map(Caller::User);
@@ -150,7 +168,7 @@ impl AccessPolicy {
         }
         match self.check(authorization, endpoint) {
             Ok(principal) => Ok(Caller::User(principal)),
-            Err(Error::Unavailable(message)) => Err(Error::Unavailable(message)),
+            Err(Error::Unavailable(reason)) => Ok(Caller::Unconfirmed(reason)),
             Err(_) => Ok(Caller::Anonymous),
         }
     }
@@ -244,6 +262,7 @@ impl AccessPolicy {
             Revocation {
                 min_version,
                 current_name: None,
+                name_version: 0,
                 at: OffsetDateTime::now_utc(),
             },
         );
@@ -266,8 +285,10 @@ impl AccessPolicy {
                 let known = entry.get_mut();
                 let raised = revocation.min_version > known.min_version;
                 known.min_version = known.min_version.max(revocation.min_version);
-                if revocation.current_name.is_some() && revocation.at >= known.at {
+                if revocation.current_name.is_some() && revocation.name_version > known.name_version
+                {
                     known.current_name = revocation.current_name;
+                    known.name_version = revocation.name_version;
                 }
                 known.at = known.at.max(revocation.at);
                 raised
@@ -502,6 +523,20 @@ mod tests {
             tonic::Code::Unavailable,
             "never confirmed"
         );
+        // An open endpoint still answers, as to a caller with no token.
+        stale.replace_rules(
+            stale.next_generation(),
+            [
+                (ENDPOINT.to_owned(), Role::User),
+                ("/auth.v1.AuthService/Login".to_owned(), Role::Anonymous),
+            ],
+        );
+        let open = stale
+            .authorize(Some(&token), "/auth.v1.AuthService/Login")
+            .expect("an open endpoint answers while stale");
+        assert!(matches!(open, Caller::Unconfirmed(_)), "{open:?}");
+        assert_eq!(open.principal(), None);
+        assert_eq!(code(open.confirmed()), tonic::Code::Unavailable);
         stale.freshness().confirm(stale.freshness().now());
         assert!(stale.check(Some(&token), ENDPOINT).is_ok());
         std::thread::sleep(Duration::from_millis(30));
@@ -521,11 +556,33 @@ mod tests {
             Revocation {
                 min_version: 0,
                 current_name: Some("ada2".into()),
+                name_version: 7,
                 at: OffsetDateTime::now_utc(),
             },
         );
         let principal = policy.check(Some(&token), ENDPOINT).expect("still valid");
         assert_eq!(principal.name, "ada2");
+    }
+
+    #[test]
+    fn an_earlier_rename_never_replaces_a_later_one_whatever_the_clocks() {
+        let policy = policy();
+        let token = bearer(&policy, Role::User, 0);
+        let rename = |name: &str, name_version, at| Revocation {
+            min_version: 0,
+            current_name: Some(name.into()),
+            name_version,
+            at,
+        };
+        let now = OffsetDateTime::now_utc();
+        policy.merge(
+            UserId(1),
+            rename("later", 8, now - time::Duration::seconds(5)),
+        );
+        // A reload that read the earlier rename, stamped by a clock ahead.
+        policy.merge(UserId(1), rename("earlier", 7, now));
+        let principal = policy.check(Some(&token), ENDPOINT).expect("still valid");
+        assert_eq!(principal.name, "later");
     }
 
     #[test]
@@ -550,6 +607,7 @@ mod tests {
             Revocation {
                 min_version: 1,
                 current_name: None,
+                name_version: 0,
                 at: OffsetDateTime::now_utc() - time::Duration::hours(1),
             },
         );

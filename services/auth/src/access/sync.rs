@@ -108,6 +108,7 @@ async fn reload(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()> {
             Revocation {
                 min_version: row.min_token_version,
                 current_name: row.current_name,
+                name_version: row.name_version,
                 at: row.revoked_at,
             },
         );
@@ -141,16 +142,19 @@ async fn reload_rules(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()
     Ok(())
 }
 
-/// `user_id:min_version[:current_name]`, as the trigger writes it.
+/// `user_id:min_version:name_version[:current_name]`, as the trigger
+/// writes it.
 fn parse_revocation(payload: &str) -> Option<(UserId, Revocation)> {
-    let mut parts = payload.splitn(3, ':');
+    let mut parts = payload.splitn(4, ':');
     let user = UserId(parts.next()?.parse().ok()?);
     let min_version = parts.next()?.parse().ok()?;
+    let name_version = parts.next()?.parse().ok()?;
     Some((
         user,
         Revocation {
             min_version,
             current_name: parts.next().map(str::to_owned),
+            name_version,
             at: time::OffsetDateTime::now_utc(),
         },
     ))
@@ -162,12 +166,14 @@ mod tests {
 
     #[test]
     fn revocation_notices_parse() {
-        let (user, revocation) = parse_revocation("42:3").expect("a notice");
+        let (user, revocation) = parse_revocation("42:3:0").expect("a notice");
         assert_eq!((user, revocation.min_version), (UserId(42), 3));
         assert_eq!(revocation.current_name, None);
-        let (_, renamed) = parse_revocation("42:3:ada:lovelace").expect("a notice");
+        let (_, renamed) = parse_revocation("42:3:9:ada:lovelace").expect("a notice");
         assert_eq!(renamed.current_name.as_deref(), Some("ada:lovelace"));
+        assert_eq!(renamed.name_version, 9);
         assert!(parse_revocation("42").is_none());
+        assert!(parse_revocation("42:3").is_none());
         assert!(parse_revocation("x:3").is_none());
     }
 }

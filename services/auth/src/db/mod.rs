@@ -5,6 +5,7 @@ pub mod access_rules;
 pub mod login_throttle;
 pub mod refresh_families;
 pub mod refresh_tokens;
+pub mod released_names;
 pub mod revocations;
 pub mod users;
 

@@ -12,6 +12,8 @@ pub struct RevocationRow {
     pub user_id: i64,
     pub min_token_version: i64,
     pub current_name: Option<String>,
+    /// Orders renames: the higher number is the later name.
+    pub name_version: i64,
     pub revoked_at: OffsetDateTime,
 }
 
@@ -32,23 +34,26 @@ pub async fn raise(db: impl PgExecutor<'_>, user_id: i64, min_token_version: i64
 }
 
 /// Records that the user is now called `name`, for the access tokens that
-/// still carry an older one; the trigger notifies every replica.
-pub async fn rename(db: impl PgExecutor<'_>, user_id: i64, name: &str) -> Result<()> {
-    sqlx::query!(
-        "insert into token_revocations (user_id, min_token_version, current_name) values ($1, 0, $2)
-         on conflict (user_id) do update set current_name = excluded.current_name, revoked_at = now()",
+/// still carry an older one; the trigger notifies every replica. The
+/// rename's number, later than every earlier rename's.
+pub async fn rename(db: impl PgExecutor<'_>, user_id: i64, name: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        "insert into token_revocations (user_id, min_token_version, current_name, name_version)
+         values ($1, 0, $2, nextval('name_versions'))
+         on conflict (user_id) do update
+         set current_name = excluded.current_name, name_version = excluded.name_version, revoked_at = now()
+         returning name_version",
         user_id,
         name
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await?)
 }
 
 pub async fn all(db: impl PgExecutor<'_>) -> Result<Vec<RevocationRow>> {
     Ok(sqlx::query_as!(
         RevocationRow,
-        "select user_id, min_token_version, current_name, revoked_at from token_revocations"
+        "select user_id, min_token_version, current_name, name_version, revoked_at from token_revocations"
     )
     .fetch_all(db)
     .await?)

@@ -45,19 +45,25 @@ impl pb::user_service_server::UserService for UserApi {
             ("password_confirm", request.password_confirm),
         )?;
         let role = Role::from_proto("role", request.role)?.unwrap_or(Role::User);
-        if role == Role::Admin && !caller.is_admin() {
-            return Err(Error::permission_denied("only admins may create admins").into());
+        if role == Role::Admin {
+            caller.confirmed()?;
+            if !caller.is_admin() {
+                return Err(Error::permission_denied("only admins may create admins").into());
+            }
         }
 
         let hash = self.state.passwords.hash(password.as_password()).await?;
+        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
         let id = db::users::insert(
-            &self.state.pool,
+            &mut *tx,
             name.as_str(),
             email.as_str(),
             &hash,
             role.as_str(),
         )
         .await?;
+        db::released_names::ensure_claimable(&mut *tx, name.as_str(), id).await?;
+        tx.commit().await.map_err(Error::from)?;
         tracing::Span::current().record("user_id", id);
         tracing::info!(role = role.as_str(), "user created");
         Ok(Response::new(pb::CreateResponse { id }))
@@ -139,10 +145,22 @@ impl pb::user_service_server::UserService for UserApi {
         if role_changed {
             updated.token_version = revoke_all_tokens(&mut tx, id).await?;
         }
+        let mut name_version = 0;
         if renamed {
+            // Nobody else may take the new name while it is held for a
+            // previous holder, nor the old one until the tokens that carry
+            // it have expired.
+            db::released_names::ensure_claimable(&mut *tx, &updated.name, id.0).await?;
+            db::released_names::release(
+                &mut *tx,
+                &current.name,
+                id.0,
+                self.state.policy.revocation_lifetime(),
+            )
+            .await?;
             // Tokens issued before carry the old name; `Check` answers the
             // new one for them.
-            db::revocations::rename(&mut *tx, id.0, &updated.name).await?;
+            name_version = db::revocations::rename(&mut *tx, id.0, &updated.name).await?;
         }
         tx.commit().await.map_err(Error::from)?;
         if role_changed {
@@ -158,6 +176,7 @@ impl pb::user_service_server::UserService for UserApi {
                 Revocation {
                     min_version: 0,
                     current_name: Some(updated.name.clone()),
+                    name_version,
                     at: time::OffsetDateTime::now_utc(),
                 },
             );
