@@ -4,6 +4,7 @@
 //! server keeps running.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -12,12 +13,13 @@ use tokio::task::JoinHandle;
 
 pub struct Relay {
     pub addr: SocketAddr,
-    upstream: SocketAddr,
+    route: Arc<Route>,
     /// Tells the open connections to drop.
     cut: Arc<Notify>,
-    /// While set, nothing is forwarded and nothing is closed: the peers see
-    /// a network that went silent (a vanished client, a half-open socket).
-    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What is held back ([`HELD_BOTH_WAYS`], [`HELD_REPLIES`]): nothing
+    /// held is closed, the peers see a network that went silent (a
+    /// vanished client, a half-open socket, an answer lost on the way).
+    frozen: Arc<tokio::sync::watch::Sender<u8>>,
     /// Accepting connections while set.
     accepting: Mutex<Option<JoinHandle<()>>>,
 }
@@ -25,16 +27,37 @@ pub struct Relay {
 impl Relay {
     /// Relays to `upstream` until dropped.
     pub async fn start(upstream: SocketAddr) -> Relay {
+        Relay::route(Route {
+            first: upstream,
+            rest: upstream,
+            accepted: AtomicUsize::new(0),
+        })
+        .await
+    }
+
+    /// Relays the first connection to `first` and every later one to
+    /// `rest`, as a load balancer may spread one client's connections.
+    pub async fn split(first: SocketAddr, rest: SocketAddr) -> Relay {
+        Relay::route(Route {
+            first,
+            rest,
+            accepted: AtomicUsize::new(0),
+        })
+        .await
+    }
+
+    async fn route(route: Route) -> Relay {
+        let route = Arc::new(route);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the relay");
         let addr = listener.local_addr().expect("the relay's address");
         let cut = Arc::new(Notify::new());
-        let frozen = Arc::new(tokio::sync::watch::Sender::new(false));
-        let accepting = accept(listener, upstream, cut.clone(), frozen.clone());
+        let frozen = Arc::new(tokio::sync::watch::Sender::new(0));
+        let accepting = accept(listener, route.clone(), cut.clone(), frozen.clone());
         Relay {
             addr,
-            upstream,
+            route,
             cut,
             frozen,
             accepting: Mutex::new(Some(accepting)),
@@ -52,11 +75,21 @@ impl Relay {
 
     /// Stops forwarding anything, without closing anything.
     pub fn freeze(&self) {
-        self.frozen.send_replace(true);
+        self.frozen.send_modify(|held| *held |= HELD_BOTH_WAYS);
     }
 
-    /// Listens and relays again, on the same address.
+    /// Forwards what the client sends, but holds back what the server
+    /// answers: requests are served, their answers never arrive.
+    pub fn hold_replies(&self) {
+        self.frozen.send_modify(|held| *held |= HELD_REPLIES);
+    }
+
+    /// Listens and relays again, on the same address, holding nothing.
     pub async fn restore(&self) {
+        self.frozen.send_replace(0);
+        if self.accepting.lock().expect("the relay").is_some() {
+            return;
+        }
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(listener) => break listener,
@@ -65,7 +98,7 @@ impl Relay {
         };
         *self.accepting.lock().expect("the relay") = Some(accept(
             listener,
-            self.upstream,
+            self.route.clone(),
             self.cut.clone(),
             self.frozen.clone(),
         ));
@@ -86,14 +119,30 @@ impl Relay {
     }
 }
 
+/// Held: both ways.
+const HELD_BOTH_WAYS: u8 = 1;
+/// Held: from the server to the client.
+const HELD_REPLIES: u8 = 2;
+
+/// Where accepted connections go.
+struct Route {
+    first: SocketAddr,
+    rest: SocketAddr,
+    accepted: AtomicUsize,
+}
+
 fn accept(
     listener: TcpListener,
-    upstream: SocketAddr,
+    route: Arc<Route>,
     cut: Arc<Notify>,
-    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+    frozen: Arc<tokio::sync::watch::Sender<u8>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let upstream = match route.accepted.fetch_add(1, Ordering::Relaxed) {
+                0 => route.first,
+                _ => route.rest,
+            };
             let cut = cut.clone();
             let frozen = frozen.clone();
             tokio::spawn(async move {
@@ -102,31 +151,35 @@ fn accept(
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
+                // A cut wins over anything the pumps could still forward.
                 tokio::select! {
-                    () = pump(client_read, server_write, frozen.subscribe()) => {}
-                    () = pump(server_read, client_write, frozen.subscribe()) => {}
+                    biased;
                     () = cut.notified() => {}
+                    () = pump(client_read, server_write, frozen.subscribe(), HELD_BOTH_WAYS) => {}
+                    () = pump(server_read, client_write, frozen.subscribe(), HELD_BOTH_WAYS | HELD_REPLIES) => {}
                 }
             });
         }
     })
 }
 
-/// Copies `from` to `to` until either ends, pausing while frozen.
+/// Copies `from` to `to` until either ends, pausing while any of the
+/// `held_by` flags is set.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut frozen: tokio::sync::watch::Receiver<bool>,
+    mut frozen: tokio::sync::watch::Receiver<u8>,
+    held_by: u8,
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut buffer = vec![0; 16 * 1024];
     loop {
-        if frozen.wait_for(|frozen| !frozen).await.is_err() {
+        if frozen.wait_for(|held| held & held_by == 0).await.is_err() {
             return;
         }
         let read = tokio::select! {
             read = from.read(&mut buffer) => read,
-            _ = frozen.wait_for(|frozen| *frozen) => continue,
+            _ = frozen.wait_for(|held| held & held_by != 0) => continue,
         };
         match read {
             Ok(0) | Err(_) => return,
