@@ -1,10 +1,14 @@
 //! Ends open streams when their caller's access ends. A stream is checked
 //! by the guard once, when it opens; after that, auth's
-//! `AccessService/WatchRevocations` names the users whose tokens were
+//! `AccessService/WatchRevocations` tells which users' tokens were
 //! revoked (deleted, role or password changed), on every auth replica,
-//! and each held stream of those users is checked again with the token it
-//! was opened with. Auth's `UNAUTHENTICATED` or `PERMISSION_DENIED` ends
-//! it with that status.
+//! and below which version. A held stream whose token is older ends with
+//! `UNAUTHENTICATED` at once, decided here: asking `Check` again could
+//! reach an auth replica that has not heard of the revocation yet. On a
+//! resync (every reconnect) the feed repeats every revocation it holds,
+//! and every held stream is also checked again with the token it was
+//! opened with; auth's `UNAUTHENTICATED` or `PERMISSION_DENIED` ends it
+//! with that status.
 //!
 //! Fail closed: the feed sends at least a heartbeat a second; when it has
 //! been silent for [`FEED_LOSS_BOUND`] every held stream ends with
@@ -12,7 +16,7 @@
 //! new one until the feed is back, which starts with a resync: every held
 //! stream is checked again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +39,10 @@ const CONNECT_CHAT: &str = "/chat.v1.ChatService/ConnectChat";
 const CONCURRENT_CHECKS: usize = 32;
 /// The longest wait between two attempts to watch again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a revocation heard on the feed is remembered: a stream checked
+/// before it but held after it (its handler's queries in between) is
+/// ended by it too.
+const REVOCATION_MEMORY: Duration = Duration::from_secs(5 * 60);
 
 pub struct AccessWatch {
     auth: AuthClient,
@@ -46,6 +54,9 @@ pub struct AccessWatch {
     /// stream whose guard check came before the count moved is checked
     /// again once held, so a revocation between the two is not missed.
     epoch: AtomicU64,
+    /// Revocations heard in the last [`REVOCATION_MEMORY`], by user: the
+    /// lowest token version still valid, and when it was heard.
+    revoked: Mutex<HashMap<i64, (i64, Instant)>>,
 }
 
 /// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
@@ -56,6 +67,8 @@ pub struct Epoch(u64);
 #[derive(Clone)]
 struct Held {
     user_id: i64,
+    /// The version of the token the stream was opened with.
+    token_version: i64,
     authorization: Option<HeaderValue>,
     end: mpsc::Sender<Status>,
 }
@@ -83,6 +96,7 @@ impl AccessWatch {
             next_id: AtomicU64::new(1),
             fed_at: Mutex::new(Instant::now()),
             epoch: AtomicU64::new(0),
+            revoked: Mutex::default(),
         });
         let feeding = tokio::spawn(watch.clone().follow());
         let guarding = tokio::spawn(watch.clone().fail_closed());
@@ -93,6 +107,41 @@ impl AccessWatch {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn revoked(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, Instant)>> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers `revocations` and ends every held stream whose token they
+    /// refuse.
+    fn apply(&self, revocations: &[api::auth::v1::Revocation]) {
+        let now = Instant::now();
+        let mut revoked = self.revoked();
+        revoked.retain(|_, (_, heard)| now.duration_since(*heard) < REVOCATION_MEMORY);
+        for revocation in revocations {
+            let entry = revoked
+                .entry(revocation.user_id)
+                .or_insert((revocation.min_token_version, now));
+            *entry = (entry.0.max(revocation.min_token_version), now);
+        }
+        let ended: Vec<Held> = self
+            .held()
+            .values()
+            .filter(|held| {
+                revoked
+                    .get(&held.user_id)
+                    .is_some_and(|(below, _)| held.token_version < *below)
+            })
+            .cloned()
+            .collect();
+        drop(revoked);
+        for held in ended {
+            tracing::info!(user_id = held.user_id, "a held stream's token was revoked");
+            let _ = held.end.try_send(revoked_status());
+        }
     }
 
     fn feed_age(&self) -> Duration {
@@ -114,12 +163,14 @@ impl AccessWatch {
         Epoch(self.epoch.load(Ordering::Acquire))
     }
 
-    /// Holds a stream of `user_id`, opened with `authorization`, which was
-    /// checked when the feed was at `checked_at`: if revocations arrived
-    /// since, the stream is checked again at once.
+    /// Holds a stream of `user_id`, opened with `authorization` (a token
+    /// of `token_version`), which was checked when the feed was at
+    /// `checked_at`: if revocations arrived since, the stream is checked
+    /// again at once.
     pub fn hold(
         self: &Arc<Self>,
         user_id: i64,
+        token_version: i64,
         authorization: Option<HeaderValue>,
         checked_at: Epoch,
     ) -> Hold {
@@ -127,11 +178,15 @@ impl AccessWatch {
         let (end, ended) = mpsc::channel(1);
         let held = Held {
             user_id,
+            token_version,
             authorization,
             end,
         };
         self.held().insert(id, held.clone());
-        if self.epoch() != checked_at {
+        let revoked_below = self.revoked().get(&user_id).map(|(version, _)| *version);
+        if revoked_below.is_some_and(|below| token_version < below) {
+            let _ = held.end.try_send(revoked_status());
+        } else if self.epoch() != checked_at {
             let watch = self.clone();
             tokio::spawn(async move { watch.check_one(held).await });
         }
@@ -170,14 +225,28 @@ impl AccessWatch {
                     }
                 };
                 self.fed();
-                if message.resync || !message.user_ids.is_empty() {
+                if message.resync || !message.user_ids.is_empty() || !message.revocations.is_empty()
+                {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
+                self.apply(&message.revocations);
                 if message.resync {
                     self.check_again(|_| true).await;
-                } else if !message.user_ids.is_empty() {
-                    self.check_again(|held| message.user_ids.contains(&held.user_id))
-                        .await;
+                } else {
+                    // Users named without a version (an auth that sends
+                    // none) are checked again.
+                    let versioned: HashSet<i64> =
+                        message.revocations.iter().map(|r| r.user_id).collect();
+                    let unversioned: HashSet<i64> = message
+                        .user_ids
+                        .iter()
+                        .copied()
+                        .filter(|user| !versioned.contains(user))
+                        .collect();
+                    if !unversioned.is_empty() {
+                        self.check_again(|held| unversioned.contains(&held.user_id))
+                            .await;
+                    }
                 }
             }
         }
@@ -239,4 +308,10 @@ impl AccessWatch {
         tracing::info!(user_id = held.user_id, code = ?status.code(), "a held stream's access ended");
         let _ = held.end.try_send(status);
     }
+}
+
+fn revoked_status() -> Status {
+    Status::unauthenticated(
+        "access token has been revoked; log in again, then reconnect with since_message_id set to the last message received",
+    )
 }

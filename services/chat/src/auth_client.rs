@@ -18,6 +18,11 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct AuthClient {
     access: AccessServiceClient<Channel>,
+    /// The revocation feed, on a connection of its own: a slow or broken
+    /// connection for checks does not silence it, nor it them. Behind a
+    /// load balancer the two may reach different auth replicas, which is
+    /// why the feed says which token versions it revokes.
+    watch: AccessServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     check_timeout: Duration,
     /// `Bearer <secret>` for watching revocations, when auth wants one.
@@ -26,10 +31,11 @@ pub struct AuthClient {
 
 impl AuthClient {
     pub fn connect_lazy(config: &AuthConfig) -> anyhow::Result<AuthClient> {
-        let channel = Endpoint::from_shared(config.url.clone())?
+        let endpoint = Endpoint::from_shared(config.url.clone())?
             .connect_timeout(config.check_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        let watch_channel = endpoint.connect_lazy();
         let watch_authorization = match &config.watch_secret {
             Some(secret) => {
                 use secrecy::ExposeSecret as _;
@@ -45,6 +51,7 @@ impl AuthClient {
         };
         Ok(AuthClient {
             access: AccessServiceClient::new(channel.clone()),
+            watch: AccessServiceClient::new(watch_channel),
             users: UserServiceClient::new(channel),
             check_timeout: config.check_timeout,
             watch_authorization,
@@ -97,6 +104,7 @@ impl AuthClient {
             is_admin: answer.role() == pb::Role::Admin,
             username: answer.username,
             expires_at,
+            token_version: answer.token_version,
         })
     }
 
@@ -104,7 +112,7 @@ impl AuthClient {
     pub async fn watch_revocations(
         &self,
     ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
-        let mut access = self.access.clone();
+        let mut access = self.watch.clone();
         let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
         if let Some(authorization) = &self.watch_authorization {
             request

@@ -12,6 +12,9 @@ pub struct Caller {
     pub is_admin: bool,
     /// When the caller's access token expires; a stream ends then.
     pub expires_at: Option<std::time::SystemTime>,
+    /// The token's version: a revocation of the user above it ends the
+    /// caller's streams.
+    pub token_version: i64,
 }
 
 /// A chat's title: one line of text.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use api::auth::v1 as auth_pb;
 use api::chat::v1 as pb;
+use tests::outage::{Relay, server_of};
 use tests::services::{TestAuth, TestChat, TestUser};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
@@ -104,10 +105,19 @@ async fn deleting_a_user_ends_their_open_stream() {
     assert!(matches!(next, Ok(Some(Ok(_)))), "{next:?}");
 }
 
+/// A second auth replica, and a second chat replica that it feeds.
+async fn other_replicas(s: &Setup) -> (TestAuth, TestChat) {
+    let auth = TestAuth::spawn_on(s.auth.database_url.clone(), |_| {}).await;
+    let chat = TestChat::spawn_on(s.chat.database_url.clone(), &auth.url(), |_| {}).await;
+    (auth, chat)
+}
+
 #[tokio::test]
-async fn a_role_change_and_a_password_change_end_open_streams() {
+async fn a_role_change_and_a_password_change_end_open_streams_on_every_replica() {
     let s = setup().await;
+    let (_other_auth, other_chat) = other_replicas(&s).await;
     let mut grace = connect(&s.chat, &s.grace, s.chat_id).await;
+    let mut grace_there = connect(&other_chat, &s.grace, s.chat_id).await;
     let since = Instant::now();
     s.auth
         .users()
@@ -120,8 +130,10 @@ async fn a_role_change_and_a_password_change_end_open_streams() {
         .await
         .expect("promoting grace");
     assert_ends_unauthenticated(&mut grace, since, "role change").await;
+    assert_ends_unauthenticated(&mut grace_there, since, "role change, other replica").await;
 
     let mut ada = connect(&s.chat, &s.ada, s.chat_id).await;
+    let mut ada_there = connect(&other_chat, &s.ada, s.chat_id).await;
     let since = Instant::now();
     s.auth
         .users()
@@ -134,14 +146,13 @@ async fn a_role_change_and_a_password_change_end_open_streams() {
         .await
         .expect("changing ada's password");
     assert_ends_unauthenticated(&mut ada, since, "password change").await;
+    assert_ends_unauthenticated(&mut ada_there, since, "password change, other replica").await;
 }
 
 #[tokio::test]
 async fn a_revocation_on_one_auth_replica_ends_a_stream_on_another_chat_replica() {
     let s = setup().await;
-    let other_auth = TestAuth::spawn_on(s.auth.database_url.clone(), |_| {}).await;
-    let other_chat =
-        TestChat::spawn_on(s.chat.database_url.clone(), &other_auth.url(), |_| {}).await;
+    let (_other_auth, other_chat) = other_replicas(&s).await;
     let mut stream = connect(&other_chat, &s.grace, s.chat_id).await;
     let since = Instant::now();
     s.auth
@@ -153,19 +164,55 @@ async fn a_revocation_on_one_auth_replica_ends_a_stream_on_another_chat_replica(
 }
 
 #[tokio::test]
+async fn a_revocation_ends_a_stream_whose_checks_reach_an_auth_replica_that_has_not_heard() {
+    // Behind a load balancer, chat's feed reaches one auth replica and its
+    // checks another. The second has not heard of the revocation (its
+    // database connections are frozen, so it is stale but within its
+    // staleness bound): only the feed's versions can end the stream.
+    let s = setup().await;
+    let auth_database = Relay::start(server_of(&s.auth.database_url)).await;
+    let lagging = TestAuth::spawn_on(auth_database.url_for(&s.auth.database_url), |_| {}).await;
+    let balancer = Relay::split(s.auth.addr, lagging.addr).await;
+    let chat = TestChat::spawn_on(
+        s.chat.database_url.clone(),
+        &format!("http://{}", balancer.addr),
+        |_| {},
+    )
+    .await;
+    // The feed's connection, the first, is made at start-up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stream = connect(&chat, &s.grace, s.chat_id).await;
+
+    auth_database.freeze();
+    let since = Instant::now();
+    s.auth
+        .users()
+        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .await
+        .expect("deleting grace");
+    assert_ends_unauthenticated(&mut stream, since, "deletion, checks on a lagging replica").await;
+}
+
+#[tokio::test]
 async fn a_stream_ends_when_its_access_token_expires() {
     let auth =
         TestAuth::spawn_with(|config| config.tokens.access_ttl = Duration::from_secs(2)).await;
     let chat = TestChat::spawn(&auth).await;
+    let other_chat = TestChat::spawn_on(chat.database_url.clone(), &auth.url(), |_| {}).await;
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;
     let chat_id = chat.create_chat(&ada, &[&grace]).await;
     let since = Instant::now();
-    let mut stream = connect(&chat, &grace, chat_id).await;
-    let (status, took) = end_of(&mut stream, since, Duration::from_secs(6)).await;
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("expired"), "{}", status.message());
-    assert!(took <= Duration::from_secs(3), "ended only after {took:?}");
+    let mut streams = [
+        connect(&chat, &grace, chat_id).await,
+        connect(&other_chat, &grace, chat_id).await,
+    ];
+    for stream in &mut streams {
+        let (status, took) = end_of(stream, since, Duration::from_secs(6)).await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("expired"), "{}", status.message());
+        assert!(took <= Duration::from_secs(3), "ended only after {took:?}");
+    }
 }
 
 #[tokio::test]
@@ -177,6 +224,10 @@ async fn without_the_revocation_feed_open_streams_end_unavailable() {
     let (status, took) = end_of(&mut stream, since, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     eprintln!("feed lost: the stream ended {took:?} after auth stopped");
+    // The stated bound: the feed's silence, plus a heartbeat's interval
+    // and the watchdog's tick.
+    let bound = chat::access_watch::FEED_LOSS_BOUND + Duration::from_millis(1500);
+    assert!(took <= bound, "ended only after {took:?}, past {bound:?}");
     assert!(
         status.message().contains("since_message_id"),
         "{}",

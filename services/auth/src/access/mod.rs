@@ -83,8 +83,8 @@ pub struct AccessPolicy {
 /// What `WatchRevocations` tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// The user's tokens up to some version were revoked.
-    Revoked(UserId),
+    /// The user's tokens below this version were revoked.
+    Revoked(UserId, i64),
     /// The policy was reloaded: anything may have changed.
     Resync,
 }
@@ -275,6 +275,7 @@ impl AccessPolicy {
             .revocations
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let min_version = revocation.min_version;
         let raised = match revocations.entry(user) {
             Entry::Vacant(entry) => {
                 let raised = revocation.min_version > 0;
@@ -296,8 +297,20 @@ impl AccessPolicy {
         };
         drop(revocations);
         if raised {
-            let _ = self.changes.send(Change::Revoked(user));
+            let _ = self.changes.send(Change::Revoked(user, min_version));
         }
+    }
+
+    /// Every user with tokens revoked, and the lowest version still valid:
+    /// what a watcher is told on a resync.
+    pub fn revoked_versions(&self) -> Vec<(UserId, i64)> {
+        self.revocations
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, revocation)| revocation.min_version > 0)
+            .map(|(user, revocation)| (*user, revocation.min_version))
+            .collect()
     }
 
     /// Forgets revocations and renames older than every token they could

@@ -130,6 +130,7 @@ impl pb::access_service_server::AccessService for AccessApi {
                 seconds: i64::try_from(principal.expires_at).unwrap_or(i64::MAX),
                 nanos: 0,
             }),
+            token_version: principal.token_version,
         }))
     }
 
@@ -185,20 +186,22 @@ impl pb::access_service_server::AccessService for AccessApi {
 }
 
 /// Forwards `changes` to a watcher until it leaves: a resync first, then
-/// revoked users in batches, heartbeats when nothing happens. No heartbeat
-/// vouches for a policy that is not current: while it is stale the
-/// watcher hears nothing, and fails closed.
+/// revoked users in batches, heartbeats when nothing happens. A resync
+/// carries every revocation the replica holds, so a watcher can refuse
+/// old tokens without asking again. No heartbeat vouches for a policy that
+/// is not current: while it is stale the watcher hears nothing, and fails
+/// closed.
 async fn watch(
     mut changes: broadcast::Receiver<Change>,
     sender: mpsc::Sender<Watched>,
     policy: &AccessPolicy,
     max_staleness: Duration,
 ) {
-    let resync = pb::WatchRevocationsResponse {
-        user_ids: Vec::new(),
+    let first = pb::WatchRevocationsResponse {
         resync: true,
+        ..Default::default()
     };
-    if sender.send(Ok(resync.clone())).await.is_err() {
+    if !send_with_revocations(&sender, first, policy).await {
         return;
     }
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -212,7 +215,13 @@ async fn watch(
                 let mut next = Some(change);
                 while let Some(change) = next.take() {
                     match change {
-                        Ok(Change::Revoked(user)) => message.user_ids.push(user.0),
+                        Ok(Change::Revoked(user, min_token_version)) => {
+                            message.user_ids.push(user.0);
+                            message.revocations.push(pb::Revocation {
+                                user_id: user.0,
+                                min_token_version,
+                            });
+                        }
                         Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                             message.resync = true;
                         }
@@ -235,9 +244,46 @@ async fn watch(
         if heartbeat_only && !policy.freshness().within(max_staleness) {
             continue;
         }
-        if sender.send(Ok(message)).await.is_err() {
+        let sent = if message.resync {
+            send_with_revocations(&sender, message, policy).await
+        } else {
+            sender.send(Ok(message)).await.is_ok()
+        };
+        if !sent {
             return;
         }
         heartbeat.reset();
+    }
+}
+
+/// Sends `message`, then every revocation the replica holds, at most
+/// [`USERS_PER_MESSAGE`] a message; whether the watcher is still there.
+async fn send_with_revocations(
+    sender: &mpsc::Sender<Watched>,
+    mut message: pb::WatchRevocationsResponse,
+    policy: &AccessPolicy,
+) -> bool {
+    let revoked = policy.revoked_versions();
+    let mut batches = revoked.chunks(USERS_PER_MESSAGE);
+    loop {
+        if let Some(batch) = batches.next() {
+            message
+                .revocations
+                .extend(
+                    batch
+                        .iter()
+                        .map(|(user, min_token_version)| pb::Revocation {
+                            user_id: user.0,
+                            min_token_version: *min_token_version,
+                        }),
+                );
+        }
+        if sender.send(Ok(message)).await.is_err() {
+            return false;
+        }
+        if batches.len() == 0 {
+            return true;
+        }
+        message = pb::WatchRevocationsResponse::default();
     }
 }

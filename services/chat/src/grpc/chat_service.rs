@@ -266,7 +266,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let access = self
             .state
             .access
-            .hold(caller.user_id, authorization, checked_at);
+            .hold(caller.user_id, caller.token_version, authorization, checked_at);
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
         let stream = ChatStream {
             chat_id,
