@@ -139,6 +139,35 @@ async fn a_burst_of_a_thousand_ends_only_the_reader_that_stopped_reading() {
     );
 }
 
+#[tokio::test]
+async fn a_reader_that_stops_in_a_quiet_chat_is_ended_too() {
+    // Few enough messages that the server's queue for the stalled reader
+    // never fills, so no send ever blocks: only watching the reader finds
+    // that it stopped.
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn_with(&auth, |config| {
+        config.stream_stall_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let mut stalled = stalled(&chat, &grace, chat_id).await;
+
+    commit_at_once(&chat.db, chat_id, &ada, QUIET_BURST).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let end = end_of(&mut stalled)
+        .await
+        .expect("the stalled stream ends with a status");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+}
+
+/// Messages that fill a stalled reader's HTTP/2 windows and what tonic
+/// buffers (about 80 of these, measured), and half of the server's queue
+/// of 16 for it, so that no send blocks.
+const QUIET_BURST: i64 = 88;
+
 /// The backend listening for chat events, terminated.
 async fn terminate_listener(database_url: &str) {
     let mut own = sqlx::PgConnection::connect(database_url)

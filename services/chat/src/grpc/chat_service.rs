@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use api::chat::v1 as pb;
 use serving::page_token::PageToken;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use super::outbound::{self, Outbound, Queue};
 use super::{State, caller};
 use crate::access_watch::{Epoch, Hold};
 use crate::db;
@@ -36,8 +36,6 @@ impl ChatApi {
         ChatApi { state }
     }
 }
-
-type Sent = Result<pb::ConnectChatResponse, Status>;
 
 #[tonic::async_trait]
 impl pb::chat_service_server::ChatService for ChatApi {
@@ -222,7 +220,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         }))
     }
 
-    type ConnectChatStream = ReceiverStream<Sent>;
+    type ConnectChatStream = Outbound<pb::ConnectChatResponse>;
 
     #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id))]
     async fn connect_chat(
@@ -263,16 +261,18 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         // Held from here on: a revocation ends the stream, and so does
         // the token's expiry.
-        let access = self
-            .state
-            .access
-            .hold(caller.user_id, caller.token_version, authorization, checked_at);
-        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        let access = self.state.access.hold(
+            caller.user_id,
+            caller.token_version,
+            authorization,
+            checked_at,
+        );
+        let (queue, outbound) = outbound::queue(STREAM_QUEUE);
         let stream = ChatStream {
             chat_id,
             last_seq: start,
             state: self.state.clone(),
-            sender,
+            queue,
             access,
             expires_at: caller.expires_at.map(|at| {
                 let left = at
@@ -283,7 +283,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         };
         tokio::spawn(stream.run(subscription, request.since_message_id.is_some()));
         tracing::info!("stream opened");
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(Response::new(outbound))
     }
 }
 
@@ -295,7 +295,7 @@ struct ChatStream {
     /// The sequence number of the last message sent.
     last_seq: i64,
     state: Arc<State>,
-    sender: mpsc::Sender<Sent>,
+    queue: Queue<pb::ConnectChatResponse>,
     /// Ends the stream when its caller's access ends.
     access: Hold,
     /// When the caller's access token expires.
@@ -313,6 +313,10 @@ enum End {
 impl ChatStream {
     async fn run(mut self, mut subscription: Subscription, replay: bool) {
         let _open = OpenStream::new(&self.state.metrics.open_streams);
+        let stall_timeout = self.state.stream_stall_timeout;
+        let mut stall_check = tokio::time::interval(
+            (stall_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        );
         let end = async {
             if replay {
                 self.catch_up().await?;
@@ -320,10 +324,18 @@ impl ChatStream {
             loop {
                 let expiry = self.expires_at;
                 let event = tokio::select! {
-                    () = self.sender.closed() => return Err(End::ClientGone),
+                    () = self.queue.closed() => return Err(End::ClientGone),
                     () = self.state.shutdown.cancelled() => return Err(shutting_down()),
                     Some(status) = self.access.ended.recv() => return Err(End::With(status)),
                     () = until(expiry) => return Err(expired()),
+                    // In a quiet chat no send blocks: a client that left
+                    // messages unread is found here.
+                    _ = stall_check.tick() => {
+                        if self.queue.stalled_for(stall_timeout) {
+                            return Err(stalled(stall_timeout));
+                        }
+                        continue;
+                    }
                     event = subscription.events().recv() => event,
                 };
                 match event {
@@ -350,7 +362,9 @@ impl ChatStream {
         match end {
             Err(End::With(status)) => {
                 tracing::info!(chat_id = self.chat_id, code = ?status.code(), "stream ended");
-                let _ = self.sender.send(Err(status)).await;
+                // Ahead of anything queued: ending never waits on the
+                // client.
+                self.queue.end(status);
             }
             Err(End::ClientGone) | Ok(()) => {
                 tracing::info!(chat_id = self.chat_id, "stream closed by the client")
@@ -379,20 +393,17 @@ impl ChatStream {
     }
 
     async fn send(&mut self, message: &MessageRow) -> Result<(), End> {
-        let item = Ok(pb::ConnectChatResponse {
+        let item = pb::ConnectChatResponse {
             message: Some(to_proto(message)),
-        });
+        };
         // A long catch-up ends as soon as access does, like a live stream.
         let expiry = self.expires_at;
         tokio::select! {
             Some(status) = self.access.ended.recv() => return Err(End::With(status)),
             () = until(expiry) => return Err(expired()),
-            sent = tokio::time::timeout(self.state.stream_stall_timeout, self.sender.send(item)) => match sent {
-                Ok(sent) => sent.map_err(|_| End::ClientGone)?,
-                Err(_) => return Err(End::With(Status::resource_exhausted(format!(
-                    "the client read nothing for {} ms; reconnect with since_message_id set to the last message received",
-                    self.state.stream_stall_timeout.as_millis()
-                )))),
+            sent = tokio::time::timeout(self.state.stream_stall_timeout, self.queue.push(item)) => match sent {
+                Ok(sent) => sent.map_err(|()| End::ClientGone)?,
+                Err(_) => return Err(stalled(self.state.stream_stall_timeout)),
             },
             () = self.state.shutdown.cancelled() => return Err(shutting_down()),
         }
@@ -407,6 +418,13 @@ async fn until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+fn stalled(timeout: Duration) -> End {
+    End::With(Status::resource_exhausted(format!(
+        "the client read nothing for {} ms; reconnect with since_message_id set to the last message received",
+        timeout.as_millis()
+    )))
 }
 
 fn expired() -> End {

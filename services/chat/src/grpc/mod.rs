@@ -3,6 +3,7 @@
 
 pub mod chat_service;
 pub mod guard;
+pub mod outbound;
 
 use std::sync::Arc;
 use std::time::Duration;
