@@ -282,6 +282,53 @@ async fn a_send_retries_through_an_outage_with_one_message_id() {
 }
 
 #[tokio::test]
+async fn a_send_whose_answer_was_lost_is_retried_with_its_key_and_stored_once() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let relay = tests::outage::Relay::start(chat.addr).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada"), temp_dir("grace"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from messages where text = 'answer lost'")
+            .fetch_one(&chat.db)
+            .await
+            .expect("a count")
+    };
+
+    // The send reaches the service and is stored; its answer never comes
+    // back, and then the connection breaks.
+    relay.hold_replies();
+    let sending = ada
+        .command(&["chat", "send", &chat_id, "answer lost"])
+        .env("CHATCTL_CHAT_URL", format!("http://{}", relay.addr))
+        .output();
+    let breaking = async {
+        assert!(
+            tests::services::eventually(|| async { stored().await == 1 }).await,
+            "the send never arrived"
+        );
+        relay.cut();
+        relay.restore().await;
+    };
+    let (output, ()) = tokio::join!(sending, breaking);
+    let output = output.expect("chatctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    assert_eq!(stored().await, 1, "a retry stored the message again");
+}
+
+#[tokio::test]
 async fn connect_resumes_from_the_last_message_after_the_service_goes_away() {
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn(&auth).await;
