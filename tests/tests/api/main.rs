@@ -9,6 +9,7 @@ mod metrics;
 mod reflection;
 mod rest;
 mod revocation;
+mod service_faults;
 mod sessions;
 mod smoke;
 mod statuses;
