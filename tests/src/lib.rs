@@ -9,11 +9,14 @@
 //! - [`services`]: the services started in-process, with typed clients and
 //!   helpers that make users and tokens.
 //! - [`http`]: a minimal HTTP/1.1 client for the REST gateway and metrics.
-//! - [`outage`]: a relay to PostgreSQL that can be cut, for outages.
+//! - [`outage`]: a TCP relay that can be cut, frozen or made to lose
+//!   answers, for outages of PostgreSQL and of the services.
+//! - [`process`]: the services as real processes, for `kill -9`.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
 
 pub mod http;
 pub mod outage;
 pub mod postgres;
+pub mod process;
 pub mod services;
 pub mod snapshot;
