@@ -166,6 +166,12 @@ impl LocalPostgres {
         }
     }
 
+    /// How the server ended, if it has: it should not have, unless it was
+    /// stopped through [`LocalPostgres::stop`].
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Asks the server to finish (fast shutdown) and waits for it.
     pub fn stop(mut self) {
         self.shutdown();

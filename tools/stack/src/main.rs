@@ -7,13 +7,21 @@
 //! binaries, with its data under `.stack/` in the project (kept between
 //! runs). Every service setting can be changed through the services' own
 //! environment variables. Ctrl-C stops everything, PostgreSQL included.
+//!
+//! The private PostgreSQL is supervised: if it dies (a crash, `kill -9`),
+//! the stack says so and starts it again on the same data. Its `fsync` is
+//! on, so crash recovery keeps every transaction it acknowledged, and the
+//! services reconnect by themselves.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use local_postgres::{Durability, LocalPostgres};
 use secrecy::ExposeSecret as _;
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
@@ -95,17 +103,13 @@ fn main() -> anyhow::Result<()> {
                 "the private PostgreSQL cannot listen on port {port}: it is taken (set STACK_POSTGRES_PORT to use another)"
             );
         }
-        let server = local_postgres::LocalPostgres::start(
-            &data_dir.join("postgres"),
-            port,
-            local_postgres::Durability::Durable,
-        )
-        .context(
-            "starting the private PostgreSQL (or set AUTH_DATABASE_URL and CHAT_DATABASE_URL)",
-        )?;
+        let server = LocalPostgres::start(&data_dir.join("postgres"), port, Durability::Durable)
+            .context(
+                "starting the private PostgreSQL (or set AUTH_DATABASE_URL and CHAT_DATABASE_URL)",
+            )?;
         defaults.insert("AUTH_DATABASE_URL", server.url("auth"));
         defaults.insert("CHAT_DATABASE_URL", server.url("chat"));
-        Some(server)
+        Some(Arc::new(Mutex::new(server)))
     };
 
     let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
@@ -132,7 +136,7 @@ fn main() -> anyhow::Result<()> {
             &chat,
             postgres
                 .as_ref()
-                .map(|server| server.data_dir().display().to_string()),
+                .map(|server| locked(server).data_dir().display().to_string()),
         );
         if std::env::var_os("AUTH_JWT_KEYS").is_none() {
             println!(
@@ -151,17 +155,70 @@ fn main() -> anyhow::Result<()> {
                 stop.cancel();
             }
         };
+        let supervising = postgres
+            .clone()
+            .map(|server| tokio::spawn(supervise(server, stop.clone())));
         let (_, auth, chat) = tokio::join!(
             signal,
             auth.run_until_stopped(stop.clone().cancelled_owned()),
             chat.run_until_stopped(stop.clone().cancelled_owned()),
         );
+        if let Some(supervising) = supervising {
+            let _ = supervising.await;
+        }
         auth.and(chat)
     });
     // The private PostgreSQL stops when `postgres` drops, above.
     drop(runtime);
     drop(lock);
     result
+}
+
+fn locked(server: &Mutex<LocalPostgres>) -> std::sync::MutexGuard<'_, LocalPostgres> {
+    server
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps the private PostgreSQL running until `stop`: when it dies, it is
+/// started again on the same data directory and port, retrying while the
+/// old server's processes are still going away.
+async fn supervise(server: Arc<Mutex<LocalPostgres>>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(status) = locked(&server).exited() else {
+            continue;
+        };
+        let (data_dir, port) = {
+            let server = locked(&server);
+            (server.data_dir().to_owned(), server.port())
+        };
+        println!("The private PostgreSQL stopped unexpectedly ({status}); starting it again.");
+        loop {
+            let data_dir = data_dir.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                LocalPostgres::start(&data_dir, port, Durability::Durable)
+            })
+            .await;
+            match started {
+                Ok(Ok(restarted)) => {
+                    *locked(&server) = restarted;
+                    println!("The private PostgreSQL is back, with everything it acknowledged.");
+                    break;
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "restarting PostgreSQL failed; retrying"),
+                Err(error) => tracing::warn!(%error, "restarting PostgreSQL failed; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
 }
 
 /// An address others can connect to: 0.0.0.0 becomes 127.0.0.1.

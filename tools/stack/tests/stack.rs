@@ -1,12 +1,15 @@
 //! The run command itself: `stack` on a fresh data directory answers on
-//! 50051, 50052 and 8081, refuses a second start, stops cleanly on Ctrl-C
-//! and keeps its data for the next start.
+//! 50051, 50052 and 8081, refuses a second start, stops cleanly on Ctrl-C,
+//! keeps its data for the next start, and brings its PostgreSQL back after
+//! a `kill -9` with everything it acknowledged.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::chat::v1 as pb;
 use serde_json::json;
 use tests::http::request;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -29,8 +32,17 @@ fn stack(data_dir: &Path, postgres_port: u16) -> Command {
     command
 }
 
+/// What a running stack printed.
+type Output = Arc<Mutex<String>>;
+
 /// Starts the stack and waits for its "up" banner.
 async fn start(data_dir: &Path, postgres_port: u16) -> Child {
+    start_capturing(data_dir, postgres_port).await.0
+}
+
+/// Starts the stack, waits for its "up" banner, and keeps what it prints
+/// on standard output from then on.
+async fn start_capturing(data_dir: &Path, postgres_port: u16) -> (Child, Output) {
     let mut child = stack(data_dir, postgres_port)
         .spawn()
         .expect("starting the stack");
@@ -52,9 +64,17 @@ async fn start(data_dir: &Path, postgres_port: u16) -> Child {
     .await
     .expect("the stack is up within 90 seconds");
     // Keep draining the output so the stack never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let output = Output::default();
+    let printed = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut printed = printed.lock().expect("the output");
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    });
     tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
-    child
+    (child, output)
 }
 
 /// Ctrl-C, and the exit that follows.
@@ -137,7 +157,7 @@ async fn one_command_runs_the_system_and_keeps_its_data() {
         "PostgreSQL is still running"
     );
 
-    let again = start(&data_dir, postgres_port).await;
+    let (again, printed) = start_capturing(&data_dir, postgres_port).await;
     let login = request(
         rest,
         "POST",
@@ -151,6 +171,110 @@ async fn one_command_runs_the_system_and_keeps_its_data() {
         "the user did not survive a restart: {}",
         login.body
     );
+    let access_token = serde_json::from_str::<serde_json::Value>(&login.body).expect("a JSON body")
+        ["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+
+    // kill -9 of the private PostgreSQL mid-send: the stack says so and
+    // starts it again; sends retried with their keys go through, and every
+    // acknowledged one is there after another restart.
+    let grace = json!({ "name": "grace", "email": "grace@example.com", "password": "correct horse", "passwordConfirm": "correct horse" });
+    let created = request(rest, "POST", "/v1/users", None, Some(&grace)).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let acknowledged = sends_through_a_postgres_kill(&data_dir, &access_token).await;
+    let said = printed.lock().expect("the output").clone();
+    assert!(
+        said.contains("stopped unexpectedly"),
+        "the stack did not say so:\n{said}"
+    );
+    interrupt(again).await;
+    let again = start(&data_dir, postgres_port).await;
+    let mut database = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
+        "postgres://postgres@127.0.0.1:{postgres_port}/chat"
+    ))
+    .await
+    .expect("the stack's database");
+    let stored: Vec<i64> = sqlx::query_scalar("select id from messages order by id")
+        .fetch_all(&mut database)
+        .await
+        .expect("the messages");
+    assert_eq!(
+        stored, acknowledged,
+        "acknowledged messages lost, or stored twice"
+    );
+    drop(database);
     interrupt(again).await;
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Sends messages to a new chat of ada's, killing the stack's PostgreSQL
+/// (`kill -9` of the postmaster) a third of the way; each send is retried
+/// with its key until answered. The ids acknowledged, in order.
+async fn sends_through_a_postgres_kill(data_dir: &Path, access_token: &str) -> Vec<i64> {
+    const SENDS: usize = 60;
+    fn authorized<T>(message: T, access_token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {access_token}")
+                .parse()
+                .expect("a header value"),
+        );
+        request.set_timeout(Duration::from_secs(5));
+        request
+    }
+    let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50052").connect_lazy();
+    let mut chats = pb::chat_service_client::ChatServiceClient::new(channel);
+    let chat_id = chats
+        .create(authorized(
+            pb::CreateRequest {
+                usernames: vec!["grace".into()],
+                title: "through a crash".into(),
+            },
+            access_token,
+        ))
+        .await
+        .expect("a chat")
+        .into_inner()
+        .id;
+    let mut acknowledged = Vec::new();
+    for n in 0..SENDS {
+        if n == SENDS / 3 {
+            let pid = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+                .expect("the postmaster's pid");
+            let pid = pid.lines().next().expect("a pid").trim().to_owned();
+            let killed = Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .await
+                .expect("kill");
+            assert!(killed.success());
+        }
+        let mut attempts = 0;
+        let id = loop {
+            attempts += 1;
+            match chats
+                .send_message(authorized(
+                    pb::SendMessageRequest {
+                        chat_id,
+                        text: format!("message {n}"),
+                        client_message_id: format!("m-{n}"),
+                    },
+                    access_token,
+                ))
+                .await
+            {
+                Ok(sent) => break sent.into_inner().message.expect("the message").id,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    assert!(attempts < 300, "PostgreSQL did not come back");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        acknowledged.push(id);
+    }
+    acknowledged
 }
