@@ -129,6 +129,25 @@ async fn endpoint_addresses_are_validated() {
         .expect_err("junk");
     assert_eq!(status.code(), Code::InvalidArgument);
     insta::assert_json_snapshot!(snapshot::status(&status));
+    for junk in [
+        "/chat.v1.ChatService/SendMessage/extra",
+        "/chat.v1.ChatService/",
+        "chat.v1.ChatService/SendMessage",
+        "/chat.v1.ChatService/Send\u{0}",
+        "/chat.v1.Chat\u{202e}Service/SendMessage",
+    ] {
+        let status = auth
+            .access()
+            .check(ada.request(check(junk)))
+            .await
+            .expect_err(junk);
+        assert_eq!(status.code(), Code::InvalidArgument, "{junk:?}");
+        assert!(
+            status.message().starts_with("invalid endpoint_address:"),
+            "{junk:?}: {}",
+            status.message()
+        );
+    }
 }
 
 #[tokio::test]

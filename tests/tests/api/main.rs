@@ -3,6 +3,7 @@
 mod access;
 mod brute_force;
 mod chats;
+mod contracts;
 mod history;
 mod logs;
 mod metrics;

@@ -8,6 +8,10 @@
 //! decoded into a `prost_reflect::DescriptorPool`, which keeps them, and
 //! `prost_validate_build` turns them into attributes on the prost config.
 //!
+//! `pattern` rules are refused: the validator prost-validate derives
+//! compiles a rule's regular expression on every call. A field with a
+//! pattern is checked by hand in the service's domain types instead.
+//!
 //! Options (`opt:` in `buf.gen.yaml`):
 //! - `file_descriptor_set`: append `FILE_DESCRIPTOR_SET`, the encoded
 //!   descriptors of the package's files and everything they import, as gRPC
@@ -101,6 +105,7 @@ fn generate(raw: &[u8]) -> Result<Vec<File>, Error> {
         .encode_to_vec()
         .as_slice(),
     )?;
+    refuse_patterns(&pool, &request.file_to_generate)?;
     let mut config = prost_build::Config::new();
     prost_validate_build::Builder::new().annotate(&mut config, &pool);
 
@@ -149,6 +154,48 @@ fn generate(raw: &[u8]) -> Result<Vec<File>, Error> {
         });
     }
     Ok(files)
+}
+
+/// Fails on any `validate.rules` of the generated files that sets a
+/// `pattern`, at any depth (`repeated.items.string.pattern` too).
+fn refuse_patterns(
+    pool: &prost_reflect::DescriptorPool,
+    generated: &[String],
+) -> Result<(), Error> {
+    let Some(rules) = pool.get_extension_by_name("validate.rules") else {
+        return Ok(());
+    };
+    for message in pool.all_messages() {
+        if !generated
+            .iter()
+            .any(|file| file == message.parent_file().name())
+        {
+            continue;
+        }
+        for field in message.fields() {
+            let options = field.options();
+            if options.has_extension(&rules) && sets_pattern(&options.get_extension(&rules)) {
+                return Err(format!(
+                    "{}: `pattern` rules compile a regular expression on every call; \
+                     check the field in the service's domain types instead",
+                    field.full_name()
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sets_pattern(value: &prost_reflect::Value) -> bool {
+    use prost_reflect::Value;
+    match value {
+        Value::Message(message) => message
+            .fields()
+            .any(|(field, value)| field.name() == "pattern" || sets_pattern(value)),
+        Value::List(values) => values.iter().any(sets_pattern),
+        _ => false,
+    }
 }
 
 /// The encoded files named by `roots` and everything they import, imports

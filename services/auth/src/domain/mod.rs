@@ -2,11 +2,13 @@
 //! boundary, and the rest of the service trusts it.
 
 mod email;
+mod endpoint;
 mod password;
 mod role;
 mod user_name;
 
 pub use email::Email;
+pub use endpoint::EndpointAddress;
 pub use password::{NewPassword, Password};
 pub use role::Role;
 pub use user_name::{LoginName, UserName};

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use crate::access::{AccessPolicy, Change};
+use crate::domain::EndpointAddress;
 
 /// Watchers served at once, and from one address; more are refused.
 /// Watchers are services (one per chat replica), not users.
@@ -94,19 +95,21 @@ impl pb::access_service_server::AccessService for AccessApi {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let checks = &self.state.metrics.access_checks;
-        if let Err(status) = serving::invalid::validate(request.get_ref()) {
-            checks.with_label_values(&["invalid_argument"]).inc();
-            return Err(status);
-        }
+        let endpoint = match serving::invalid::validate(request.get_ref()).and_then(|()| {
+            EndpointAddress::parse("endpoint_address", &request.get_ref().endpoint_address)
+                .map_err(Status::from)
+        }) {
+            Ok(endpoint) => endpoint,
+            Err(status) => {
+                checks.with_label_values(&["invalid_argument"]).inc();
+                return Err(status);
+            }
+        };
         let authorization = request
             .metadata()
             .get("authorization")
             .map(|value| value.to_str().unwrap_or_default());
-        let principal = match self
-            .state
-            .policy
-            .check(authorization, &request.get_ref().endpoint_address)
-        {
+        let principal = match self.state.policy.check(authorization, endpoint.as_str()) {
             Ok(principal) => {
                 checks.with_label_values(&["allowed"]).inc();
                 principal
