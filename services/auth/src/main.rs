@@ -32,7 +32,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    serving::telemetry::init();
+    let _logs = serving::telemetry::init();
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     if let Command::Healthcheck = command {
         let addr = std::env::var("AUTH_GRPC_ADDR").unwrap_or_else(|_| "0.0.0.0:50051".to_owned());

@@ -20,7 +20,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    serving::telemetry::init();
+    let _logs = serving::telemetry::init();
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Healthcheck => {
             let addr =

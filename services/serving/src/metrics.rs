@@ -29,8 +29,24 @@ pub struct GrpcMetrics {
     /// Every RPC this server serves, by full method path, with its labels.
     /// A call to any other path is counted under one `unknown` series, so
     /// that random paths cannot create series without end.
-    routes: Arc<HashMap<String, [String; 3]>>,
+    routes: Arc<HashMap<String, Arc<Route>>>,
+    unknown: Arc<Route>,
 }
+
+/// What a call's metrics and log line are recorded under.
+struct Route {
+    labels: [String; 3],
+    /// Health and reflection calls, which probes and tools make many of:
+    /// their calls end with a DEBUG line, not an INFO one.
+    quiet: bool,
+}
+
+/// Services whose calls are logged at DEBUG.
+const QUIET_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// The labels of calls to paths the server does not serve.
 const UNKNOWN: [&str; 3] = ["unknown", "unknown", "unknown"];
@@ -83,9 +99,13 @@ impl GrpcMetrics {
                     (true, true) => "bidi_stream",
                 };
                 let service = method.parent_service().full_name().to_owned();
+                let quiet = QUIET_SERVICES.contains(&service.as_str());
                 routes.insert(
                     format!("/{service}/{}", method.name()),
-                    [kind.to_owned(), service, method.name().to_owned()],
+                    Arc::new(Route {
+                        labels: [kind.to_owned(), service, method.name().to_owned()],
+                        quiet,
+                    }),
                 );
             }
         }
@@ -94,14 +114,15 @@ impl GrpcMetrics {
             handled,
             handling,
             routes: Arc::new(routes),
+            unknown: Arc::new(Route {
+                labels: UNKNOWN.map(str::to_owned),
+                quiet: false,
+            }),
         })
     }
 
-    fn labels(&self, path: &str) -> [String; 3] {
-        self.routes
-            .get(path)
-            .cloned()
-            .unwrap_or_else(|| UNKNOWN.map(str::to_owned))
+    fn route(&self, path: &str) -> Arc<Route> {
+        self.routes.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
@@ -133,19 +154,24 @@ pub struct Recorded<S> {
 /// What finishing a call records.
 struct Call {
     metrics: GrpcMetrics,
-    labels: [String; 3],
+    route: Arc<Route>,
     started: Instant,
     span: tracing::Span,
 }
 
 impl Call {
     fn finish(self, code: Code) {
-        let [kind, service, method] = &self.labels;
+        let [kind, service, method] = &self.route.labels;
         let code = format!("{code:?}");
         self.span.record("grpc.code", code.as_str());
         let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.span
-            .in_scope(|| tracing::info!(elapsed_ms, "rpc finished"));
+        self.span.in_scope(|| {
+            if self.route.quiet {
+                tracing::debug!(elapsed_ms, "rpc finished");
+            } else {
+                tracing::info!(elapsed_ms, "rpc finished");
+            }
+        });
         self.metrics
             .handled
             .with_label_values(&[kind.as_str(), service, method, code.as_str()])
@@ -171,8 +197,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let labels = self.metrics.labels(request.uri().path());
-        let [kind, service, method] = &labels;
+        let route = self.metrics.route(request.uri().path());
+        let [kind, service, method] = &route.labels;
         self.metrics
             .started
             .with_label_values(&[kind.as_str(), service, method])
@@ -200,7 +226,7 @@ where
         );
         let call = Call {
             metrics: self.metrics.clone(),
-            labels,
+            route,
             started: Instant::now(),
             span: span.clone(),
         };
@@ -333,22 +359,23 @@ mod tests {
     fn streaming_rpcs_are_labelled_by_kind_and_unknown_paths_share_one_series() {
         let metrics = GrpcMetrics::new(&Registry::new(), tonic_health::pb::FILE_DESCRIPTOR_SET)
             .expect("metrics");
+        let labels = |path: &str| metrics.route(path).labels.clone();
         assert_eq!(
-            metrics.labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")[0],
+            labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")[0],
             "bidi_stream"
         );
-        assert_eq!(
-            metrics.labels("/grpc.health.v1.Health/Watch")[0],
-            "server_stream"
+        assert_eq!(labels("/grpc.health.v1.Health/Watch")[0], "server_stream");
+        assert_eq!(labels("/grpc.health.v1.Health/Check")[0], "unary");
+        assert_eq!(labels("/random.Service/Method"), UNKNOWN.map(str::to_owned));
+        assert_eq!(labels("not even a path"), UNKNOWN.map(str::to_owned));
+        // Probes and tools are logged at DEBUG; the services' own calls,
+        // and calls to paths nobody serves, at INFO.
+        assert!(metrics.route("/grpc.health.v1.Health/Check").quiet);
+        assert!(
+            metrics
+                .route("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+                .quiet
         );
-        assert_eq!(metrics.labels("/grpc.health.v1.Health/Check")[0], "unary");
-        assert_eq!(
-            metrics.labels("/random.Service/Method"),
-            UNKNOWN.map(str::to_owned)
-        );
-        assert_eq!(
-            metrics.labels("not even a path"),
-            UNKNOWN.map(str::to_owned)
-        );
+        assert!(!metrics.route("/random.Service/Method").quiet);
     }
 }

@@ -95,3 +95,48 @@ async fn a_chat_call_and_its_access_check_share_a_request_id() {
         "{lines:#?}"
     );
 }
+
+/// Probes call health many times a second: their calls are logged at DEBUG,
+/// so that at INFO they leave no line.
+#[tokio::test]
+async fn health_checks_leave_no_line_at_info() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let logs = captured();
+    let auth = TestAuth::spawn().await;
+    let request_id = format!("req-{}", uuid::Uuid::new_v4().simple());
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().expect("metadata"));
+    HealthClient::new(auth.channel())
+        .check(request)
+        .await
+        .expect("a health check");
+    // A call that is logged, after it: its line is there, so the health
+    // check's would have been too.
+    let ada = auth.register("ada").await;
+
+    let text = String::from_utf8_lossy(
+        &logs
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    assert!(
+        text.lines()
+            .any(|line| line.contains("rpc finished")
+                && line.contains("/auth.v1.UserService/Create")),
+        "the registration of {} left no line",
+        ada.name
+    );
+    let health: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(&request_id))
+        .collect();
+    assert!(health.is_empty(), "{health:#?}");
+}

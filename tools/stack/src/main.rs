@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_POSTGRES_PORT: u16 = 54329;
 
 fn main() -> anyhow::Result<()> {
-    serving::telemetry::init();
+    let _logs = serving::telemetry::init();
     let data_dir = std::env::var_os("STACK_DATA_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
         PathBuf::from,
