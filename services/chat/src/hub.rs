@@ -1,21 +1,29 @@
-//! Fan-out of chat events to this replica's streams. Every replica listens
-//! on PostgreSQL's `chat_events` channel, which the database notifies on
-//! each stored message and each deleted chat, whichever replica caused it;
-//! the hub reads each new message once and broadcasts it to the streams of
-//! its chat.
+//! Fan-out of chat events to this replica's streams.
 //!
-//! Streams tell by sequence number whether they missed anything and then
-//! read what they missed from the database, so notifications carry ids
-//! only and may be lost. Listening is [`Notifications`]'s: after every
-//! (re)start of listening the hub resyncs, after listening has resumed:
-//! one query finds which watched chats were deleted meanwhile (their
-//! streams end), and one query per chat reads what was committed since
-//! its last broadcast.
+//! A message stored on this replica goes to its own streams at once
+//! ([`Hub::committed`]), and is then announced to the other replicas on
+//! PostgreSQL's `chat_events` channel, outside the send's transaction:
+//! announcements are batched, one notifying transaction for whatever was
+//! committed meanwhile, so that sends never queue for the database-wide
+//! lock that a transaction with notifications takes at commit. Every
+//! replica listens on that channel, which also carries deleted chats (from
+//! the delete's own transaction); the hub reads each announced message
+//! once and broadcasts it to the streams of its chat.
+//!
+//! Announcements carry ids only and may be lost (a replica can die between
+//! its commit and its announcement): the database stays the source of
+//! truth. Streams tell by sequence number whether they missed anything and
+//! then read what they missed from the database; and every
+//! [`POLL_EVERY`], one query compares each watched chat's last sequence
+//! number with the last one broadcast, so a lost announcement delays a
+//! message by that much at most, even in a chat where nothing follows it.
+//! Listening is [`Notifications`]'s: after every (re)start of listening
+//! the hub does the same comparison at once.
 //!
 //! A chat's entry lives exactly as long as it has subscribers: the last
 //! [`Subscription`] to go removes it, whichever way its stream ended.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +32,7 @@ use prometheus::IntGauge;
 use serving::notifications::{Event as Notice, Freshness, Notifications};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use crate::db;
@@ -35,6 +43,14 @@ const CHANNEL: &str = "chat_events";
 const BATCH: i64 = 500;
 /// How long start-up waits to be listening.
 const START_WITHIN: Duration = Duration::from_secs(30);
+/// How often watched chats are compared with the database.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Messages committed here that reached [`Hub::committed`] before an
+/// earlier message of their chat did, held until it does (or until a read
+/// of the database covers them); past this, they are left to that read.
+const HELD_PER_CHAT: usize = 256;
+/// The wait before announcing again after the database refused.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -52,6 +68,11 @@ pub struct Hub {
     buffer: usize,
     /// Chats with subscribers on this replica.
     feeds: IntGauge,
+    /// Each chat's newest message committed here and not yet announced to
+    /// the other replicas; at most one entry per chat, emptied by every
+    /// announcement.
+    unannounced: Mutex<HashMap<i64, i64>>,
+    announce: Notify,
 }
 
 /// One chat's streams on this replica.
@@ -62,6 +83,32 @@ struct Feed {
     /// Under load one read covers every message since, and the
     /// notifications of the messages it covered are skipped.
     last: Option<(i64, i64)>,
+    /// Committed here ahead of an earlier message of the chat, by sequence
+    /// number (see [`HELD_PER_CHAT`]).
+    held: BTreeMap<i64, Arc<MessageRow>>,
+}
+
+impl Feed {
+    fn broadcast(&mut self, message: Arc<MessageRow>) {
+        self.last = Some((message.seq, message.id));
+        // No receiver: the last stream is just leaving.
+        let _ = self.sender.send(Event::Message(message));
+    }
+
+    /// Broadcasts the held messages that now continue the sequence, and
+    /// forgets those already broadcast.
+    fn release_held(&mut self) {
+        while let (Some((last, _)), Some((&seq, _))) = (self.last, self.held.first_key_value()) {
+            if seq > last + 1 {
+                return;
+            }
+            if let Some((_, message)) = self.held.pop_first()
+                && seq == last + 1
+            {
+                self.broadcast(message);
+            }
+        }
+    }
 }
 
 /// A stream's place in a chat's fan-out; leaving it (dropping) removes the
@@ -106,8 +153,19 @@ impl Hub {
             chats: Mutex::default(),
             buffer: buffer.max(1),
             feeds,
+            unannounced: Mutex::default(),
+            announce: Notify::new(),
         });
-        let task = tokio::spawn(hub.clone().listen(notifications, pool));
+        let task = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                tokio::join!(
+                    hub.clone().listen(notifications, pool.clone()),
+                    hub.clone().announce(pool.clone()),
+                    hub.poll(pool),
+                );
+            }
+        });
         Ok((hub, task))
     }
 
@@ -127,6 +185,7 @@ impl Hub {
                 Feed {
                     sender: broadcast::channel(self.buffer).0,
                     last: None,
+                    held: BTreeMap::new(),
                 }
             })
             .sender
@@ -149,6 +208,110 @@ impl Hub {
                 Some(_) => {}
             }
         }
+    }
+
+    /// A message this replica just committed: its streams here get it now,
+    /// and the other replicas are told with the next announcement.
+    pub fn committed(&self, message: Arc<MessageRow>) {
+        self.unannounced()
+            .entry(message.chat_id)
+            .and_modify(|id| *id = (*id).max(message.id))
+            .or_insert(message.id);
+        self.announce.notify_one();
+
+        let mut chats = self.chats();
+        let Some(feed) = chats.get_mut(&message.chat_id) else {
+            return;
+        };
+        match feed.last {
+            Some((last, _)) if message.seq <= last => {}
+            Some((last, _)) if message.seq > last + 1 => {
+                if feed.held.len() < HELD_PER_CHAT {
+                    feed.held.insert(message.seq, message);
+                }
+            }
+            _ => {
+                feed.broadcast(message);
+                feed.release_held();
+            }
+        }
+    }
+
+    fn unannounced(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        self.unannounced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Announces, in one transaction, each chat's newest message committed
+    /// since the last announcement; on failure, tries again with whatever
+    /// has been added meanwhile.
+    async fn announce(self: Arc<Self>, pool: PgPool) {
+        loop {
+            self.announce.notified().await;
+            let batch: Vec<(i64, i64)> = self.unannounced().drain().collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = batch.iter().copied().unzip();
+            if let Err(error) = db::messages::announce(&pool, &chat_ids, &message_ids).await {
+                tracing::warn!(%error, chats = batch.len(), "announcing new messages failed; retrying");
+                {
+                    let mut unannounced = self.unannounced();
+                    for (chat_id, message_id) in batch {
+                        let id = unannounced.entry(chat_id).or_insert(message_id);
+                        *id = (*id).max(message_id);
+                    }
+                }
+                tokio::time::sleep(ANNOUNCE_RETRY).await;
+                self.announce.notify_one();
+            }
+        }
+    }
+
+    /// Every [`POLL_EVERY`], catches up on what announcements missed.
+    async fn poll(self: Arc<Self>, pool: PgPool) {
+        let mut every = tokio::time::interval(POLL_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(error) = self.compare(&pool, false).await {
+                tracing::warn!(%error, "comparing chat streams with the database failed");
+            }
+        }
+    }
+
+    /// One query for every watched chat: the streams of chats deleted
+    /// meanwhile end, and what a chat received beyond its last broadcast
+    /// is read and broadcast. After listening (re)started, chats whose
+    /// streams have not yet noted where they start are told to resync.
+    async fn compare(&self, pool: &PgPool, listening_again: bool) -> crate::error::Result<usize> {
+        let watched: Vec<i64> = self.chats().keys().copied().collect();
+        if watched.is_empty() {
+            return Ok(0);
+        }
+        let current: HashMap<i64, i64> = db::chats::last_seqs(pool, &watched)
+            .await?
+            .into_iter()
+            .collect();
+        for chat_id in watched {
+            let Some(&seq) = current.get(&chat_id) else {
+                self.publish(chat_id, Event::Deleted);
+                continue;
+            };
+            let last = match self.chats().get(&chat_id) {
+                Some(feed) => feed.last,
+                None => continue,
+            };
+            match last {
+                Some((last, _)) if last < seq => {
+                    self.publish_messages(pool, chat_id, None).await;
+                }
+                None if listening_again => self.publish(chat_id, Event::Resync),
+                _ => {}
+            }
+        }
+        Ok(current.len())
     }
 
     fn leave(&self, chat_id: i64) {
@@ -200,10 +363,9 @@ impl Hub {
                 if feed.last.is_some_and(|(seq, _)| message.seq <= seq) {
                     continue;
                 }
-                feed.last = Some((message.seq, message.id));
-                // No receiver: the last stream is just leaving.
-                let _ = feed.sender.send(Event::Message(Arc::new(message)));
+                feed.broadcast(Arc::new(message));
             }
+            feed.release_held();
             if read_all {
                 return;
             }
@@ -216,32 +378,22 @@ impl Hub {
         }
     }
 
-    /// After listening (re)started: ends the streams of chats deleted
-    /// meanwhile, and broadcasts what each watched chat received meanwhile.
+    /// After listening (re)started: retried until it answers, as a
+    /// deletion missed meanwhile is only learnt here.
     async fn resync(&self, pool: &PgPool) {
-        let watched: Vec<i64> = self.chats().keys().copied().collect();
-        if watched.is_empty() {
-            return;
-        }
-        // Retried until it answers: a deletion missed meanwhile is only
-        // learnt here.
-        let existing: HashSet<i64> = loop {
-            match db::chats::existing(pool, &watched).await {
-                Ok(existing) => break existing.into_iter().collect(),
+        loop {
+            match self.compare(pool, true).await {
+                Ok(0) => return,
+                Ok(chats) => {
+                    tracing::info!(chats, "chat streams resynced");
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "resyncing chat streams failed; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
-        };
-        for chat_id in watched {
-            if existing.contains(&chat_id) {
-                self.publish_messages(pool, chat_id, None).await;
-            } else {
-                self.publish(chat_id, Event::Deleted);
-            }
         }
-        tracing::info!(chats = existing.len(), "chat streams resynced");
     }
 
     async fn listen(self: Arc<Self>, mut notifications: Notifications, pool: PgPool) {

@@ -160,6 +160,55 @@ async fn replicas_deliver_each_others_messages() {
     assert_eq!(next_message(&mut on_second).await, via_first);
 }
 
+/// A transaction with a pending notification takes a database-wide lock at
+/// commit, which would make every send in every chat commit one at a time:
+/// no trigger of `messages` may notify. (Replicas announce after commit.)
+#[tokio::test]
+async fn storing_a_message_notifies_nobody_from_its_own_transaction() {
+    let (_auth, chat, ..) = a_chat().await;
+    let notifying: Vec<String> = sqlx::query_scalar(
+        "select t.tgname::text from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+         where t.tgrelid = 'messages'::regclass and not t.tgisinternal
+           and p.prosrc ilike '%notify%'",
+    )
+    .fetch_all(&chat.db)
+    .await
+    .expect("reading the triggers");
+    assert!(notifying.is_empty(), "{notifying:?}");
+}
+
+/// A replica can die between committing a message and announcing it. The
+/// message still reaches every open stream, on every replica, soon after,
+/// though nothing follows it in the chat.
+#[tokio::test]
+async fn a_message_stored_but_never_announced_still_reaches_open_streams() {
+    let (auth, first, ada, grace, chat_id) = a_chat().await;
+    let second = TestChat::spawn_on(first.database_url.clone(), &auth.url(), |_| {}).await;
+    let mut on_first = connect(&first, &grace, chat_id, None).await;
+    let mut on_second = connect(&second, &ada, chat_id, None).await;
+    let sent = first.send(&ada, chat_id, "announced").await;
+    assert_eq!(next_message(&mut on_first).await, sent);
+    assert_eq!(next_message(&mut on_second).await, sent);
+
+    // The send's transaction, as a replica commits it, and no announcement.
+    let id: i64 = sqlx::query_scalar(
+        "with c as (update chats set last_seq = last_seq + 1 where id = $1 returning last_seq)
+         insert into messages (chat_id, seq, from_user_id, from_username, text)
+         select $1, last_seq, $2, 'ada', 'never announced' from c
+         returning id",
+    )
+    .bind(chat_id)
+    .bind(ada.id)
+    .fetch_one(&first.db)
+    .await
+    .expect("storing a message directly");
+
+    for stream in [&mut on_first, &mut on_second] {
+        let message = next_message(stream).await;
+        assert_eq!((message.id, message.text.as_str()), (id, "never announced"));
+    }
+}
+
 #[tokio::test]
 async fn a_slow_subscriber_blocks_no_sender_and_is_ended_when_too_far_behind() {
     let auth = TestAuth::spawn().await;

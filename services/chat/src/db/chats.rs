@@ -94,11 +94,15 @@ pub async fn delete(db: impl PgExecutor<'_>, chat_id: i64) -> Result<bool> {
     Ok(deleted.rows_affected() == 1)
 }
 
-/// Which of `chat_ids` still exist.
-pub async fn existing(db: impl PgExecutor<'_>, chat_ids: &[i64]) -> Result<Vec<i64>> {
-    Ok(
-        sqlx::query_scalar!("select id from chats where id = any($1)", chat_ids)
-            .fetch_all(db)
-            .await?,
+/// The last sequence number of each of `chat_ids` that still exists.
+pub async fn last_seqs(db: impl PgExecutor<'_>, chat_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query!(
+        "select id, last_seq from chats where id = any($1)",
+        chat_ids
     )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|row| (row.id, row.last_seq))
+    .collect())
 }

@@ -174,8 +174,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         tx.commit().await.map_err(Error::from)?;
         self.state.metrics.messages_sent.inc();
         tracing::Span::current().record("message_id", message.id);
+        let reply = to_proto(&message);
+        self.state.hub.committed(Arc::new(message));
         Ok(Response::new(pb::SendMessageResponse {
-            message: Some(to_proto(&message)),
+            message: Some(reply),
         }))
     }
 
