@@ -1,0 +1,751 @@
+//! The benchmark: each hot path of the system beside a limit measured in
+//! the same run, on the same machine, as a ratio:
+//!
+//!     cargo run --release -p tests --example bench
+//!
+//! Both services run as release processes on a private PostgreSQL with
+//! its default durability (`fsync` on), and every database limit is taken
+//! on that same server. Absolute figures on a shared machine swing from
+//! run to run; a ratio to a limit taken minutes apart, under the same
+//! conditions, much less.
+//!
+//! | scenario | limit |
+//! | --- | --- |
+//! | `AccessService/Check`, 8 connections x 32 calls in flight | the same server's `grpc.health.v1.Health/Check`, same client and concurrency |
+//! | `SendMessage`, 100 chats, 32 in flight | the send's own transaction (row lock, insert), straight to the database, 32 connections, without a notification |
+//! | `SendMessage`, one chat, 32 in flight | the same transaction on one chat |
+//! | fan-out: 1,000 streams on one chat, 100 sends/s | none: send-to-delivery p99 under 100 ms, nothing lost |
+//! | 10,000 idle streams | none: chat's resident memory |
+//! | login flood, 64 users, 32 in flight | raw argon2id verifications/s, same parameters, one thread per core; `Check` p99 meanwhile |
+//! | idle | none: resident memory, time to SERVING |
+//!
+//! Each rate is the best of two windows of [`WINDOW`], after a warm-up;
+//! the two services under test alternate with their limits, so that a
+//! neighbour's burst does not land on one side only. It ends with the
+//! table, in Markdown, for the README.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use api::auth::v1 as auth_pb;
+use api::auth::v1::access_service_client::AccessServiceClient;
+use api::auth::v1::auth_service_client::AuthServiceClient;
+use api::auth::v1::user_service_client::UserServiceClient;
+use api::chat::v1 as pb;
+use api::chat::v1::chat_service_client::ChatServiceClient;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use local_postgres::{Durability, LocalPostgres};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use tests::process::{Process, auth_env, binary, chat_env, free_addr};
+use tests::services::with_token;
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// One measured window.
+const WINDOW: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(1);
+/// The production argon2id parameters (OWASP's first choice).
+const ARGON2_MEMORY_KIB: u32 = 19_456;
+const ARGON2_ITERATIONS: u32 = 2;
+const LOGIN_USERS: usize = 64;
+const CHATS: usize = 100;
+const SEND_CONCURRENCY: usize = 32;
+const FAN_OUT_STREAMS: usize = 1_000;
+const FAN_OUT_RATE: u64 = 100;
+const FAN_OUT_MESSAGES: usize = 500;
+const IDLE_STREAMS: usize = 10_000;
+/// Streams per HTTP/2 connection when many are open.
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// A line of the table.
+struct Row {
+    scenario: &'static str,
+    result: String,
+    limit: String,
+    ratio: Option<f64>,
+    goal: &'static str,
+    met: bool,
+}
+
+fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect_lazy()
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let postgres = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, 0, Durability::Durable))
+            .await
+            .expect("starting postgres")
+            .expect("a private PostgreSQL from the machine's binaries")
+    };
+    let mut admin = sqlx::PgConnection::connect(&postgres.url("postgres"))
+        .await
+        .expect("the server");
+    let fsync: String = sqlx::query_scalar("show fsync")
+        .fetch_one(&mut admin)
+        .await
+        .expect("the server's settings");
+    assert_eq!(fsync, "on", "the benchmark's database must be durable");
+    for statement in ["create database auth", "create database chat"] {
+        sqlx::raw_sql(statement)
+            .execute(&mut admin)
+            .await
+            .expect("creating a database");
+    }
+    drop(admin);
+    let (auth_binary, chat_binary) = (binary("auth"), binary("chat"));
+
+    let auth_addr = free_addr();
+    let mut env = auth_env(&postgres.url("auth"), auth_addr);
+    let memory = ARGON2_MEMORY_KIB.to_string();
+    let iterations = ARGON2_ITERATIONS.to_string();
+    for (key, value) in [
+        ("AUTH_ARGON2_MEMORY_KIB", memory.as_str()),
+        ("AUTH_ARGON2_ITERATIONS", iterations.as_str()),
+    ] {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    let started = Instant::now();
+    let auth = Process::start("auth", &auth_binary, auth_addr, &env).await;
+    let auth_ready = started.elapsed();
+    let chat_addr = free_addr();
+    let mut env = chat_env(
+        &postgres.url("chat"),
+        chat_addr,
+        &format!("http://{auth_addr}"),
+    );
+    let pool_size = SEND_CONCURRENCY.to_string();
+    env.push(("CHAT_DATABASE_MAX_CONNECTIONS".into(), pool_size));
+    let started = Instant::now();
+    let chat = Process::start("chat", &chat_binary, chat_addr, &env).await;
+    let chat_ready = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (auth_idle, chat_idle) = (auth.rss(), chat.rss());
+    println!(
+        "bench: auth pid {}, chat pid {}, PostgreSQL with fsync on; {} cores",
+        auth.pid(),
+        chat.pid(),
+        cores()
+    );
+
+    let mut rows = Vec::new();
+    rows.push(Row {
+        scenario: "idle",
+        result: format!(
+            "RSS auth {:.1} MiB, chat {:.1} MiB; SERVING after {} ms, {} ms",
+            mib(auth_idle),
+            mib(chat_idle),
+            auth_ready.as_millis(),
+            chat_ready.as_millis()
+        ),
+        limit: "-".into(),
+        ratio: None,
+        goal: "< 20 MB and < 1 s each",
+        met: auth_idle < 20_000_000
+            && chat_idle < 20_000_000
+            && auth_ready < Duration::from_secs(1)
+            && chat_ready < Duration::from_secs(1),
+    });
+
+    let users = register(auth_addr, LOGIN_USERS).await;
+    let sender = users[0].clone();
+    let chats = create_chats(chat_addr, &users[0], &users[1], CHATS).await;
+    let chat_db = PgPoolOptions::new()
+        .max_connections(SEND_CONCURRENCY as u32)
+        .connect(&postgres.url("chat"))
+        .await
+        .expect("the chat database");
+
+    rows.push(checks(auth_addr, &sender).await);
+    let sends = Sends {
+        chat_addr,
+        sender: sender.clone(),
+        db: chat_db.clone(),
+    };
+    rows.push(sends.compare("SendMessage, 100 chats", &chats, 0.7).await);
+    rows.push(sends.compare("SendMessage, one chat", &chats[..1], 0.8).await);
+    rows.push(fan_out(chat_addr, &sender, chats[0]).await);
+    rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
+    rows.push(logins(auth_addr, &users).await);
+    let (auth_after, chat_after) = (auth.rss(), chat.rss());
+
+    println!();
+    println!("| scenario | result | limit, same run | ratio | goal | met |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.result,
+            row.limit,
+            row.ratio.map_or("-".to_owned(), |ratio| format!("{ratio:.2}x")),
+            row.goal,
+            if row.met { "yes" } else { "no" }
+        );
+    }
+    println!();
+    println!(
+        "RSS after the run: auth {:.1} MiB, chat {:.1} MiB",
+        mib(auth_after),
+        mib(chat_after)
+    );
+    drop(chat);
+    drop(auth);
+    chat_db.close().await;
+    drop(postgres);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// A user and a current access token.
+struct User {
+    id: i64,
+    name: String,
+    password: String,
+    access_token: String,
+}
+
+impl User {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        with_token(message, &self.access_token)
+    }
+}
+
+async fn register(auth: std::net::SocketAddr, count: usize) -> Vec<Arc<User>> {
+    let mut accounts = UserServiceClient::new(channel(auth));
+    let mut sessions = AuthServiceClient::new(channel(auth));
+    let mut users = Vec::new();
+    for n in 0..count {
+        let name = format!("bench{n}");
+        let password = format!("{name}-password");
+        let created = accounts
+            .create(auth_pb::CreateRequest {
+                name: name.clone(),
+                email: format!("{name}@example.com"),
+                password: password.clone(),
+                password_confirm: password.clone(),
+                role: auth_pb::Role::Unspecified.into(),
+            })
+            .await
+            .expect("registering")
+            .into_inner();
+        let login = sessions
+            .login(auth_pb::LoginRequest {
+                username: name.clone(),
+                password: password.clone(),
+            })
+            .await
+            .expect("logging in")
+            .into_inner();
+        users.push(Arc::new(User {
+            id: created.id,
+            name,
+            password,
+            access_token: login.access_token,
+        }));
+    }
+    users
+}
+
+async fn create_chats(
+    chat: std::net::SocketAddr,
+    creator: &User,
+    member: &User,
+    count: usize,
+) -> Vec<i64> {
+    let mut chats = ChatServiceClient::new(channel(chat));
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let created = chats
+            .create(creator.request(pb::CreateRequest {
+                usernames: vec![member.name.clone()],
+                title: format!("bench {n}"),
+            }))
+            .await
+            .expect("a chat")
+            .into_inner();
+        ids.push(created.id);
+    }
+    ids
+}
+
+/// Successful calls per second of `call` from `workers` closed loops, over
+/// `window`; any failure aborts the run, as the figures would mean nothing.
+async fn rate<F, Fut>(workers: usize, window: Duration, call: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + window;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (call, done) = (call.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = worker;
+            while Instant::now() < end {
+                if let Err(error) = call(n).await {
+                    panic!("a call failed during the benchmark: {error}");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                n += workers;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a worker");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The best of two windows of each of `a` and `b`, alternating, after a
+/// warm-up of each.
+async fn alternating<A, AF, B, BF>(workers: usize, a: A, b: B) -> (f64, f64)
+where
+    A: Fn(usize) -> AF + Clone + Send + 'static,
+    AF: Future<Output = Result<(), String>> + Send,
+    B: Fn(usize) -> BF + Clone + Send + 'static,
+    BF: Future<Output = Result<(), String>> + Send,
+{
+    rate(workers, WARM_UP, a.clone()).await;
+    rate(workers, WARM_UP, b.clone()).await;
+    let (mut best_a, mut best_b) = (0.0_f64, 0.0_f64);
+    for _ in 0..2 {
+        best_a = best_a.max(rate(workers, WINDOW, a.clone()).await);
+        best_b = best_b.max(rate(workers, WINDOW, b.clone()).await);
+    }
+    (best_a, best_b)
+}
+
+async fn checks(auth: std::net::SocketAddr, user: &Arc<User>) -> Row {
+    const CONNECTIONS: usize = 8;
+    const IN_FLIGHT: usize = 32;
+    let channels: Arc<Vec<Channel>> = Arc::new((0..CONNECTIONS).map(|_| channel(auth)).collect());
+    let check = {
+        let (channels, user) = (channels.clone(), user.clone());
+        move |n: usize| {
+            let (channel, user) = (channels[n % CONNECTIONS].clone(), user.clone());
+            async move {
+                AccessServiceClient::new(channel)
+                    .check(user.request(auth_pb::CheckRequest {
+                        endpoint_address: "/chat.v1.ChatService/SendMessage".into(),
+                    }))
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.to_string())
+            }
+        }
+    };
+    let health = move |n: usize| {
+        let channel = channels[n % CONNECTIONS].clone();
+        async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(drop)
+                .map_err(|status| status.to_string())
+        }
+    };
+    let (checks, floor) = alternating(CONNECTIONS * IN_FLIGHT, check, health).await;
+    let ratio = checks / floor;
+    println!("checks {checks:.0}/s, health {floor:.0}/s: {ratio:.2}x");
+    Row {
+        scenario: "AccessService/Check, 8 connections x 32 in flight",
+        result: format!("{checks:.0} calls/s"),
+        limit: format!("Health/Check {floor:.0} calls/s"),
+        ratio: Some(ratio),
+        goal: ">= 0.9x",
+        met: ratio >= 0.9,
+    }
+}
+
+struct Sends {
+    chat_addr: std::net::SocketAddr,
+    sender: Arc<User>,
+    db: PgPool,
+}
+
+impl Sends {
+    /// Sends through the service into `chats`, against the same
+    /// transaction straight to the database, without and with a
+    /// notification (the second for the record: it is the ceiling a
+    /// notifying send would have).
+    async fn compare(&self, scenario: &'static str, chats: &[i64], goal: f64) -> Row {
+        let chats: Arc<Vec<i64>> = Arc::new(chats.to_vec());
+        let channels: Arc<Vec<Channel>> =
+            Arc::new((0..8).map(|_| channel(self.chat_addr)).collect());
+        let service = {
+            let (chats, sender) = (chats.clone(), self.sender.clone());
+            move |n: usize| {
+                let (channel, sender, chats) =
+                    (channels[n % channels.len()].clone(), sender.clone(), chats.clone());
+                async move {
+                    ChatServiceClient::new(channel)
+                        .send_message(sender.request(pb::SendMessageRequest {
+                            chat_id: chats[n % chats.len()],
+                            text: format!("bench message {n}"),
+                            client_message_id: String::new(),
+                        }))
+                        .await
+                        .map(drop)
+                        .map_err(|status| status.to_string())
+                }
+            }
+        };
+        let database = |notify: bool| {
+            let (chats, db, sender) = (chats.clone(), self.db.clone(), self.sender.clone());
+            move |n: usize| {
+                let (chats, db, sender) = (chats.clone(), db.clone(), sender.clone());
+                async move {
+                    send_transaction(&db, chats[n % chats.len()], &sender, n, notify)
+                        .await
+                        .map_err(|error| error.to_string())
+                }
+            }
+        };
+        let (sends, floor) = alternating(SEND_CONCURRENCY, service, database(false)).await;
+        let notifying = rate(SEND_CONCURRENCY, WINDOW, database(true)).await;
+        let ratio = sends / floor;
+        println!(
+            "{scenario}: service {sends:.0}/s, database {floor:.0}/s ({notifying:.0}/s with NOTIFY): {ratio:.2}x"
+        );
+        Row {
+            scenario,
+            result: format!("{sends:.0} sends/s"),
+            limit: format!(
+                "the transaction alone {floor:.0}/s ({notifying:.0}/s with a NOTIFY in it)"
+            ),
+            ratio: Some(ratio),
+            goal: if goal >= 0.8 { ">= 0.8x" } else { ">= 0.7x" },
+            met: ratio >= goal,
+        }
+    }
+}
+
+/// The send's transaction as the service runs it (the same statements),
+/// with a notification in it when `notify`.
+async fn send_transaction(
+    db: &PgPool,
+    chat_id: i64,
+    sender: &User,
+    n: usize,
+    notify: bool,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let seq: i64 = sqlx::query_scalar(
+        "update chats set last_seq = last_seq + 1
+         where id = $1 and exists(select 1 from chat_members where chat_id = $1 and user_id = $2)
+         returning last_seq",
+    )
+    .bind(chat_id)
+    .bind(sender.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
+         values ($1, $2, $3, $4, $5, $6)
+         returning id, chat_id, seq, from_user_id, from_username, text, created_at",
+    )
+    .bind(chat_id)
+    .bind(seq)
+    .bind(sender.id)
+    .bind(&sender.name)
+    .bind(format!("database message {n}"))
+    .bind(None::<String>)
+    .fetch_one(&mut *tx)
+    .await?;
+    if notify {
+        sqlx::query("select pg_notify('bench', $1)")
+            .bind(format!("{chat_id}:{seq}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Opens `count` streams on `chats` (round robin), over connections of
+/// [`STREAMS_PER_CONNECTION`] each, 64 opening at a time.
+async fn open_streams(
+    chat: std::net::SocketAddr,
+    user: &Arc<User>,
+    chats: &[i64],
+    count: usize,
+) -> Vec<tonic::Streaming<pb::ConnectChatResponse>> {
+    let channels: Vec<Channel> = (0..count.div_ceil(STREAMS_PER_CONNECTION))
+        .map(|_| channel(chat))
+        .collect();
+    let mut streams = Vec::with_capacity(count);
+    let mut opening = Vec::new();
+    for n in 0..count {
+        let (channel, user, chat_id) = (
+            channels[n / STREAMS_PER_CONNECTION].clone(),
+            user.clone(),
+            chats[n % chats.len()],
+        );
+        opening.push(async move {
+            ChatServiceClient::new(channel)
+                .connect_chat(user.request(pb::ConnectChatRequest {
+                    chat_id,
+                    since_message_id: None,
+                }))
+                .await
+                .expect("opening a stream")
+                .into_inner()
+        });
+        if opening.len() == 64 || n + 1 == count {
+            streams.extend(futures::future::join_all(opening.drain(..)).await);
+        }
+    }
+    streams
+}
+
+async fn fan_out(chat: std::net::SocketAddr, user: &Arc<User>, chat_id: i64) -> Row {
+    let streams = open_streams(chat, user, &[chat_id], FAN_OUT_STREAMS).await;
+    let base = Instant::now();
+    // When each message's send started, in µs after `base` (0: not yet).
+    let sent_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..FAN_OUT_MESSAGES).map(|_| AtomicU64::new(0)).collect());
+    let deadline = base
+        + Duration::from_secs(FAN_OUT_MESSAGES as u64 / FAN_OUT_RATE)
+        + Duration::from_secs(10);
+    let mut readers = Vec::new();
+    for mut stream in streams {
+        let sent_at = sent_at.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seen = vec![false; FAN_OUT_MESSAGES];
+            let mut latencies = Vec::with_capacity(FAN_OUT_MESSAGES);
+            let mut duplicates = 0;
+            while latencies.len() < FAN_OUT_MESSAGES {
+                let Ok(Some(Ok(item))) = tokio::time::timeout_at(deadline.into(), stream.next()).await
+                else {
+                    break;
+                };
+                let now = base.elapsed().as_micros() as u64;
+                let Some(index) = item
+                    .message
+                    .and_then(|m| m.text.strip_prefix("fan-out ")?.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                if std::mem::replace(&mut seen[index], true) {
+                    duplicates += 1;
+                    continue;
+                }
+                latencies.push(now.saturating_sub(sent_at[index].load(Ordering::Acquire)));
+            }
+            (latencies, duplicates)
+        }));
+    }
+    let channel = channel(chat);
+    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / FAN_OUT_RATE));
+    let mut sends = Vec::new();
+    for index in 0..FAN_OUT_MESSAGES {
+        pace.tick().await;
+        let (channel, user, sent_at) = (channel.clone(), user.clone(), sent_at.clone());
+        sends.push(tokio::spawn(async move {
+            sent_at[index].store(base.elapsed().as_micros().max(1) as u64, Ordering::Release);
+            ChatServiceClient::new(channel)
+                .send_message(user.request(pb::SendMessageRequest {
+                    chat_id,
+                    text: format!("fan-out {index}"),
+                    client_message_id: String::new(),
+                }))
+                .await
+                .expect("a fan-out send");
+        }));
+    }
+    for send in sends {
+        send.await.expect("a send");
+    }
+    let mut latencies = Vec::new();
+    let mut duplicates = 0;
+    for reader in readers {
+        let (mut got, dupes) = reader.await.expect("a reader");
+        latencies.append(&mut got);
+        duplicates += dupes;
+    }
+    let expected = FAN_OUT_STREAMS * FAN_OUT_MESSAGES;
+    let lost = expected - latencies.len();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |&us| us as f64 / 1000.0)
+    };
+    let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
+    println!(
+        "fan-out: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, lost {lost}, duplicates {duplicates}",
+        latencies.len()
+    );
+    Row {
+        scenario: "fan-out: 1,000 streams on one chat, 100 sends/s",
+        result: format!(
+            "{} deliveries; send-to-delivery p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; lost {lost}, duplicated {duplicates}",
+            latencies.len()
+        ),
+        limit: "-".into(),
+        ratio: None,
+        goal: "p99 < 100 ms, none lost",
+        met: p99 < 100.0 && lost == 0 && duplicates == 0,
+    }
+}
+
+async fn idle_streams(
+    chat: std::net::SocketAddr,
+    user: &Arc<User>,
+    chats: &[i64],
+    process: &Process,
+) -> Row {
+    let before = process.rss();
+    let started = Instant::now();
+    let streams = open_streams(chat, user, chats, IDLE_STREAMS).await;
+    let opened_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let with = process.rss();
+    drop(streams);
+    let per_stream = with.saturating_sub(before) as f64 / IDLE_STREAMS as f64 / 1024.0;
+    println!(
+        "idle streams: chat RSS {:.1} -> {:.1} MiB ({per_stream:.1} KiB per stream), opened in {:.1} s",
+        mib(before),
+        mib(with),
+        opened_in.as_secs_f64()
+    );
+    Row {
+        scenario: "10,000 idle streams",
+        result: format!(
+            "chat RSS {:.1} MiB ({:.1} MiB before; {per_stream:.1} KiB per stream); opened in {:.1} s",
+            mib(with),
+            mib(before),
+            opened_in.as_secs_f64()
+        ),
+        limit: "-".into(),
+        ratio: None,
+        goal: "< 300 MB",
+        met: with < 300_000_000,
+    }
+}
+
+/// Raw argon2id verifications per second with the service's parameters,
+/// one thread per core, for [`WINDOW`].
+fn raw_argon2_rate() -> f64 {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None).expect("parameters");
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let salt = SaltString::from_b64("YmVuY2htYXJrc2FsdA").expect("a salt");
+    let hash = argon2
+        .hash_password(b"bench-password", &salt)
+        .expect("a hash")
+        .to_string();
+    let started = Instant::now();
+    let end = started + WINDOW;
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..cores() {
+            scope.spawn(|| {
+                let parsed = PasswordHash::new(&hash).expect("a PHC string");
+                while Instant::now() < end {
+                    argon2
+                        .verify_password(b"bench-password", &parsed)
+                        .expect("the right password");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
+    let users: Arc<Vec<Arc<User>>> = Arc::new(users.to_vec());
+    let channels: Arc<Vec<Channel>> = Arc::new((0..8).map(|_| channel(auth)).collect());
+    let login = {
+        let (users, channels) = (users.clone(), channels.clone());
+        move |n: usize| {
+            let (user, channel) = (users[n % users.len()].clone(), channels[n % 8].clone());
+            async move {
+                AuthServiceClient::new(channel)
+                    .login(auth_pb::LoginRequest {
+                        username: user.name.clone(),
+                        password: user.password.clone(),
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.to_string())
+            }
+        }
+    };
+    let raw_first = tokio::task::spawn_blocking(raw_argon2_rate)
+        .await
+        .expect("argon2");
+    rate(32, WARM_UP, login.clone()).await;
+    // Checks, one at a time, while the flood runs.
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let (probing, user, channel) = (probing.clone(), users[1].clone(), channel(auth));
+        tokio::spawn(async move {
+            let mut client = AccessServiceClient::new(channel);
+            let mut latencies = Vec::new();
+            while probing.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                client
+                    .check(user.request(auth_pb::CheckRequest {
+                        endpoint_address: "/chat.v1.ChatService/SendMessage".into(),
+                    }))
+                    .await
+                    .expect("a check during the flood");
+                latencies.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            latencies
+        })
+    };
+    let logins = rate(32, WINDOW, login).await;
+    probing.store(false, Ordering::Relaxed);
+    let mut latencies = prober.await.expect("the prober");
+    let raw_second = tokio::task::spawn_blocking(raw_argon2_rate)
+        .await
+        .expect("argon2");
+    let raw = raw_first.max(raw_second);
+    latencies.sort_unstable();
+    let p99 = latencies
+        .get(latencies.len() * 99 / 100)
+        .map_or(f64::NAN, |at| at.as_secs_f64() * 1000.0);
+    let ratio = logins / raw;
+    println!(
+        "logins {logins:.0}/s, raw argon2id {raw:.1}/s: {ratio:.2}x; Check p99 {p99:.2} ms over {} checks",
+        latencies.len()
+    );
+    Row {
+        scenario: "login flood, 64 users, 32 in flight",
+        result: format!(
+            "{logins:.1} logins/s; Check p99 meanwhile {p99:.2} ms ({} checks)",
+            latencies.len()
+        ),
+        limit: format!("raw argon2id {raw:.1} verifications/s on {} cores", cores()),
+        ratio: Some(ratio),
+        goal: ">= 0.9x; Check p99 < 5 ms",
+        met: ratio >= 0.9 && p99 < 5.0,
+    }
+}
