@@ -60,6 +60,8 @@ const FAN_OUT_STREAMS: usize = 1_000;
 const FAN_OUT_RATE: u64 = 100;
 const FAN_OUT_MESSAGES: usize = 500;
 const IDLE_STREAMS: usize = 10_000;
+/// The allocator settings the images run with (see the Dockerfile).
+const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1048576";
 /// Streams per HTTP/2 connection when many are open.
 const STREAMS_PER_CONNECTION: usize = 100;
 
@@ -118,6 +120,7 @@ async fn main() {
         env.retain(|(k, _)| k != key);
         env.push((key.to_owned(), value.to_owned()));
     }
+    env.push(("GLIBC_TUNABLES".into(), MALLOC_TUNABLES.into()));
     let started = Instant::now();
     let auth = Process::start("auth", &auth_binary, auth_addr, &env).await;
     let auth_ready = started.elapsed();
@@ -129,6 +132,7 @@ async fn main() {
     );
     let pool_size = SEND_CONCURRENCY.to_string();
     env.push(("CHAT_DATABASE_MAX_CONNECTIONS".into(), pool_size));
+    env.push(("GLIBC_TUNABLES".into(), MALLOC_TUNABLES.into()));
     let started = Instant::now();
     let chat = Process::start("chat", &chat_binary, chat_addr, &env).await;
     let chat_ready = started.elapsed();
@@ -176,7 +180,11 @@ async fn main() {
         db: chat_db.clone(),
     };
     rows.push(sends.compare("SendMessage, 100 chats", &chats, 0.7).await);
-    rows.push(sends.compare("SendMessage, one chat", &chats[..1], 0.8).await);
+    rows.push(
+        sends
+            .compare("SendMessage, one chat", &chats[..1], 0.8)
+            .await,
+    );
     rows.push(fan_out(chat_addr, &sender, chats[0]).await);
     rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
     rows.push(logins(auth_addr, &users).await);
@@ -191,7 +199,8 @@ async fn main() {
             row.scenario,
             row.result,
             row.limit,
-            row.ratio.map_or("-".to_owned(), |ratio| format!("{ratio:.2}x")),
+            row.ratio
+                .map_or("-".to_owned(), |ratio| format!("{ratio:.2}x")),
             row.goal,
             if row.met { "yes" } else { "no" }
         );
@@ -400,8 +409,11 @@ impl Sends {
         let service = {
             let (chats, sender) = (chats.clone(), self.sender.clone());
             move |n: usize| {
-                let (channel, sender, chats) =
-                    (channels[n % channels.len()].clone(), sender.clone(), chats.clone());
+                let (channel, sender, chats) = (
+                    channels[n % channels.len()].clone(),
+                    sender.clone(),
+                    chats.clone(),
+                );
                 async move {
                     ChatServiceClient::new(channel)
                         .send_message(sender.request(pb::SendMessageRequest {
@@ -539,7 +551,8 @@ async fn fan_out(chat: std::net::SocketAddr, user: &Arc<User>, chat_id: i64) -> 
             let mut latencies = Vec::with_capacity(FAN_OUT_MESSAGES);
             let mut duplicates = 0;
             while latencies.len() < FAN_OUT_MESSAGES {
-                let Ok(Some(Ok(item))) = tokio::time::timeout_at(deadline.into(), stream.next()).await
+                let Ok(Some(Ok(item))) =
+                    tokio::time::timeout_at(deadline.into(), stream.next()).await
                 else {
                     break;
                 };

@@ -3,8 +3,7 @@
 //!
 //! Lines are written to stdout by a thread of their own, so that a slow
 //! terminal or pipe never holds up a call. Its queue is bounded: when it
-//! is full, lines are dropped (and counted in the next line written), not
-//! waited for.
+//! is full, lines are dropped, not waited for.
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
