@@ -16,7 +16,8 @@
 //! then read what they missed from the database; and every
 //! [`POLL_EVERY`], one query compares each watched chat's last sequence
 //! number with the last one broadcast, so a lost announcement delays a
-//! message by that much at most, even in a chat where nothing follows it.
+//! message by about that much (with the database answering promptly),
+//! even in a chat where nothing follows it.
 //! Listening is [`Notifications`]'s: after every (re)start of listening
 //! the hub does the same comparison at once.
 //!
@@ -249,23 +250,38 @@ impl Hub {
     async fn announce(self: Arc<Self>, pool: PgPool) {
         loop {
             self.announce.notified().await;
-            let batch: Vec<(i64, i64)> = self.unannounced().drain().collect();
-            if batch.is_empty() {
-                continue;
-            }
-            let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = batch.iter().copied().unzip();
-            if let Err(error) = db::messages::announce(&pool, &chat_ids, &message_ids).await {
-                tracing::warn!(%error, chats = batch.len(), "announcing new messages failed; retrying");
-                {
-                    let mut unannounced = self.unannounced();
-                    for (chat_id, message_id) in batch {
-                        let id = unannounced.entry(chat_id).or_insert(message_id);
-                        *id = (*id).max(message_id);
-                    }
-                }
+            if let Err(error) = self.announce_pending(&pool).await {
+                tracing::warn!(%error, "announcing new messages failed; retrying");
                 tokio::time::sleep(ANNOUNCE_RETRY).await;
                 self.announce.notify_one();
             }
+        }
+    }
+
+    /// Announces what is unannounced now; on failure, keeps it (merged
+    /// with whatever was added meanwhile) for the next try.
+    async fn announce_pending(&self, pool: &PgPool) -> crate::error::Result<()> {
+        let batch: Vec<(i64, i64)> = self.unannounced().drain().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = batch.iter().copied().unzip();
+        let announced = db::messages::announce(pool, &chat_ids, &message_ids).await;
+        if announced.is_err() {
+            let mut unannounced = self.unannounced();
+            for (chat_id, message_id) in batch {
+                let id = unannounced.entry(chat_id).or_insert(message_id);
+                *id = (*id).max(message_id);
+            }
+        }
+        announced
+    }
+
+    /// At shutdown, once no send is in flight: announces what is left, so
+    /// that other replicas need not wait for their poll to learn of it.
+    pub async fn flush(&self, pool: &PgPool) {
+        if let Err(error) = self.announce_pending(pool).await {
+            tracing::warn!(%error, "announcing the last messages failed; other replicas' polls will find them");
         }
     }
 
@@ -338,7 +354,7 @@ impl Hub {
                 (Some((last_seq, _)), _) => {
                     db::messages::after_seq(pool, chat_id, last_seq, BATCH).await
                 }
-                (None, Some(message_id)) => db::messages::get(pool, message_id)
+                (None, Some(message_id)) => db::messages::get(pool, chat_id, message_id)
                     .await
                     .map(|found| found.into_iter().collect()),
                 (None, None) => {

@@ -161,6 +161,7 @@ impl Application {
             stopping.clone().cancelled_owned(),
         );
         let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
+        self.state.hub.flush(&self.state.pool).await;
         self.hub_task.abort();
         for task in &self.access_tasks {
             task.abort();

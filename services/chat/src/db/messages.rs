@@ -61,11 +61,14 @@ pub async fn by_client_message_id(
     .await?)
 }
 
-pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<MessageRow>> {
+/// Message `id`, if it is in chat `chat_id`.
+pub async fn get(db: impl PgExecutor<'_>, chat_id: i64, id: i64) -> Result<Option<MessageRow>> {
     Ok(sqlx::query_as!(
         MessageRow,
-        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages where id = $1",
-        id
+        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages
+         where id = $1 and chat_id = $2",
+        id,
+        chat_id
     )
     .fetch_optional(db)
     .await?)
