@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub struct Relay {
     pub addr: SocketAddr,
     route: Arc<Route>,
-    /// Tells the open connections to drop.
-    cut: Arc<Notify>,
+    /// How many cuts there have been: a connection accepted before the
+    /// latest drops, however far it got (a cut that only woke connections
+    /// already waiting would miss one still connecting upstream).
+    cut: Arc<tokio::sync::watch::Sender<u64>>,
     /// What is held back ([`HELD_BOTH_WAYS`], [`HELD_REPLIES`]): nothing
     /// held is closed, the peers see a network that went silent (a
     /// vanished client, a half-open socket, an answer lost on the way).
@@ -52,7 +53,7 @@ impl Relay {
             .await
             .expect("binding the relay");
         let addr = listener.local_addr().expect("the relay's address");
-        let cut = Arc::new(Notify::new());
+        let cut = Arc::new(tokio::sync::watch::Sender::new(0));
         let frozen = Arc::new(tokio::sync::watch::Sender::new(0));
         let accepting = accept(listener, route.clone(), cut.clone(), frozen.clone());
         Relay {
@@ -70,7 +71,7 @@ impl Relay {
         if let Some(accepting) = self.accepting.lock().expect("the relay").take() {
             accepting.abort();
         }
-        self.cut.notify_waiters();
+        self.cut.send_modify(|cuts| *cuts += 1);
     }
 
     /// Stops forwarding anything, without closing anything.
@@ -134,16 +135,20 @@ struct Route {
 fn accept(
     listener: TcpListener,
     route: Arc<Route>,
-    cut: Arc<Notify>,
+    cut: Arc<tokio::sync::watch::Sender<u64>>,
     frozen: Arc<tokio::sync::watch::Sender<u8>>,
 ) -> JoinHandle<()> {
+    // Connections this listener accepts belong to the cuts so far: one
+    // accepted in the instant after a cut, before the listener stops,
+    // drops too.
+    let generation = *cut.borrow();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let upstream = match route.accepted.fetch_add(1, Ordering::Relaxed) {
                 0 => route.first,
                 _ => route.rest,
             };
-            let cut = cut.clone();
+            let mut cut = cut.subscribe();
             let frozen = frozen.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(upstream).await else {
@@ -154,7 +159,7 @@ fn accept(
                 // A cut wins over anything the pumps could still forward.
                 tokio::select! {
                     biased;
-                    () = cut.notified() => {}
+                    _ = cut.wait_for(|cuts| *cuts != generation) => {}
                     () = pump(client_read, server_write, frozen.subscribe(), HELD_BOTH_WAYS) => {}
                     () = pump(server_read, client_write, frozen.subscribe(), HELD_BOTH_WAYS | HELD_REPLIES) => {}
                 }
