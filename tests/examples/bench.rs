@@ -37,9 +37,10 @@ use api::chat::v1 as pb;
 use api::chat::v1::chat_service_client::ChatServiceClient;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use local_postgres::{Durability, LocalPostgres};
+use local_postgres::Durability;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tests::postgres::{create_service_databases, private_server};
 use tests::process::{Process, auth_env, binary, chat_env, free_addr};
 use tests::services::with_token;
 use tokio_stream::StreamExt as _;
@@ -85,13 +86,7 @@ fn channel(addr: std::net::SocketAddr) -> Channel {
 async fn main() {
     let dir = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let postgres = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, 0, Durability::Durable))
-            .await
-            .expect("starting postgres")
-            .expect("a private PostgreSQL from the machine's binaries")
-    };
+    let postgres = private_server(dir.clone(), 0, Durability::Durable).await;
     let mut admin = sqlx::PgConnection::connect(&postgres.url("postgres"))
         .await
         .expect("the server");
@@ -100,13 +95,8 @@ async fn main() {
         .await
         .expect("the server's settings");
     assert_eq!(fsync, "on", "the benchmark's database must be durable");
-    for statement in ["create database auth", "create database chat"] {
-        sqlx::raw_sql(statement)
-            .execute(&mut admin)
-            .await
-            .expect("creating a database");
-    }
     drop(admin);
+    create_service_databases(&postgres).await;
     let (auth_binary, chat_binary) = (binary("auth"), binary("chat"));
 
     let auth_addr = free_addr();

@@ -29,8 +29,8 @@ use api::auth::v1::auth_service_client::AuthServiceClient;
 use api::auth::v1::user_service_client::UserServiceClient;
 use api::chat::v1 as pb;
 use api::chat::v1::chat_service_client::ChatServiceClient;
-use local_postgres::{Durability, LocalPostgres};
-use sqlx::Connection as _;
+use local_postgres::Durability;
+use tests::postgres::{create_service_databases, private_server};
 use tests::process::{Process, auth_env, binary, chat_env, free_addr};
 use tests::services::with_token;
 use tokio_stream::StreamExt as _;
@@ -98,23 +98,8 @@ async fn main() {
 
     let dir = std::env::temp_dir().join(format!("soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let postgres = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, 0, Durability::Durable))
-            .await
-            .expect("starting postgres")
-            .expect("a private PostgreSQL from the machine's binaries")
-    };
-    let mut admin = sqlx::PgConnection::connect(&postgres.url("postgres"))
-        .await
-        .expect("the server");
-    for statement in ["create database auth", "create database chat"] {
-        sqlx::raw_sql(statement)
-            .execute(&mut admin)
-            .await
-            .expect("creating a database");
-    }
-    drop(admin);
+    let postgres = private_server(dir.clone(), 0, Durability::Durable).await;
+    create_service_databases(&postgres).await;
 
     let auth_addr = free_addr();
     let mut env = auth_env(&postgres.url("auth"), auth_addr);

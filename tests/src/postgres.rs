@@ -205,3 +205,32 @@ fn redact_password(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// A server of the machine's binaries in `dir`, on `port` (0: any), apart
+/// from the shared one: for runs that stop and start their own server, or
+/// that measure it. Started off the async threads.
+pub async fn private_server(
+    dir: std::path::PathBuf,
+    port: u16,
+    durability: local_postgres::Durability,
+) -> local_postgres::LocalPostgres {
+    tokio::task::spawn_blocking(move || {
+        local_postgres::LocalPostgres::start(&dir, port, durability)
+    })
+    .await
+    .expect("starting postgres")
+    .expect("a private PostgreSQL from the machine's binaries")
+}
+
+/// Makes the databases `auth` and `chat` on `server`, one per service.
+pub async fn create_service_databases(server: &local_postgres::LocalPostgres) {
+    let mut admin = sqlx::PgConnection::connect(&server.url("postgres"))
+        .await
+        .expect("the server");
+    for statement in ["create database auth", "create database chat"] {
+        sqlx::raw_sql(statement)
+            .execute(&mut admin)
+            .await
+            .expect("creating a database");
+    }
+}

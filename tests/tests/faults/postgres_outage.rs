@@ -3,13 +3,12 @@
 //! open, access checks running throughout.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use api::auth::v1 as auth_pb;
 use api::chat::v1 as pb;
-use local_postgres::{Durability, LocalPostgres};
-use sqlx::Connection as _;
+use local_postgres::Durability;
+use tests::postgres::{create_service_databases, private_server};
 use tests::services::{TestAuth, TestChat, TestUser, with_token};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
@@ -18,14 +17,6 @@ use tonic::Code;
 const SENDERS: usize = 3;
 const READERS: usize = 2;
 const OUTAGE: Duration = Duration::from_secs(5);
-
-/// A private server over `dir`, started off the runtime's threads.
-async fn start_postgres(dir: PathBuf, port: u16) -> LocalPostgres {
-    tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, port, Durability::Scratch))
-        .await
-        .expect("starting postgres")
-        .expect("a private PostgreSQL from the machine's binaries")
-}
 
 /// Codes seen, by name, with counts.
 type Codes = BTreeMap<String, u64>;
@@ -160,18 +151,9 @@ async fn check_until(
 async fn postgres_stopped_under_load_loses_nothing_acknowledged_and_service_resumes() {
     let dir = std::env::temp_dir().join(format!("postgres-outage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let server = start_postgres(dir.clone(), 0).await;
+    let server = private_server(dir.clone(), 0, Durability::Scratch).await;
     let port = server.port();
-    let mut admin = sqlx::PgConnection::connect(&server.url("postgres"))
-        .await
-        .expect("the server");
-    for statement in ["create database auth", "create database chat"] {
-        sqlx::raw_sql(statement)
-            .execute(&mut admin)
-            .await
-            .expect("creating a database");
-    }
-    drop(admin);
+    create_service_databases(&server).await;
     let auth = TestAuth::spawn_on(server.url("auth"), |_| {}).await;
     let chat = TestChat::spawn_on(server.url("chat"), &auth.url(), |_| {}).await;
     let ada = auth.register("ada").await;
@@ -208,7 +190,7 @@ async fn postgres_stopped_under_load_loses_nothing_acknowledged_and_service_resu
         .await
         .expect("stopping postgres");
     tokio::time::sleep(OUTAGE).await;
-    let server = start_postgres(dir.clone(), port).await;
+    let server = private_server(dir.clone(), port, Durability::Scratch).await;
     let back = Instant::now();
     // Service resumes by itself: a send goes through within seconds.
     let mut probe = chat.chats();
