@@ -12,9 +12,11 @@
 //! - [`outage`]: a TCP relay that can be cut, frozen or made to lose
 //!   answers, for outages of PostgreSQL and of the services.
 //! - [`process`]: the services as real processes, for `kill -9`.
+//! - [`nats`]: a real NATS server, for chat's fan-out over NATS.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
 
 pub mod http;
+pub mod nats;
 pub mod outage;
 pub mod postgres;
 pub mod process;

@@ -26,6 +26,41 @@ pub struct Config {
     /// whose ping is unanswered after `timeout` is closed, with its streams.
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
+    /// How replicas tell each other of new messages and deleted chats.
+    pub fanout: Fanout,
+    /// How often open streams' chats are compared with the database, which
+    /// finds whatever the fan-out lost.
+    pub fanout_poll: Duration,
+}
+
+/// How replicas tell each other of new messages and deleted chats (see
+/// [`crate::bus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanout {
+    /// PostgreSQL's `NOTIFY`: nothing else to run.
+    Postgres,
+    /// A NATS server or cluster: `nats://host:port`, several comma-separated.
+    Nats(String),
+}
+
+impl Fanout {
+    /// From `CHAT_FANOUT_URL`: empty or unset is PostgreSQL.
+    pub fn parse(url: Option<&str>) -> anyhow::Result<Fanout> {
+        let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+            return Ok(Fanout::Postgres);
+        };
+        for server in url.split(',') {
+            let server = server.trim();
+            let scheme_ok = ["nats://", "tls://"]
+                .iter()
+                .any(|scheme| server.starts_with(scheme) && server.len() > scheme.len());
+            anyhow::ensure!(
+                scheme_ok,
+                "CHAT_FANOUT_URL names NATS servers as nats://host:port (or tls://), comma-separated, not {server:?}"
+            );
+        }
+        Ok(Fanout::Nats(url.to_owned()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +98,8 @@ impl Config {
             stream_stall_timeout: Duration::from_secs(10),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
+            fanout: Fanout::Postgres,
+            fanout_poll: crate::hub::POLL_EVERY,
         }
     }
 
@@ -77,6 +114,15 @@ impl Config {
             .into();
         let auth_url = var("CHAT_AUTH_URL").unwrap_or_else(|| "http://127.0.0.1:50051".to_owned());
         let defaults = Config::with_defaults(database_url, auth_url);
+        let fanout_poll = Duration::from_millis(var_or(
+            &var,
+            "CHAT_FANOUT_POLL_MS",
+            &defaults.fanout_poll.as_millis().to_string(),
+        )?);
+        anyhow::ensure!(
+            !fanout_poll.is_zero(),
+            "CHAT_FANOUT_POLL_MS must be at least 1"
+        );
         Ok(Config {
             grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
             metrics_addr: optional_addr(&var, "CHAT_METRICS_ADDR", defaults.metrics_addr)?,
@@ -119,6 +165,40 @@ impl Config {
                 "CHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS",
                 &defaults.http2_keepalive_timeout.as_secs().to_string(),
             )?),
+            fanout: Fanout::parse(var("CHAT_FANOUT_URL").as_deref())?,
+            fanout_poll,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fanout_is_postgres_unless_nats_servers_are_named() {
+        assert_eq!(Fanout::parse(None).ok(), Some(Fanout::Postgres));
+        assert_eq!(Fanout::parse(Some(" ")).ok(), Some(Fanout::Postgres));
+        assert_eq!(
+            Fanout::parse(Some("nats://a:4222,tls://b:4222")).ok(),
+            Some(Fanout::Nats("nats://a:4222,tls://b:4222".to_owned()))
+        );
+        for wrong in ["a:4222", "http://a:4222", "nats://", "nats://a:4222,"] {
+            assert!(Fanout::parse(Some(wrong)).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn a_poll_interval_of_zero_is_refused() {
+        let vars = |poll: &'static str| {
+            move |name: &str| match name {
+                "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+                "CHAT_FANOUT_POLL_MS" => Some(poll.to_owned()),
+                _ => None,
+            }
+        };
+        assert!(Config::from_vars(vars("0")).is_err());
+        let config = Config::from_vars(vars("250")).expect("valid settings");
+        assert_eq!(config.fanout_poll, Duration::from_millis(250));
     }
 }

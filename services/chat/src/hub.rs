@@ -1,50 +1,47 @@
 //! Fan-out of chat events to this replica's streams.
 //!
 //! A message stored on this replica goes to its own streams at once
-//! ([`Hub::committed`]), and is then announced to the other replicas on
-//! PostgreSQL's `chat_events` channel, outside the send's transaction:
-//! announcements are batched, one notifying transaction for whatever was
-//! committed meanwhile, so that sends never queue for the database-wide
-//! lock that a transaction with notifications takes at commit. Every
-//! replica listens on that channel, which also carries deleted chats (from
-//! the delete's own transaction); the hub reads each announced message
-//! once and broadcasts it to the streams of its chat.
+//! ([`Hub::committed`]), and is then announced to the other replicas on the
+//! [`bus`](crate::bus), outside the send's transaction: announcements are
+//! batched, one for whatever was committed meanwhile, so that sends never
+//! queue for the database-wide lock that a transaction with notifications
+//! takes at commit. The hub reads each announced message once and
+//! broadcasts it to the streams of its chat; deleted chats end theirs.
 //!
-//! Announcements carry ids only and may be lost (a replica can die between
-//! its commit and its announcement): the database stays the source of
-//! truth. Streams tell by sequence number whether they missed anything and
-//! then read what they missed from the database; and every
-//! [`POLL_EVERY`], one query compares each watched chat's last sequence
-//! number with the last one broadcast, so a lost announcement delays a
-//! message by about that much (with the database answering promptly),
-//! even in a chat where nothing follows it.
-//! Listening is [`Notifications`]'s: after every (re)start of listening
-//! the hub does the same comparison at once.
+//! Announcements carry ids only and may be lost: the database stays the
+//! source of truth. Streams tell by sequence number whether they missed
+//! anything and then read what they missed from the database; and every
+//! poll interval (`CHAT_FANOUT_POLL_MS`, [`POLL_EVERY`] by default), one
+//! query compares each watched chat's last sequence number with the last
+//! one broadcast, so a lost announcement delays a message by about that
+//! much (with the database answering promptly), even in a chat where
+//! nothing follows it. After every (re)connection of the bus the hub does
+//! the same comparison at once.
 //!
 //! A chat's entry lives exactly as long as it has subscribers: the last
 //! [`Subscription`] to go removes it, whichever way its stream ended.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use prometheus::IntGauge;
-use serving::notifications::{Event as Notice, Freshness, Notifications};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
+use crate::bus::{self, Announcement, Announcer, Heard, Listener};
+use crate::config::Config;
 use crate::db;
 use crate::db::messages::MessageRow;
+use crate::metrics::ChatMetrics;
 
-const CHANNEL: &str = "chat_events";
 /// Messages read at a time.
 const BATCH: i64 = 500;
-/// How long start-up waits to be listening.
+/// How long start-up waits for PostgreSQL's bus to listen.
 const START_WITHIN: Duration = Duration::from_secs(30);
-/// How often watched chats are compared with the database.
+/// How often watched chats are compared with the database, by default.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Messages committed here that reached [`Hub::committed`] before an
 /// earlier message of their chat did, held until it does (or until a read
@@ -69,11 +66,57 @@ pub struct Hub {
     buffer: usize,
     /// Chats with subscribers on this replica.
     feeds: IntGauge,
-    /// Each chat's newest message committed here and not yet announced to
-    /// the other replicas; at most one entry per chat, emptied by every
+    /// What this replica has to tell the others; emptied by every
     /// announcement.
-    unannounced: Mutex<HashMap<i64, i64>>,
+    unannounced: Mutex<Unannounced>,
     announce: Notify,
+    announcer: Announcer,
+    poll_every: Duration,
+}
+
+/// At most one entry per chat.
+#[derive(Default)]
+struct Unannounced {
+    /// Each chat's newest message committed here.
+    messages: HashMap<i64, i64>,
+    /// Chats deleted here, when the bus needs telling.
+    deleted: HashSet<i64>,
+}
+
+impl Unannounced {
+    fn message(&mut self, chat_id: i64, message_id: i64) {
+        let id = self.messages.entry(chat_id).or_insert(message_id);
+        *id = (*id).max(message_id);
+    }
+
+    fn take(&mut self) -> Vec<Announcement> {
+        let messages = self
+            .messages
+            .drain()
+            .map(|(chat_id, message_id)| Announcement::Message {
+                chat_id,
+                message_id,
+            });
+        let deleted = self
+            .deleted
+            .drain()
+            .map(|chat_id| Announcement::Deleted { chat_id });
+        messages.chain(deleted).collect()
+    }
+
+    fn put_back(&mut self, announcements: Vec<Announcement>) {
+        for announcement in announcements {
+            match announcement {
+                Announcement::Message {
+                    chat_id,
+                    message_id,
+                } => self.message(chat_id, message_id),
+                Announcement::Deleted { chat_id } => {
+                    self.deleted.insert(chat_id);
+                }
+            }
+        }
+    }
 }
 
 /// One chat's streams on this replica.
@@ -136,35 +179,42 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    /// Listens before returning, so that no event is missed by streams
-    /// opened from then on. The task runs until aborted.
+    /// Opens the bus `config` names before returning: with PostgreSQL's,
+    /// no event is missed by streams opened from then on; with NATS, what
+    /// comes before it connects is found by the poll. The task runs until
+    /// aborted, and ends by itself only on a bug: the service must stop
+    /// then, as cross-replica delivery would have stopped.
     pub async fn start(
         pool: PgPool,
         connect: PgConnectOptions,
-        buffer: usize,
-        feeds: IntGauge,
+        config: &Config,
+        metrics: &ChatMetrics,
     ) -> anyhow::Result<(Arc<Hub>, JoinHandle<()>)> {
-        let mut notifications = Notifications::new(connect, &[CHANNEL], Freshness::new());
-        tokio::time::timeout(START_WITHIN, async {
-            while !matches!(notifications.next().await, Notice::Listening { .. }) {}
-        })
-        .await
-        .context("listening for chat events")?;
+        let (announcer, listener) = bus::open(
+            &config.fanout,
+            pool.clone(),
+            connect,
+            START_WITHIN,
+            metrics.fanout_connected.clone(),
+        )
+        .await?;
         let hub = Arc::new(Hub {
             chats: Mutex::default(),
-            buffer: buffer.max(1),
-            feeds,
+            buffer: config.stream_buffer.max(1),
+            feeds: metrics.watched_chats.clone(),
             unannounced: Mutex::default(),
             announce: Notify::new(),
+            announcer,
+            poll_every: config.fanout_poll,
         });
         let task = tokio::spawn({
             let hub = hub.clone();
             async move {
-                tokio::join!(
-                    hub.clone().listen(notifications, pool.clone()),
-                    hub.clone().announce(pool.clone()),
-                    hub.poll(pool),
-                );
+                tokio::select! {
+                    () = hub.clone().listen(listener, pool.clone()) => {}
+                    () = hub.clone().announce() => {}
+                    () = hub.poll(pool) => {}
+                }
             }
         });
         Ok((hub, task))
@@ -214,10 +264,7 @@ impl Hub {
     /// A message this replica just committed: its streams here get it now,
     /// and the other replicas are told with the next announcement.
     pub fn committed(&self, message: Arc<MessageRow>) {
-        self.unannounced()
-            .entry(message.chat_id)
-            .and_modify(|id| *id = (*id).max(message.id))
-            .or_insert(message.id);
+        self.unannounced().message(message.chat_id, message.id);
         self.announce.notify_one();
 
         let mut chats = self.chats();
@@ -238,19 +285,29 @@ impl Hub {
         }
     }
 
-    fn unannounced(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+    /// A chat this replica just deleted: its streams here end now, and the
+    /// other replicas are told.
+    pub fn deleted(&self, chat_id: i64) {
+        self.publish(chat_id, Event::Deleted);
+        if self.announcer.announces_deletions() {
+            self.unannounced().deleted.insert(chat_id);
+            self.announce.notify_one();
+        }
+    }
+
+    fn unannounced(&self) -> std::sync::MutexGuard<'_, Unannounced> {
         self.unannounced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Announces, in one transaction, each chat's newest message committed
-    /// since the last announcement; on failure, tries again with whatever
-    /// has been added meanwhile.
-    async fn announce(self: Arc<Self>, pool: PgPool) {
+    /// Announces, at once, each chat's newest message committed since the
+    /// last announcement (and the chats deleted); on failure, tries again
+    /// with whatever has been added meanwhile.
+    async fn announce(self: Arc<Self>) {
         loop {
             self.announce.notified().await;
-            if let Err(error) = self.announce_pending(&pool).await {
+            if let Err(error) = self.announce_pending().await {
                 tracing::warn!(%error, "announcing new messages failed; retrying");
                 tokio::time::sleep(ANNOUNCE_RETRY).await;
                 self.announce.notify_one();
@@ -260,34 +317,29 @@ impl Hub {
 
     /// Announces what is unannounced now; on failure, keeps it (merged
     /// with whatever was added meanwhile) for the next try.
-    async fn announce_pending(&self, pool: &PgPool) -> crate::error::Result<()> {
-        let batch: Vec<(i64, i64)> = self.unannounced().drain().collect();
+    async fn announce_pending(&self) -> anyhow::Result<()> {
+        let batch = self.unannounced().take();
         if batch.is_empty() {
             return Ok(());
         }
-        let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = batch.iter().copied().unzip();
-        let announced = db::messages::announce(pool, &chat_ids, &message_ids).await;
+        let announced = self.announcer.announce(&batch).await;
         if announced.is_err() {
-            let mut unannounced = self.unannounced();
-            for (chat_id, message_id) in batch {
-                let id = unannounced.entry(chat_id).or_insert(message_id);
-                *id = (*id).max(message_id);
-            }
+            self.unannounced().put_back(batch);
         }
         announced
     }
 
     /// At shutdown, once no send is in flight: announces what is left, so
     /// that other replicas need not wait for their poll to learn of it.
-    pub async fn flush(&self, pool: &PgPool) {
-        if let Err(error) = self.announce_pending(pool).await {
+    pub async fn flush(&self) {
+        if let Err(error) = self.announce_pending().await {
             tracing::warn!(%error, "announcing the last messages failed; other replicas' polls will find them");
         }
     }
 
-    /// Every [`POLL_EVERY`], catches up on what announcements missed.
+    /// Every poll interval, catches up on what announcements missed.
     async fn poll(self: Arc<Self>, pool: PgPool) {
-        let mut every = tokio::time::interval(POLL_EVERY);
+        let mut every = tokio::time::interval(self.poll_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
@@ -412,67 +464,22 @@ impl Hub {
         }
     }
 
-    async fn listen(self: Arc<Self>, mut notifications: Notifications, pool: PgPool) {
-        loop {
-            match notifications.next().await {
-                Notice::Listening { .. } => self.resync(&pool).await,
-                Notice::Notification(notification) => match parse(notification.payload()) {
-                    Some(ChatNotice::Message {
-                        chat_id,
-                        message_id,
-                    }) => {
-                        self.publish_messages(&pool, chat_id, Some(message_id))
-                            .await;
-                    }
-                    Some(ChatNotice::Deleted { chat_id }) => {
-                        self.publish(chat_id, Event::Deleted);
-                    }
-                    None => {
-                        tracing::warn!(payload = notification.payload(), "unreadable chat event")
-                    }
-                },
+    async fn listen(self: Arc<Self>, mut listener: Listener, pool: PgPool) {
+        while let Some(heard) = listener.next().await {
+            match heard {
+                Heard::Ready => self.resync(&pool).await,
+                Heard::Announcement(Announcement::Message {
+                    chat_id,
+                    message_id,
+                }) => {
+                    self.publish_messages(&pool, chat_id, Some(message_id))
+                        .await;
+                }
+                Heard::Announcement(Announcement::Deleted { chat_id }) => {
+                    self.publish(chat_id, Event::Deleted);
+                }
             }
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum ChatNotice {
-    Message { chat_id: i64, message_id: i64 },
-    Deleted { chat_id: i64 },
-}
-
-/// `message:<chat_id>:<message_id>` or `deleted:<chat_id>`, as the
-/// trigger writes them.
-fn parse(payload: &str) -> Option<ChatNotice> {
-    let mut parts = payload.split(':');
-    let notice = match (parts.next()?, parts.next()?.parse().ok()?, parts.next()) {
-        ("message", chat_id, Some(message_id)) => ChatNotice::Message {
-            chat_id,
-            message_id: message_id.parse().ok()?,
-        },
-        ("deleted", chat_id, None) => ChatNotice::Deleted { chat_id },
-        _ => return None,
-    };
-    parts.next().is_none().then_some(notice)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notices_parse() {
-        assert_eq!(
-            parse("message:3:42"),
-            Some(ChatNotice::Message {
-                chat_id: 3,
-                message_id: 42
-            })
-        );
-        assert_eq!(parse("deleted:3"), Some(ChatNotice::Deleted { chat_id: 3 }));
-        for junk in ["", "message:3", "deleted:x", "message:3:4:5", "other:1"] {
-            assert_eq!(parse(junk), None, "{junk:?}");
-        }
+        tracing::error!("the chat event bus closed");
     }
 }

@@ -10,7 +10,8 @@
 //! - [`auth_client`]: the one shared, lazily connected channel to auth.
 //! - [`access_watch`]: ends open streams when their caller's access ends.
 //! - [`hub`]: fan-out of new messages and deleted chats to this replica's
-//!   streams, fed by PostgreSQL notifications from every replica.
+//!   streams, fed by its own commits and by every other replica's.
+//! - [`bus`]: how replicas tell each other: PostgreSQL's `NOTIFY`, or NATS.
 //! - [`domain`]: valid values, and the [`domain::Caller`] auth vouched for.
 //! - [`db`]: the only place SQL lives.
 //! - [`metrics`]: messages sent and open streams, for Prometheus.
@@ -18,6 +19,7 @@
 
 pub mod access_watch;
 pub mod auth_client;
+pub mod bus;
 pub mod config;
 pub mod db;
 pub mod domain;

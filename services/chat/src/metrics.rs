@@ -10,6 +10,8 @@ pub struct ChatMetrics {
     pub open_streams: IntGauge,
     /// Chats with open streams on this replica (the hub's entries).
     pub watched_chats: IntGauge,
+    /// 1 while the fan-out bus is connected.
+    pub fanout_connected: IntGauge,
 }
 
 impl ChatMetrics {
@@ -24,8 +26,13 @@ impl ChatMetrics {
                 "chat_watched_chats",
                 "Chats with open streams on this replica.",
             )?,
+            fanout_connected: IntGauge::new(
+                "chat_fanout_connected",
+                "1 while the fan-out to other replicas (PostgreSQL or NATS) is connected.",
+            )?,
         };
         registry.register(Box::new(metrics.messages_sent.clone()))?;
+        registry.register(Box::new(metrics.fanout_connected.clone()))?;
         registry.register(Box::new(metrics.open_streams.clone()))?;
         registry.register(Box::new(metrics.watched_chats.clone()))?;
         Ok(metrics)

@@ -37,7 +37,7 @@ pub struct Application {
     registry: Registry,
     grpc_metrics: GrpcMetrics,
     health: HealthReporter,
-    /// The hub's notification listener; stopped with the server.
+    /// The hub's fan-out; stopped with the server, and stops it if it ends.
     hub_task: JoinHandle<()>,
     /// The watch over open streams' access; stopped with the server.
     access_tasks: Vec<JoinHandle<()>>,
@@ -61,11 +61,11 @@ impl Application {
         let (hub, hub_task) = Hub::start(
             pool.clone(),
             db::connect_options(&config.database)?,
-            config.stream_buffer,
-            metrics.watched_chats.clone(),
+            &config,
+            &metrics,
         )
         .await
-        .context("listening for chat events")?;
+        .context("starting the fan-out of chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
         let (access, access_tasks) = AccessWatch::start(auth.clone());
         let state = Arc::new(State {
@@ -127,11 +127,24 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends the
     /// open streams (UNAVAILABLE, with where to resume), lets in-flight
-    /// calls finish and returns.
+    /// calls finish and returns. Should the hub's fan-out end (a bug), it
+    /// shuts down the same way and fails: streams would otherwise stop
+    /// hearing other replicas' messages.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let health = self.health.clone();
         serving::health::report(&health, &SERVICES, tonic_health::ServingStatus::Serving).await;
         tracing::info!(addr = %self.local_addr(), "chat gRPC listening");
+        let mut hub_task = self.hub_task;
+        let mut hub_failed = false;
+        let shutdown = async {
+            tokio::select! {
+                () = shutdown => {}
+                ended = &mut hub_task => {
+                    tracing::error!(?ended, "the fan-out of chat events stopped; shutting down");
+                    hub_failed = true;
+                }
+            }
+        };
         let stopping = CancellationToken::new();
         let streams = self.state.shutdown.clone();
         let signal = async {
@@ -161,8 +174,8 @@ impl Application {
             stopping.clone().cancelled_owned(),
         );
         let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
-        self.state.hub.flush(&self.state.pool).await;
-        self.hub_task.abort();
+        self.state.hub.flush().await;
+        hub_task.abort();
         for task in &self.access_tasks {
             task.abort();
         }
@@ -170,6 +183,7 @@ impl Application {
         tracing::info!("chat stopped");
         grpc?;
         metrics?;
+        anyhow::ensure!(!hub_failed, "the fan-out of chat events stopped");
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ mod contracts;
 mod history;
 mod logs;
 mod metrics;
+mod nats;
 mod reflection;
 mod rest;
 mod revocation;

@@ -8,7 +8,7 @@ use tests::services::{TestAuth, TestChat, TestUser};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
 
-async fn connect(
+pub(crate) async fn connect(
     chat: &TestChat,
     user: &TestUser,
     chat_id: i64,
@@ -25,7 +25,7 @@ async fn connect(
 }
 
 /// The next message on the stream, within five seconds.
-async fn next_message(stream: &mut Streaming<pb::ConnectChatResponse>) -> pb::Message {
+pub(crate) async fn next_message(stream: &mut Streaming<pb::ConnectChatResponse>) -> pb::Message {
     tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
         .expect("a message within five seconds")
@@ -36,7 +36,9 @@ async fn next_message(stream: &mut Streaming<pb::ConnectChatResponse>) -> pb::Me
 }
 
 /// How the stream ends, within ten seconds, after any messages still queued.
-async fn end_of(stream: &mut Streaming<pb::ConnectChatResponse>) -> Option<tonic::Status> {
+pub(crate) async fn end_of(
+    stream: &mut Streaming<pb::ConnectChatResponse>,
+) -> Option<tonic::Status> {
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(item) = stream.next().await {
             if let Err(status) = item {
@@ -49,7 +51,7 @@ async fn end_of(stream: &mut Streaming<pb::ConnectChatResponse>) -> Option<tonic
     .expect("the stream ends within ten seconds")
 }
 
-async fn a_chat() -> (TestAuth, TestChat, TestUser, TestUser, i64) {
+pub(crate) async fn a_chat() -> (TestAuth, TestChat, TestUser, TestUser, i64) {
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn(&auth).await;
     let ada = auth.register("ada").await;

@@ -112,6 +112,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
         if !db::chats::delete(&self.state.pool, chat_id).await? {
             return Err(Error::chat_not_found(chat_id).into());
         }
+        self.state.hub.deleted(chat_id);
         tracing::info!("chat deleted");
         Ok(Response::new(pb::DeleteResponse {}))
     }

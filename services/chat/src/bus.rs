@@ -1,0 +1,313 @@
+//! How replicas tell each other what they committed: each chat's newest
+//! message id, and deleted chats.
+//!
+//! Two buses, chosen by [`Fanout`]:
+//! - **PostgreSQL** (the default, nothing else to run): announcements are
+//!   `NOTIFY`s on the `chat_events` channel, sent in a transaction of their
+//!   own after the messages' commits; deleted chats are announced by the
+//!   delete's own transaction (a trigger). Every replica listens on one
+//!   connection of its own ([`Notifications`]).
+//! - **NATS** (`CHAT_FANOUT_URL=nats://...`): announcements are published on
+//!   one subject per chat, `chat.events.<chat_id>`, and every replica
+//!   subscribes to them all. No notification is sent by the database, so
+//!   the number of replicas and of sends costs PostgreSQL nothing more.
+//!
+//! Either way announcements are at-most-once: a replica that dies after a
+//! commit, a NATS server that restarts, a subscriber that falls behind all
+//! lose some. The hub's poll of the database, and its comparison each time
+//! the bus (re)connects ([`Heard::Ready`]), find what was lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use prometheus::IntGauge;
+use serving::notifications::{Event as Notice, Freshness, Notifications};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::Notify;
+
+use crate::config::Fanout;
+use crate::db;
+
+const CHANNEL: &str = "chat_events";
+const SUBJECTS: &str = "chat.events.*";
+/// How long a publication or a round trip to NATS may take before the
+/// announcement is retried.
+const NATS_WITHIN: Duration = Duration::from_secs(2);
+/// Announcements read but not yet handled, per replica, before NATS drops
+/// the oldest (the poll then finds what they announced).
+const NATS_BACKLOG: usize = 8192;
+
+/// What another replica (or this one) announced.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Announcement {
+    /// The chat's messages up to this id are committed.
+    Message { chat_id: i64, message_id: i64 },
+    /// The chat is gone.
+    Deleted { chat_id: i64 },
+}
+
+impl Announcement {
+    /// `message:<chat_id>:<message_id>` or `deleted:<chat_id>`.
+    fn payload(&self) -> String {
+        match self {
+            Announcement::Message {
+                chat_id,
+                message_id,
+            } => format!("message:{chat_id}:{message_id}"),
+            Announcement::Deleted { chat_id } => format!("deleted:{chat_id}"),
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Announcement> {
+        let mut parts = payload.split(':');
+        let announcement = match (parts.next()?, parts.next()?.parse().ok()?, parts.next()) {
+            ("message", chat_id, Some(message_id)) => Announcement::Message {
+                chat_id,
+                message_id: message_id.parse().ok()?,
+            },
+            ("deleted", chat_id, None) => Announcement::Deleted { chat_id },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(announcement)
+    }
+}
+
+/// What listening to the bus yields.
+pub enum Heard {
+    /// Listening (re)started: whatever was announced before may have been
+    /// missed, and what is announced from now on will be heard.
+    Ready,
+    Announcement(Announcement),
+}
+
+/// The sending half.
+#[derive(Clone)]
+pub enum Announcer {
+    Postgres(PgPool),
+    Nats(async_nats::Client),
+}
+
+/// The listening half.
+pub enum Listener {
+    Postgres(Box<Notifications>),
+    Nats {
+        client: async_nats::Client,
+        subscriber: async_nats::Subscriber,
+        /// Told on every (re)connection.
+        connected: Arc<Notify>,
+    },
+}
+
+/// Connects to the bus `fanout` names. PostgreSQL's is listening when this
+/// returns (or it fails within `start_within`); NATS's connects, and
+/// reconnects, in the background, `connected` telling which it is.
+pub async fn open(
+    fanout: &Fanout,
+    pool: PgPool,
+    connect: PgConnectOptions,
+    start_within: Duration,
+    connected: IntGauge,
+) -> anyhow::Result<(Announcer, Listener)> {
+    match fanout {
+        Fanout::Postgres => {
+            let mut notifications = Notifications::new(connect, &[CHANNEL], Freshness::new());
+            tokio::time::timeout(start_within, async {
+                while !matches!(notifications.next().await, Notice::Listening { .. }) {}
+            })
+            .await
+            .context("listening for chat events")?;
+            connected.set(1);
+            Ok((
+                Announcer::Postgres(pool),
+                // The first `Listening` is consumed above: the hub starts
+                // with nothing to catch up on.
+                Listener::Postgres(Box::new(notifications)),
+            ))
+        }
+        Fanout::Nats(url) => {
+            let ready = Arc::new(Notify::new());
+            let client = async_nats::ConnectOptions::new()
+                .name("chat")
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .subscription_capacity(NATS_BACKLOG)
+                .connection_timeout(NATS_WITHIN)
+                .event_callback({
+                    let ready = ready.clone();
+                    move |event| {
+                        let ready = ready.clone();
+                        let connected = connected.clone();
+                        async move { on_nats_event(event, &ready, &connected) }
+                    }
+                })
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("the NATS fan-out's address {url}"))?;
+            let subscriber = client
+                .subscribe(SUBJECTS)
+                .await
+                .context("subscribing to chat events on NATS")?;
+            Ok((
+                Announcer::Nats(client.clone()),
+                Listener::Nats {
+                    client,
+                    subscriber,
+                    connected: ready,
+                },
+            ))
+        }
+    }
+}
+
+fn on_nats_event(event: async_nats::Event, ready: &Notify, connected: &IntGauge) {
+    match event {
+        async_nats::Event::Connected => {
+            connected.set(1);
+            tracing::info!("connected to the NATS fan-out");
+            ready.notify_one();
+        }
+        async_nats::Event::Disconnected => {
+            connected.set(0);
+            tracing::warn!(
+                "lost the NATS fan-out; streams get other replicas' messages from the database poll until it is back"
+            );
+        }
+        async_nats::Event::SlowConsumer(_) => {
+            tracing::warn!(
+                "chat events from NATS came faster than they were handled; the database poll finds the dropped ones"
+            );
+        }
+        other => tracing::warn!(event = %other, "NATS fan-out"),
+    }
+}
+
+impl Announcer {
+    /// Tells every replica (this one included) of `announcements`, in one
+    /// transaction or one burst of publications.
+    pub async fn announce(&self, announcements: &[Announcement]) -> anyhow::Result<()> {
+        match self {
+            Announcer::Postgres(pool) => {
+                // Deletions are announced by the delete's own transaction.
+                let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = announcements
+                    .iter()
+                    .filter_map(|announcement| match *announcement {
+                        Announcement::Message {
+                            chat_id,
+                            message_id,
+                        } => Some((chat_id, message_id)),
+                        Announcement::Deleted { .. } => None,
+                    })
+                    .unzip();
+                if !chat_ids.is_empty() {
+                    db::messages::announce(pool, &chat_ids, &message_ids).await?;
+                }
+                Ok(())
+            }
+            Announcer::Nats(client) => tokio::time::timeout(NATS_WITHIN, async {
+                for announcement in announcements {
+                    let chat_id = match *announcement {
+                        Announcement::Message { chat_id, .. }
+                        | Announcement::Deleted { chat_id } => chat_id,
+                    };
+                    client
+                        .publish(
+                            format!("chat.events.{chat_id}"),
+                            announcement.payload().into(),
+                        )
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+            .await
+            .context("publishing to NATS timed out")?,
+        }
+    }
+
+    /// Whether deletions need announcing by the replica that deleted.
+    pub fn announces_deletions(&self) -> bool {
+        matches!(self, Announcer::Nats(_))
+    }
+}
+
+impl Listener {
+    /// The next thing heard; `None` once the bus is closed for good, which
+    /// only a bug does.
+    pub async fn next(&mut self) -> Option<Heard> {
+        match self {
+            Listener::Postgres(notifications) => loop {
+                match notifications.next().await {
+                    Notice::Listening { .. } => return Some(Heard::Ready),
+                    Notice::Notification(notification) => {
+                        match Announcement::parse(notification.payload()) {
+                            Some(announcement) => return Some(Heard::Announcement(announcement)),
+                            None => unreadable(notification.payload()),
+                        }
+                    }
+                }
+            },
+            Listener::Nats {
+                client,
+                subscriber,
+                connected,
+            } => loop {
+                tokio::select! {
+                    biased;
+                    () = connected.notified() => {
+                        // Subscriptions are renewed on reconnecting, before
+                        // this round trip ends: from then on nothing
+                        // announced is missed.
+                        if let Err(error) = tokio::time::timeout(NATS_WITHIN, client.flush()).await {
+                            tracing::warn!(%error, "NATS did not answer after reconnecting");
+                        }
+                        return Some(Heard::Ready);
+                    }
+                    message = subscriber.next() => {
+                        let message = message?;
+                        match std::str::from_utf8(&message.payload).ok().and_then(Announcement::parse) {
+                            Some(announcement) => return Some(Heard::Announcement(announcement)),
+                            None => unreadable(&String::from_utf8_lossy(&message.payload)),
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn unreadable(payload: &str) {
+    tracing::warn!(payload, "unreadable chat event");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_read_back_what_they_write() {
+        for announcement in [
+            Announcement::Message {
+                chat_id: 3,
+                message_id: 42,
+            },
+            Announcement::Deleted { chat_id: 3 },
+        ] {
+            assert_eq!(
+                Announcement::parse(&announcement.payload()),
+                Some(announcement)
+            );
+        }
+        assert_eq!(
+            Announcement::parse("message:3:42"),
+            Some(Announcement::Message {
+                chat_id: 3,
+                message_id: 42
+            })
+        );
+        for junk in ["", "message:3", "deleted:x", "message:3:4:5", "other:1"] {
+            assert_eq!(Announcement::parse(junk), None, "{junk:?}");
+        }
+    }
+}

