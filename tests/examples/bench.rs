@@ -3,11 +3,11 @@
 //!
 //!     cargo run --release -p tests --example bench
 //!
-//! Both services run as release processes on a private PostgreSQL with
-//! its default durability (`fsync` on), and every database limit is taken
-//! on that same server. Absolute figures on a shared machine swing from
-//! run to run; a ratio to a limit taken minutes apart, under the same
-//! conditions, much less.
+//! Both services run as release processes, logging as shipped (INFO), on a
+//! private PostgreSQL with its default durability (`fsync` on), and every
+//! database limit is taken on that same server. Absolute figures on a
+//! shared machine swing from run to run; a ratio to a limit taken minutes
+//! apart, under the same conditions, much less.
 //!
 //! | scenario | limit |
 //! | --- | --- |
@@ -117,6 +117,8 @@ async fn main() {
         env.push((key.to_owned(), value.to_owned()));
     }
     env.push(("GLIBC_TUNABLES".into(), MALLOC_TUNABLES.into()));
+    // Logging as shipped.
+    env.push(("RUST_LOG".into(), "info".into()));
     let started = Instant::now();
     let auth = Process::start("auth", &auth_binary, auth_addr, &env).await;
     let auth_ready = started.elapsed();
@@ -129,6 +131,7 @@ async fn main() {
     let pool_size = SEND_CONCURRENCY.to_string();
     env.push(("CHAT_DATABASE_MAX_CONNECTIONS".into(), pool_size));
     env.push(("GLIBC_TUNABLES".into(), MALLOC_TUNABLES.into()));
+    env.push(("RUST_LOG".into(), "info".into()));
     let started = Instant::now();
     let chat = Process::start("chat", &chat_binary, chat_addr, &env).await;
     let chat_ready = started.elapsed();
@@ -204,7 +207,8 @@ async fn main() {
         env
     };
     let (nats_addr, nats_replica_addr) = (free_addr(), free_addr());
-    let nats_chat = Process::start("chat", &chat_binary, nats_addr, &on_nats(&env, nats_addr)).await;
+    let nats_chat =
+        Process::start("chat", &chat_binary, nats_addr, &on_nats(&env, nats_addr)).await;
     let nats_replica = Process::start(
         "chat",
         &chat_binary,
@@ -432,13 +436,22 @@ fn with_addr(env: &[(String, String)], addr: std::net::SocketAddr) -> Vec<(Strin
 /// The scenarios a fan-out between replicas can change: sends (which
 /// announce to the other replicas), and delivery to streams on another
 /// replica than the sender's.
-async fn chat_rows(fanout: &str, sends: &Sends, other: std::net::SocketAddr, chats: &[i64]) -> Vec<Row> {
+async fn chat_rows(
+    fanout: &str,
+    sends: &Sends,
+    other: std::net::SocketAddr,
+    chats: &[i64],
+) -> Vec<Row> {
     vec![
         sends
             .compare(format!("SendMessage, 100 chats ({fanout})"), chats, 0.7)
             .await,
         sends
-            .compare(format!("SendMessage, one chat ({fanout})"), &chats[..1], 0.8)
+            .compare(
+                format!("SendMessage, one chat ({fanout})"),
+                &chats[..1],
+                0.8,
+            )
             .await,
         fan_out(
             format!("fan-out: 1,000 streams on a second replica, 100 sends/s ({fanout})"),

@@ -70,7 +70,12 @@ impl Application {
             .context("migrating the auth database")?;
 
         let registry = Registry::new();
-        let grpc_metrics = GrpcMetrics::new(&registry, api::auth::v1::FILE_DESCRIPTOR_SET)?;
+        let grpc_metrics = GrpcMetrics::new(
+            &registry,
+            api::auth::v1::FILE_DESCRIPTOR_SET,
+            // One per guarded call of another service, which logs that call.
+            &["/auth.v1.AccessService/Check"],
+        )?;
         let metrics = AuthMetrics::new(&registry)?;
         let passwords = PasswordHasher::new(&config.passwords)?;
         registry.register(Box::new(passwords.in_flight().clone()))?;

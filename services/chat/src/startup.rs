@@ -51,7 +51,7 @@ impl Application {
     /// tells which). Auth is connected on first use.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let grpc_metrics = GrpcMetrics::new(&registry, api::chat::v1::FILE_DESCRIPTOR_SET)?;
+        let grpc_metrics = GrpcMetrics::new(&registry, api::chat::v1::FILE_DESCRIPTOR_SET, &[])?;
         let metrics = ChatMetrics::new(&registry)?;
         let pool = db::connect(&config.database)?;
         MIGRATOR

@@ -13,7 +13,8 @@ use std::time::Instant;
 use axum::body::Body as HttpBody;
 use http_body::Frame;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -33,15 +34,20 @@ pub struct GrpcMetrics {
     unknown: Arc<Route>,
 }
 
-/// What a call's metrics and log line are recorded under.
+/// What a call's metrics and log line are recorded under: its series,
+/// resolved once, so that a call looks up no label.
 struct Route {
     labels: [String; 3],
-    /// Health and reflection calls, which probes and tools make many of:
-    /// their calls end with a DEBUG line, not an INFO one.
+    /// Calls made so often that a line for each would drown the rest:
+    /// those that succeed end with a DEBUG line, the others at INFO.
     quiet: bool,
+    started: IntCounter,
+    handling: Histogram,
+    /// `handled` with code OK; other codes are looked up.
+    handled_ok: IntCounter,
 }
 
-/// Services whose calls are logged at DEBUG.
+/// Services whose calls are quiet: probes and tools.
 const QUIET_SERVICES: [&str; 3] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
@@ -54,7 +60,13 @@ const UNKNOWN: [&str; 3] = ["unknown", "unknown", "unknown"];
 impl GrpcMetrics {
     /// Registers the metrics for the RPCs of `descriptor_set`, and of the
     /// health and reflection services every server of this project has.
-    pub fn new(registry: &Registry, descriptor_set: &[u8]) -> anyhow::Result<GrpcMetrics> {
+    /// Calls to health, reflection and `quiet_methods` (full paths) that
+    /// succeed are logged at DEBUG.
+    pub fn new(
+        registry: &Registry,
+        descriptor_set: &[u8],
+        quiet_methods: &[&str],
+    ) -> anyhow::Result<GrpcMetrics> {
         let labels = ["grpc_type", "grpc_service", "grpc_method"];
         let started = IntCounterVec::new(
             Opts::new("grpc_server_started_total", "RPCs started on the server."),
@@ -99,30 +111,57 @@ impl GrpcMetrics {
                     (true, true) => "bidi_stream",
                 };
                 let service = method.parent_service().full_name().to_owned();
-                let quiet = QUIET_SERVICES.contains(&service.as_str());
-                routes.insert(
-                    format!("/{service}/{}", method.name()),
-                    Arc::new(Route {
-                        labels: [kind.to_owned(), service, method.name().to_owned()],
-                        quiet,
-                    }),
-                );
+                let path = format!("/{service}/{}", method.name());
+                let quiet = QUIET_SERVICES.contains(&service.as_str())
+                    || quiet_methods.contains(&path.as_str());
+                let labels = [kind.to_owned(), service, method.name().to_owned()];
+                let route = Route::new(labels, quiet, &started, &handled, &handling);
+                routes.insert(path, Arc::new(route));
             }
         }
+        let unknown = Route::new(
+            UNKNOWN.map(str::to_owned),
+            false,
+            &started,
+            &handled,
+            &handling,
+        );
         Ok(GrpcMetrics {
             started,
             handled,
             handling,
             routes: Arc::new(routes),
-            unknown: Arc::new(Route {
-                labels: UNKNOWN.map(str::to_owned),
-                quiet: false,
-            }),
+            unknown: Arc::new(unknown),
         })
     }
 
     fn route(&self, path: &str) -> Arc<Route> {
         self.routes.get(path).unwrap_or(&self.unknown).clone()
+    }
+}
+
+impl Route {
+    fn new(
+        labels: [String; 3],
+        quiet: bool,
+        started: &IntCounterVec,
+        handled: &IntCounterVec,
+        handling: &HistogramVec,
+    ) -> Route {
+        let [kind, service, method] = &labels;
+        let three = [kind.as_str(), service, method];
+        Route {
+            started: started.with_label_values(&three),
+            handling: handling.with_label_values(&three),
+            handled_ok: handled.with_label_values(&[
+                kind.as_str(),
+                service,
+                method,
+                code_name(Code::Ok),
+            ]),
+            labels,
+            quiet,
+        }
     }
 }
 
@@ -161,25 +200,27 @@ struct Call {
 
 impl Call {
     fn finish(self, code: Code) {
-        let [kind, service, method] = &self.route.labels;
-        let code = format!("{code:?}");
-        self.span.record("grpc.code", code.as_str());
-        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let name = code_name(code);
+        self.span.record("grpc.code", name);
+        let elapsed_ms = elapsed * 1000.0;
         self.span.in_scope(|| {
-            if self.route.quiet {
+            if self.route.quiet && code == Code::Ok {
                 tracing::debug!(elapsed_ms, "rpc finished");
             } else {
                 tracing::info!(elapsed_ms, "rpc finished");
             }
         });
-        self.metrics
-            .handled
-            .with_label_values(&[kind.as_str(), service, method, code.as_str()])
-            .inc();
-        self.metrics
-            .handling
-            .with_label_values(&[kind.as_str(), service, method])
-            .observe(self.started.elapsed().as_secs_f64());
+        if code == Code::Ok {
+            self.route.handled_ok.inc();
+        } else {
+            let [kind, service, method] = &self.route.labels;
+            self.metrics
+                .handled
+                .with_label_values(&[kind.as_str(), service, method, name])
+                .inc();
+        }
+        self.route.handling.observe(elapsed);
     }
 }
 
@@ -198,11 +239,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let route = self.metrics.route(request.uri().path());
-        let [kind, service, method] = &route.labels;
-        self.metrics
-            .started
-            .with_label_values(&[kind.as_str(), service, method])
-            .inc();
+        route.started.inc();
         let request_id = match request
             .headers()
             .get(REQUEST_ID)
@@ -246,6 +283,30 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// A status code as the `grpc_code` label and the log have always spelt
+/// it (tonic's `Debug` names), without formatting one per call.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -357,8 +418,12 @@ mod tests {
 
     #[test]
     fn streaming_rpcs_are_labelled_by_kind_and_unknown_paths_share_one_series() {
-        let metrics = GrpcMetrics::new(&Registry::new(), tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .expect("metrics");
+        let metrics = GrpcMetrics::new(
+            &Registry::new(),
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            &["/grpc.health.v1.Health/Watch"],
+        )
+        .expect("metrics");
         let labels = |path: &str| metrics.route(path).labels.clone();
         assert_eq!(
             labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")[0],
@@ -377,5 +442,14 @@ mod tests {
                 .quiet
         );
         assert!(!metrics.route("/random.Service/Method").quiet);
+        assert!(metrics.route("/grpc.health.v1.Health/Watch").quiet);
+    }
+
+    #[test]
+    fn code_names_are_tonics_debug_names() {
+        for code in 0..=16 {
+            let code = Code::from_i32(code);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
     }
 }

@@ -47,53 +47,98 @@ fn captured() -> &'static Captured {
     })
 }
 
+fn logged() -> String {
+    String::from_utf8_lossy(
+        &captured()
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
+}
+
+/// The lines that carry `request_id`.
+fn lines_of(text: &str, request_id: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| line.contains(request_id))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn finished(lines: &[String], method: &str, code: &str) -> bool {
+    lines.iter().any(|line| {
+        line.contains("rpc finished")
+            && line.contains(method)
+            && line.contains(&format!("grpc.code=\"{code}\""))
+    })
+}
+
+fn with_request_id<T>(mut request: tonic::Request<T>) -> (tonic::Request<T>, String) {
+    let request_id = format!("req-{}", uuid::Uuid::new_v4().simple());
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().expect("metadata"));
+    (request, request_id)
+}
+
+/// Chat passes its request id on to auth. An access check that allows is
+/// one per chat call, which chat logs, so at INFO only chat's line is
+/// there; one that refuses is logged by both, under the same id.
 #[tokio::test]
 async fn a_chat_call_and_its_access_check_share_a_request_id() {
-    let logs = captured();
+    let _ = captured();
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn(&auth).await;
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;
     let chat_id = chat.create_chat(&ada, &[&grace]).await;
-    let request_id = format!("req-{}", uuid::Uuid::new_v4().simple());
-
-    let mut request = ada.request(api::chat::v1::SendMessageRequest {
+    let send = || api::chat::v1::SendMessageRequest {
         chat_id,
         text: "traced".into(),
         client_message_id: String::new(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-request-id", request_id.parse().expect("metadata"));
-    chat.chats().send_message(request).await.expect("a send");
-
-    let text = String::from_utf8_lossy(
-        &logs
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains(&request_id))
-        .collect();
-    let finished = |method: &str| {
-        lines.iter().any(|line| {
-            line.contains("rpc finished")
-                && line.contains(method)
-                && line.contains("grpc.code=\"Ok\"")
-        })
     };
-    assert!(finished("/chat.v1.ChatService/SendMessage"), "{lines:#?}");
-    assert!(finished("/auth.v1.AccessService/Check"), "{lines:#?}");
+
+    let (allowed, allowed_id) = with_request_id(ada.request(send()));
+    chat.chats().send_message(allowed).await.expect("a send");
+    let (refused, refused_id) = with_request_id(tests::services::with_token(send(), "not-a-token"));
+    let status = chat
+        .chats()
+        .send_message(refused)
+        .await
+        .expect_err("a send with a bad token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    // A call logged after both, so that their lines are in.
+    auth.register("alan").await;
+
+    let text = logged();
+    let allowed_lines = lines_of(&text, &allowed_id);
     assert!(
-        lines
+        finished(&allowed_lines, "/chat.v1.ChatService/SendMessage", "Ok"),
+        "{allowed_lines:#?}"
+    );
+    assert!(
+        allowed_lines
             .iter()
             .any(|line| line.contains("SendMessage")
                 && line.contains(&format!("user_id={}", ada.id))),
-        "{lines:#?}"
+        "{allowed_lines:#?}"
     );
+    assert!(
+        !allowed_lines
+            .iter()
+            .any(|line| line.contains("/auth.v1.AccessService/Check")),
+        "{allowed_lines:#?}"
+    );
+    let refused_lines = lines_of(&text, &refused_id);
+    for method in [
+        "/chat.v1.ChatService/SendMessage",
+        "/auth.v1.AccessService/Check",
+    ] {
+        assert!(
+            finished(&refused_lines, method, "Unauthenticated"),
+            "{method}: {refused_lines:#?}"
+        );
+    }
 }
 
 /// Probes call health many times a second: their calls are logged at DEBUG,

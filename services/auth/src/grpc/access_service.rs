@@ -89,7 +89,8 @@ type Watched = Result<pb::WatchRevocationsResponse, Status>;
 
 #[tonic::async_trait]
 impl pb::access_service_server::AccessService for AccessApi {
-    #[tracing::instrument(skip_all, fields(endpoint = %request.get_ref().endpoint_address))]
+    // Checks are logged at DEBUG when they allow (see startup).
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %request.get_ref().endpoint_address))]
     async fn check(
         &self,
         request: Request<pb::CheckRequest>,
