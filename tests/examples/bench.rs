@@ -1,7 +1,9 @@
 //! The benchmark: each hot path of the system beside a limit measured in
 //! the same run, on the same machine, as a ratio:
 //!
-//!     cargo run --release -p tests --example bench
+//!     cargo run --release -p tests --example bench [check] [chat] [logins] [nats]
+//!
+//! (naming groups runs only those, after the idle figures; none, all).
 //!
 //! Both services run as release processes, logging as shipped (INFO), on a
 //! private PostgreSQL with its default durability (`fsync` on), and every
@@ -86,6 +88,13 @@ fn channel(addr: std::net::SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
         .connect_lazy()
+}
+
+/// Whether the command line asks for the scenarios of `group` (`check`,
+/// `chat`, `logins`, `nats`): all of them when it names none.
+fn wanted(group: &str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).collect();
+    named.is_empty() || named.iter().any(|name| name == group)
 }
 
 #[tokio::main]
@@ -176,25 +185,31 @@ async fn main() {
         .await
         .expect("the chat database");
 
-    rows.push(checks(auth_addr, &sender).await);
+    if wanted("check") {
+        rows.push(checks(auth_addr, &sender).await);
+    }
     let sends = Sends {
         chat_addr,
         sender: sender.clone(),
         db: chat_db.clone(),
     };
-    rows.extend(chat_rows("PostgreSQL fan-out", &sends, replica_addr, &chats).await);
-    rows.push(
-        fan_out(
-            "fan-out: 1,000 streams on one chat, 100 sends/s".into(),
-            chat_addr,
-            chat_addr,
-            &sender,
-            chats[0],
-        )
-        .await,
-    );
-    rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
-    rows.push(logins(auth_addr, &users).await);
+    if wanted("chat") {
+        rows.extend(chat_rows("PostgreSQL fan-out", &sends, replica_addr, &chats).await);
+        rows.push(
+            fan_out(
+                "fan-out: 1,000 streams on one chat, 100 sends/s".into(),
+                chat_addr,
+                chat_addr,
+                &sender,
+                chats[0],
+            )
+            .await,
+        );
+        rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
+    }
+    if wanted("logins") {
+        rows.push(logins(auth_addr, &users).await);
+    }
     let (auth_after, chat_after) = (auth.rss(), chat.rss());
     drop(replica);
     drop(chat);
@@ -221,7 +236,9 @@ async fn main() {
         sender: sender.clone(),
         db: chat_db.clone(),
     };
-    rows.extend(chat_rows("NATS fan-out", &sends, nats_replica_addr, &chats).await);
+    if wanted("nats") {
+        rows.extend(chat_rows("NATS fan-out", &sends, nats_replica_addr, &chats).await);
+    }
     drop(nats_replica);
     drop(nats_chat);
 

@@ -1,12 +1,23 @@
 //! Password hashing with argon2id, kept off the async runtime's worker
 //! threads and bounded in how many hashes run at once.
+//!
+//! Each hash works through `memory_kib` of memory (19 MiB by default).
+//! Verifications, which logins make, take it from [`Scratch`]: at most one
+//! block of memory per hash in flight, kept between hashes and handed back
+//! to the system after [`SCRATCH_IDLE`] without any. Allocated afresh for
+//! every hash, that memory would be mapped, faulted in page by page and
+//! unmapped each time (with the images' allocator settings), which costs a
+//! login flood about a third of its time in the kernel; left to the
+//! allocator's free lists, it would stay resident for good.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -27,6 +38,135 @@ pub struct PasswordHasher {
     /// Verified against when a login names no user, so that an unknown name
     /// takes as long as a wrong password.
     dummy_hash: Arc<str>,
+    scratch: Arc<Scratch>,
+}
+
+/// How long hash memory is kept with no hash needing it.
+pub const SCRATCH_IDLE: Duration = Duration::from_secs(10);
+
+/// Hash memory between hashes: one buffer per hash that ran at once, at
+/// most one per permit.
+struct Scratch {
+    /// How long memory is kept unused.
+    idle: Duration,
+    free: Mutex<Vec<Vec<Block>>>,
+    last_used: Mutex<Option<Instant>>,
+    /// Whether a task is waiting to free idle memory.
+    pruning: AtomicBool,
+}
+
+impl Scratch {
+    fn new(idle: Duration) -> Scratch {
+        Scratch {
+            idle,
+            free: Mutex::default(),
+            last_used: Mutex::default(),
+            pruning: AtomicBool::new(false),
+        }
+    }
+
+    fn take(&self) -> Vec<Block> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Takes `blocks` back, and frees all of it once idle long enough.
+    fn give(self: &Arc<Self>, blocks: Vec<Block>) {
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(blocks);
+        if !self.pruning.swap(true, Ordering::AcqRel) {
+            let scratch = self.clone();
+            tokio::spawn(async move { scratch.prune().await });
+        }
+    }
+
+    async fn prune(&self) {
+        loop {
+            let last_used = *self
+                .last_used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let idle_at = last_used.map_or_else(Instant::now, |at| at + self.idle);
+            tokio::time::sleep_until(idle_at.into()).await;
+            let idle = self
+                .last_used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none_or(|at| at.elapsed() >= self.idle);
+            if !idle {
+                continue;
+            }
+            drop(std::mem::take(
+                &mut *self
+                    .free
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ));
+            self.pruning.store(false, Ordering::Release);
+            // Memory given back meanwhile needs a pruner of its own.
+            let kept = !self
+                .free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+            if !kept || self.pruning.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    /// Buffers held now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// Whether `password` hashes to `stored` (a PHC string), working in
+/// `blocks` (grown if the stored parameters need more).
+fn verify_with(
+    password: &[u8],
+    stored: &PasswordHash<'_>,
+    blocks: &mut Vec<Block>,
+) -> anyhow::Result<bool> {
+    let corrupt = |what: &str| anyhow::anyhow!("a stored hash is corrupt: {what}");
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(|_| corrupt("algorithm"))?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|_| corrupt("version"))?
+        .unwrap_or_default();
+    let params = Params::try_from(stored).map_err(|_| corrupt("parameters"))?;
+    let salt = stored.salt.ok_or_else(|| corrupt("no salt"))?;
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|_| corrupt("salt"))?;
+    let expected = stored.hash.ok_or_else(|| corrupt("no hash"))?;
+    let needed = params.block_count();
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    let mut output = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut output, &mut blocks[..needed])
+        .map_err(|error| anyhow::anyhow!("verifying a password: {error}"))?;
+    let output = argon2::password_hash::Output::new(&output).map_err(|_| corrupt("length"))?;
+    // Constant-time, as Output compares.
+    Ok(output == expected)
 }
 
 impl PasswordHasher {
@@ -54,6 +194,7 @@ impl PasswordHasher {
                 "argon2id hashes being computed; never above AUTH_MAX_CONCURRENT_HASHES.",
             )?,
             dummy_hash: dummy_hash.into(),
+            scratch: Arc::new(Scratch::new(SCRATCH_IDLE)),
         })
     }
 
@@ -81,19 +222,23 @@ impl PasswordHasher {
     /// Whether `password` matches `stored`; with no stored hash, checks
     /// against the dummy one (and answers no) to take the same time.
     pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<bool> {
-        let argon2 = self.argon2.clone();
         let password = password.clone();
         let known = stored.is_some();
         let stored = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
-        self.run(move || {
-            let parsed = PasswordHash::new(&stored)
-                .map_err(|error| anyhow::anyhow!("a stored hash is corrupt: {error}"))?;
-            Ok(argon2
-                .verify_password(password.expose().as_bytes(), &parsed)
-                .is_ok()
-                && known)
-        })
-        .await
+        let scratch = self.scratch.clone();
+        let verified = self
+            .run(move || {
+                let parsed = PasswordHash::new(&stored)
+                    .map_err(|error| anyhow::anyhow!("a stored hash is corrupt: {error}"))?;
+                // Taken and given back under the permit: never more
+                // buffers than permits.
+                let mut blocks = scratch.take();
+                let verified = verify_with(password.expose().as_bytes(), &parsed, &mut blocks);
+                scratch.give(blocks);
+                verified
+            })
+            .await?;
+        Ok(verified && known)
     }
 
     async fn run<T: Send + 'static>(
@@ -169,6 +314,125 @@ mod tests {
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
+    }
+
+    #[tokio::test]
+    async fn verification_reuses_its_memory_and_frees_it_when_idle() {
+        let mut hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
+        hasher.scratch = Arc::new(Scratch::new(Duration::from_millis(300)));
+        let hash = hasher
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        for _ in 0..3 {
+            assert!(
+                hasher
+                    .verify(&password("correct horse"), Some(&hash))
+                    .await
+                    .expect("verifying")
+            );
+            assert_eq!(
+                hasher.scratch.held(),
+                1,
+                "one verification at a time, one buffer"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(hasher.scratch.held(), 0, "idle memory is freed");
+        // And taken again afterwards.
+        assert!(
+            !hasher
+                .verify(&password("wrong horse"), Some(&hash))
+                .await
+                .expect("verifying")
+        );
+        assert_eq!(hasher.scratch.held(), 1);
+    }
+
+    #[tokio::test]
+    async fn however_many_verify_at_once_memory_is_held_for_the_permits_only() {
+        let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
+        let hash = hasher
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        let right = password("correct horse");
+        let verifications = (0..8).map(|_| hasher.verify(&right, Some(&hash)));
+        for verified in futures::future::join_all(verifications).await {
+            assert!(verified.expect("verifying"));
+        }
+        assert!(
+            hasher.scratch.held() <= 2,
+            "{} buffers",
+            hasher.scratch.held()
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_made_with_other_parameters_still_verify() {
+        let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
+        let older = PasswordHasher::new(&PasswordConfig {
+            memory_kib: 24 * 1024,
+            iterations: 1,
+            ..owasp_defaults()
+        })
+        .expect("valid parameters");
+        let hash = older
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=24576,t=1,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hasher
+                .verify(&password("correct horse"), Some(&hash))
+                .await
+                .expect("verifying")
+        );
+        assert!(
+            !hasher
+                .verify(&password("wrong horse"), Some(&hash))
+                .await
+                .expect("verifying")
+        );
+        // A smaller hash after a larger one, in the same (grown) memory.
+        let small = hasher
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        assert!(
+            hasher
+                .verify(&password("correct horse"), Some(&small))
+                .await
+                .expect("verifying")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
+        let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
+        let hash = hasher
+            .hash(&password("correct horse"))
+            .await
+            .expect("hashing");
+        let truncated = &hash[..hash.len() - 4];
+        let no_salt = hash
+            .rsplitn(3, '$')
+            .last()
+            .expect("a PHC string")
+            .to_owned()
+            + "$";
+        for corrupt in ["not a hash", truncated, &no_salt] {
+            assert!(
+                hasher
+                    .verify(&password("correct horse"), Some(corrupt))
+                    .await
+                    .map_or(true, |ok| !ok),
+                "{corrupt}"
+            );
+        }
     }
 
     #[tokio::test]

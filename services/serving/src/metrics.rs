@@ -24,9 +24,8 @@ use tracing::Instrument as _;
 /// The RPC metrics every gRPC server of this project exposes.
 #[derive(Clone)]
 pub struct GrpcMetrics {
-    started: IntCounterVec,
+    /// For codes other than OK, whose series are made on first use.
     handled: IntCounterVec,
-    handling: HistogramVec,
     /// Every RPC this server serves, by full method path, with its labels.
     /// A call to any other path is counted under one `unknown` series, so
     /// that random paths cannot create series without end.
@@ -127,9 +126,7 @@ impl GrpcMetrics {
             &handling,
         );
         Ok(GrpcMetrics {
-            started,
             handled,
-            handling,
             routes: Arc::new(routes),
             unknown: Arc::new(unknown),
         })
