@@ -1,7 +1,15 @@
 //! Access tokens: HS256 JWTs naming the user, their role and the token
 //! version current when issued (see `token_revocations`).
+//!
+//! Every guarded call of another service brings its token to `Check`, the
+//! same token many times over its life. [`AccessTokens::verify`] keeps the
+//! tokens whose signature it checked, at most [`VERIFIED_KEPT`] of them,
+//! with what they say: a token seen again, byte for byte, is only checked
+//! for expiry. Revocations are not the token's to say, and are applied to
+//! every check afterwards (see `AccessPolicy`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -44,12 +52,18 @@ pub enum TokenError {
     Invalid,
 }
 
+/// The most verified tokens kept. Past it, expired ones are dropped; if
+/// that is not enough, all of them.
+pub const VERIFIED_KEPT: usize = 16_384;
+
 pub struct AccessTokens {
     signing_key_id: String,
     signing_key: EncodingKey,
     verifying_keys: HashMap<String, DecodingKey>,
     validation: Validation,
     ttl: Duration,
+    /// Tokens whose signature and claims were found valid, by their text.
+    verified: RwLock<HashMap<Arc<str>, Principal>>,
 }
 
 impl AccessTokens {
@@ -72,6 +86,7 @@ impl AccessTokens {
                 .collect(),
             validation,
             ttl: config.access_ttl,
+            verified: RwLock::default(),
         })
     }
 
@@ -103,6 +118,50 @@ impl AccessTokens {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let known = self
+            .verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .cloned();
+        if let Some(principal) = known {
+            // As jsonwebtoken decides, with no leeway.
+            return if principal.expires_at < unix_now() {
+                Err(TokenError::Expired)
+            } else {
+                Ok(principal)
+            };
+        }
+        let principal = self.verify_signed(token)?;
+        self.keep(token, &principal);
+        Ok(principal)
+    }
+
+    fn keep(&self, token: &str, principal: &Principal) {
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= VERIFIED_KEPT {
+            let now = unix_now();
+            verified.retain(|_, kept| kept.expires_at >= now);
+            if verified.len() >= VERIFIED_KEPT {
+                verified.clear();
+            }
+        }
+        verified.insert(token.into(), principal.clone());
+    }
+
+    /// Tokens kept now.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Principal, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let key = header
             .kid
@@ -124,6 +183,12 @@ impl AccessTokens {
             expires_at: claims.exp,
         })
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 #[cfg(test)]
@@ -204,6 +269,34 @@ mod tests {
         parts[1] = parts[1].chars().rev().collect();
         assert_eq!(ours.verify(&parts.join(".")), Err(TokenError::Invalid));
         assert_eq!(ours.verify("not a token"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_token_verified_before_still_expires() {
+        let mut short = config(&[("a", KEY_A)]);
+        short.access_ttl = Duration::from_secs(1);
+        let tokens = AccessTokens::new(&short).expect("valid config");
+        let token = tokens.issue(&ada()).expect("issuing");
+        assert!(tokens.verify(&token).is_ok());
+        assert_eq!(tokens.kept(), 1);
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(tokens.verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn only_valid_tokens_are_kept_and_never_more_than_the_bound() {
+        let ours = AccessTokens::new(&config(&[("a", KEY_A)])).expect("valid config");
+        let theirs = AccessTokens::new(&config(&[("a", KEY_B)])).expect("valid config");
+        let forged = theirs.issue(&ada()).expect("issuing");
+        for _ in 0..2 {
+            assert_eq!(ours.verify(&forged), Err(TokenError::Invalid));
+        }
+        assert_eq!(ours.kept(), 0);
+        for _ in 0..VERIFIED_KEPT + 10 {
+            let token = ours.issue(&ada()).expect("issuing");
+            assert!(ours.verify(&token).is_ok());
+            assert!(ours.kept() <= VERIFIED_KEPT);
+        }
     }
 
     #[test]
