@@ -535,6 +535,39 @@ async fn concurrent_retries_store_one_message() {
         .await
         .expect("count");
     assert_eq!(stored, 1);
+    // No sequence number was taken by a retry: streams would wait for it.
+    let last_seq: i64 = sqlx::query_scalar("select last_seq from chats where id = $1")
+        .bind(chat_id)
+        .fetch_one(&chat.db)
+        .await
+        .expect("the chat");
+    assert_eq!(last_seq, 1);
+}
+
+#[tokio::test]
+async fn a_retry_from_someone_no_longer_a_member_is_not_answered() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    chat.chats()
+        .send_message(grace.request(send(chat_id, "hello", "key-1")))
+        .await
+        .expect("first");
+    sqlx::query("delete from chat_members where chat_id = $1 and user_id = $2")
+        .bind(chat_id)
+        .bind(grace.id)
+        .execute(&chat.db)
+        .await
+        .expect("removing grace");
+
+    let retry = chat
+        .chats()
+        .send_message(grace.request(send(chat_id, "hello", "key-1")))
+        .await
+        .expect_err("a retry after leaving");
+    assert_eq!(retry.code(), tonic::Code::NotFound, "{retry:?}");
 }
 
 #[tokio::test]

@@ -58,25 +58,6 @@ pub async fn is_member(db: impl PgExecutor<'_>, chat_id: i64, user_id: i64) -> R
     .await?)
 }
 
-/// Takes the chat's next message sequence number, if `user_id` is a
-/// member. The chat's row stays locked until the transaction ends, so the
-/// chat's messages commit one at a time, in sequence order.
-pub async fn next_seq_for_member(
-    db: impl PgExecutor<'_>,
-    chat_id: i64,
-    user_id: i64,
-) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar!(
-        "update chats set last_seq = last_seq + 1
-         where id = $1 and exists(select 1 from chat_members where chat_id = $1 and user_id = $2)
-         returning last_seq",
-        chat_id,
-        user_id
-    )
-    .fetch_optional(db)
-    .await?)
-}
-
 /// The sequence number of the chat's latest committed message.
 pub async fn last_seq(db: impl PgExecutor<'_>, chat_id: i64) -> Result<Option<i64>> {
     Ok(

@@ -18,47 +18,102 @@ pub struct MessageRow {
 
 pub struct NewMessage<'a> {
     pub chat_id: i64,
-    pub seq: i64,
     pub from_user_id: i64,
     pub from_username: &'a str,
     pub text: &'a str,
     pub client_message_id: Option<&'a str>,
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, message: NewMessage<'_>) -> Result<MessageRow> {
-    Ok(sqlx::query_as!(
-        MessageRow,
-        "insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
-         values ($1, $2, $3, $4, $5, $6)
-         returning id, chat_id, seq, from_user_id, from_username, text, created_at",
+/// What a send came to.
+pub enum Sent {
+    /// Stored now, as the chat's next message.
+    Stored(MessageRow),
+    /// The sender's earlier message with the same idempotency key; nothing
+    /// was stored.
+    Earlier(MessageRow),
+}
+
+/// Stores `message` as its chat's next, in one statement and so one
+/// transaction, one round trip: the chat's row lock, taken by the sequence
+/// number's update, orders the chat's messages until the commit. `None`
+/// if the chat does not exist or the sender is not a member. With an
+/// idempotency key the sender already used in the chat, nothing is stored
+/// and the earlier message comes back.
+pub async fn send(db: &sqlx::PgPool, message: NewMessage<'_>) -> Result<Option<Sent>> {
+    // Two sends with one new key at once: the second fails on the key's
+    // unique index (storing nothing, its sequence number update undone
+    // with it), and on a second try finds the first's message.
+    match send_once(db, &message).await {
+        Err(sqlx::Error::Database(error))
+            if error.constraint() == Some("messages_client_message_id_key") =>
+        {
+            Ok(send_once(db, &message).await?)
+        }
+        sent => Ok(sent?),
+    }
+}
+
+async fn send_once(
+    db: &sqlx::PgPool,
+    message: &NewMessage<'_>,
+) -> std::result::Result<Option<Sent>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"with member as (
+               select 1 from chat_members where chat_id = $1 and user_id = $2
+           ),
+           earlier as (
+               select id, chat_id, seq, from_user_id, from_username, text, created_at
+               from messages
+               where chat_id = $1 and from_user_id = $2 and client_message_id = $5
+                 and exists (select 1 from member)
+           ),
+           chat as (
+               update chats set last_seq = last_seq + 1
+               where id = $1
+                 and exists (select 1 from member)
+                 and not exists (select 1 from earlier)
+               returning last_seq
+           ),
+           stored as (
+               insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
+               select $1, last_seq, $2, $3, $4, $5 from chat
+               returning id, chat_id, seq, from_user_id, from_username, text, created_at
+           )
+           select id as "id!", chat_id as "chat_id!", seq as "seq!",
+                  from_user_id as "from_user_id!", from_username as "from_username!",
+                  text as "text!", created_at as "created_at!", false as "earlier!"
+           from stored
+           union all
+           select id, chat_id, seq, from_user_id, from_username, text, created_at, true
+           from earlier"#,
         message.chat_id,
-        message.seq,
         message.from_user_id,
         message.from_username,
         message.text,
         message.client_message_id
     )
-    .fetch_one(db)
-    .await?)
-}
-
-/// The message a sender already sent with this idempotency key.
-pub async fn by_client_message_id(
-    db: impl PgExecutor<'_>,
-    chat_id: i64,
-    from_user_id: i64,
-    client_message_id: &str,
-) -> Result<Option<MessageRow>> {
-    Ok(sqlx::query_as!(
-        MessageRow,
-        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages
-         where chat_id = $1 and from_user_id = $2 and client_message_id = $3",
-        chat_id,
-        from_user_id,
-        client_message_id
-    )
-    .fetch_optional(db)
-    .await?)
+    // All of it, to the server's ready-for-query: the implicit transaction
+    // commits after the row is sent, and a send is acknowledged only once
+    // committed.
+    .fetch_all(db)
+    .await?
+    .pop();
+    Ok(row.map(|row| {
+        let message = MessageRow {
+            id: row.id,
+            chat_id: row.chat_id,
+            seq: row.seq,
+            from_user_id: row.from_user_id,
+            from_username: row.from_username,
+            text: row.text,
+            created_at: row.created_at,
+        };
+        if row.earlier {
+            Sent::Earlier(message)
+        } else {
+            Sent::Stored(message)
+        }
+    }))
 }
 
 /// Message `id`, if it is in chat `chat_id`.

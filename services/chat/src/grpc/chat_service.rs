@@ -13,7 +13,7 @@ use super::outbound::{self, Outbound, Queue};
 use super::{State, caller};
 use crate::access_watch::{Epoch, Hold};
 use crate::db;
-use crate::db::messages::{MessageRow, NewMessage};
+use crate::db::messages::{MessageRow, NewMessage, Sent};
 use crate::domain::{ChatTitle, ClientMessageId, MessageText, check_usernames};
 use crate::error::{Error, Result};
 use crate::hub::{Event, Subscription};
@@ -131,48 +131,38 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let client_message_id = client_message_id.as_ref().map(ClientMessageId::as_str);
         let chat_id = request.chat_id;
 
-        let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        // Locks the chat: its messages are stored one at a time.
-        let seq = db::chats::next_seq_for_member(&mut *tx, chat_id, caller.user_id)
-            .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
-        if let Some(client_message_id) = client_message_id
-            && let Some(first) = db::messages::by_client_message_id(
-                &mut *tx,
-                chat_id,
-                caller.user_id,
-                client_message_id,
-            )
-            .await?
-        {
-            // A retry: the first send's message, and nothing new stored. A
-            // key reused for other content is refused, not silently
-            // answered with the first message.
-            if first.text != text.as_str() {
-                return Err(Error::AlreadyExists(format!(
-                    "client_message_id {client_message_id:?} was already used for another message in this chat; \
-                     a new message needs a new key"
-                ))
-                .into());
-            }
-            return Ok(Response::new(pb::SendMessageResponse {
-                message: Some(to_proto(&first)),
-            }));
-        }
-        let message = db::messages::insert(
-            &mut *tx,
+        let sent = db::messages::send(
+            &self.state.pool,
             NewMessage {
                 chat_id,
-                seq,
                 from_user_id: caller.user_id,
                 from_username: &caller.username,
                 text: text.as_str(),
                 client_message_id,
             },
         )
-        .await?;
-        // Acknowledged only once stored for good.
-        tx.commit().await.map_err(Error::from)?;
+        .await?
+        .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        // Acknowledged only once stored for good: the statement committed.
+        let message = match sent {
+            Sent::Stored(message) => message,
+            // A retry: the first send's message, and nothing new stored. A
+            // key reused for other content is refused, not silently
+            // answered with the first message.
+            Sent::Earlier(first) if first.text != text.as_str() => {
+                return Err(Error::AlreadyExists(format!(
+                    "client_message_id {:?} was already used for another message in this chat; \
+                     a new message needs a new key",
+                    client_message_id.unwrap_or_default()
+                ))
+                .into());
+            }
+            Sent::Earlier(first) => {
+                return Ok(Response::new(pb::SendMessageResponse {
+                    message: Some(to_proto(&first)),
+                }));
+            }
+        };
         self.state.metrics.messages_sent.inc();
         tracing::Span::current().record("message_id", message.id);
         let reply = to_proto(&message);
