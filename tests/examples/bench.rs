@@ -521,11 +521,7 @@ impl Sends {
             let (chats, db, sender) = (chats.clone(), self.db.clone(), self.sender.clone());
             move |n: usize| {
                 let (chats, db, sender) = (chats.clone(), db.clone(), sender.clone());
-                async move {
-                    send_transaction(&db, chats[n % chats.len()], &sender, n, notify)
-                        .await
-                        .map_err(|error| error.to_string())
-                }
+                async move { send_transaction(&db, chats[n % chats.len()], &sender, n, notify).await }
             }
         };
         let (sends, floor) = alternating(SEND_CONCURRENCY, service, database(false)).await;
@@ -547,60 +543,59 @@ impl Sends {
     }
 }
 
-/// The send's statement as the service runs it (`db::messages::send`,
-/// with no idempotency key): one statement, its own transaction. With
-/// `notify`, the same statement notifies from its transaction too.
+/// The send's statement as the service runs it (`db::messages::send`
+/// itself, with no idempotency key), its own transaction. With `notify`,
+/// the same row lock and insert in one statement that also notifies.
 async fn send_transaction(
     db: &PgPool,
     chat_id: i64,
     sender: &User,
     n: usize,
     notify: bool,
-) -> Result<(), sqlx::Error> {
-    macro_rules! send {
-        () => {
-            "with member as (
-            select 1 from chat_members where chat_id = $1 and user_id = $2
-        ),
-        earlier as (
-            select id, chat_id, seq, from_user_id, from_username, text, created_at
-            from messages
-            where chat_id = $1 and from_user_id = $2 and client_message_id = $5
-              and exists (select 1 from member)
-        ),
-        chat as (
-            update chats set last_seq = last_seq + 1
-            where id = $1 and exists (select 1 from member) and not exists (select 1 from earlier)
-            returning last_seq
-        ),
-        stored as (
-            insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
-            select $1, last_seq, $2, $3, $4, $5 from chat
-            returning id, chat_id, seq, from_user_id, from_username, text, created_at
-        )"
+) -> Result<(), String> {
+    let text = format!("database message {n}");
+    if !notify {
+        return match chat::db::messages::send(
+            db,
+            chat::db::messages::NewMessage {
+                chat_id,
+                from_user_id: sender.id,
+                from_username: &sender.name,
+                text: &text,
+                client_message_id: None,
+            },
+        )
+        .await
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!("chat {chat_id} refused the sender")),
+            Err(error) => Err(error.to_string()),
         };
     }
-    const PLAIN: &str = concat!(
-        send!(),
-        " select id, chat_id, seq, from_user_id, from_username, text, created_at, false from stored
-          union all
-          select id, chat_id, seq, from_user_id, from_username, text, created_at, true from earlier"
-    );
-    const NOTIFYING: &str = concat!(
-        send!(),
-        " select pg_notify('bench', chat_id || ':' || seq) from stored"
-    );
-    sqlx::query(if notify { NOTIFYING } else { PLAIN })
-        .bind(chat_id)
-        .bind(sender.id)
-        .bind(&sender.name)
-        .bind(format!("database message {n}"))
-        .bind(None::<String>)
-        .fetch_all(db)
-        .await?
-        .pop()
-        .ok_or(sqlx::Error::RowNotFound)?;
-    Ok(())
+    sqlx::query(
+        "with chat as (
+             update chats set last_seq = last_seq + 1
+             where id = $1 and exists (select 1 from chat_members where chat_id = $1 and user_id = $2)
+             returning last_seq
+         ),
+         stored as (
+             insert into messages (chat_id, seq, from_user_id, from_username, text)
+             select $1, last_seq, $2, $3, $4 from chat
+             returning chat_id, seq
+         )
+         select pg_notify('bench', chat_id || ':' || seq) from stored",
+    )
+    .bind(chat_id)
+    .bind(sender.id)
+    .bind(&sender.name)
+    .bind(&text)
+    // To the end: the statement's transaction commits after its row.
+    .fetch_all(db)
+    .await
+    .map_err(|error| error.to_string())?
+    .pop()
+    .map(drop)
+    .ok_or_else(|| format!("chat {chat_id} refused the sender"))
 }
 
 /// Opens `count` streams on `chats` (round robin), over connections of

@@ -10,7 +10,6 @@
 //! login flood about a third of its time in the kernel; left to the
 //! allocator's free lists, it would stay resident for good.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,76 +48,60 @@ pub const SCRATCH_IDLE: Duration = Duration::from_secs(10);
 struct Scratch {
     /// How long memory is kept unused.
     idle: Duration,
-    free: Mutex<Vec<Vec<Block>>>,
-    last_used: Mutex<Option<Instant>>,
+    pool: Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct Pool {
+    free: Vec<Vec<Block>>,
+    last_used: Option<Instant>,
     /// Whether a task is waiting to free idle memory.
-    pruning: AtomicBool,
+    pruning: bool,
 }
 
 impl Scratch {
     fn new(idle: Duration) -> Scratch {
         Scratch {
             idle,
-            free: Mutex::default(),
-            last_used: Mutex::default(),
-            pruning: AtomicBool::new(false),
+            pool: Mutex::default(),
         }
     }
 
-    fn take(&self) -> Vec<Block> {
-        self.free
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
+    }
+
+    fn take(&self) -> Vec<Block> {
+        self.pool().free.pop().unwrap_or_default()
     }
 
     /// Takes `blocks` back, and frees all of it once idle long enough.
     fn give(self: &Arc<Self>, blocks: Vec<Block>) {
-        *self
-            .last_used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(blocks);
-        if !self.pruning.swap(true, Ordering::AcqRel) {
+        let mut pool = self.pool();
+        pool.free.push(blocks);
+        pool.last_used = Some(Instant::now());
+        if !std::mem::replace(&mut pool.pruning, true) {
             let scratch = self.clone();
             tokio::spawn(async move { scratch.prune().await });
         }
     }
 
+    /// Sleeps until the memory has been idle long enough, frees it, and
+    /// ends (the next `give` starts another).
     async fn prune(&self) {
         loop {
-            let last_used = *self
-                .last_used
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let idle_at = last_used.map_or_else(Instant::now, |at| at + self.idle);
-            tokio::time::sleep_until(idle_at.into()).await;
-            let idle = self
-                .last_used
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_none_or(|at| at.elapsed() >= self.idle);
-            if !idle {
-                continue;
+            let idle_at = self.pool().last_used.map(|at| at + self.idle);
+            if let Some(idle_at) = idle_at {
+                tokio::time::sleep_until(idle_at.into()).await;
             }
-            drop(std::mem::take(
-                &mut *self
-                    .free
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            ));
-            self.pruning.store(false, Ordering::Release);
-            // Memory given back meanwhile needs a pruner of its own.
-            let kept = !self
-                .free
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_empty();
-            if !kept || self.pruning.swap(true, Ordering::AcqRel) {
+            let mut pool = self.pool();
+            if pool.last_used.is_none_or(|at| at.elapsed() >= self.idle) {
+                let free = std::mem::take(&mut pool.free);
+                pool.pruning = false;
+                drop(pool);
+                drop(free);
                 return;
             }
         }
@@ -127,10 +110,7 @@ impl Scratch {
     /// Buffers held now.
     #[cfg(test)]
     fn held(&self) -> usize {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.pool().free.len()
     }
 }
 
@@ -303,6 +283,13 @@ mod tests {
         Password::parse("password", text.into()).expect("a valid password")
     }
 
+    async fn verifies(hasher: &PasswordHasher, text: &str, hash: &str) -> bool {
+        hasher
+            .verify(&password(text), Some(hash))
+            .await
+            .expect("verifying")
+    }
+
     #[tokio::test]
     async fn hashes_are_argon2id_phc_strings_with_the_configured_parameters() {
         let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
@@ -325,12 +312,7 @@ mod tests {
             .await
             .expect("hashing");
         for _ in 0..3 {
-            assert!(
-                hasher
-                    .verify(&password("correct horse"), Some(&hash))
-                    .await
-                    .expect("verifying")
-            );
+            assert!(verifies(&hasher, "correct horse", &hash).await);
             assert_eq!(
                 hasher.scratch.held(),
                 1,
@@ -340,12 +322,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(900)).await;
         assert_eq!(hasher.scratch.held(), 0, "idle memory is freed");
         // And taken again afterwards.
-        assert!(
-            !hasher
-                .verify(&password("wrong horse"), Some(&hash))
-                .await
-                .expect("verifying")
-        );
+        assert!(!verifies(&hasher, "wrong horse", &hash).await);
         assert_eq!(hasher.scratch.held(), 1);
     }
 
@@ -385,33 +362,18 @@ mod tests {
             hash.starts_with("$argon2id$v=19$m=24576,t=1,p=1$"),
             "{hash}"
         );
-        assert!(
-            hasher
-                .verify(&password("correct horse"), Some(&hash))
-                .await
-                .expect("verifying")
-        );
-        assert!(
-            !hasher
-                .verify(&password("wrong horse"), Some(&hash))
-                .await
-                .expect("verifying")
-        );
+        assert!(verifies(&hasher, "correct horse", &hash).await);
+        assert!(!verifies(&hasher, "wrong horse", &hash).await);
         // A smaller hash after a larger one, in the same (grown) memory.
         let small = hasher
             .hash(&password("correct horse"))
             .await
             .expect("hashing");
-        assert!(
-            hasher
-                .verify(&password("correct horse"), Some(&small))
-                .await
-                .expect("verifying")
-        );
+        assert!(verifies(&hasher, "correct horse", &small).await);
     }
 
     #[tokio::test]
-    async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
+    async fn a_corrupt_stored_hash_never_matches() {
         let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
         let hash = hasher
             .hash(&password("correct horse"))
@@ -442,18 +404,8 @@ mod tests {
             .hash(&password("correct horse"))
             .await
             .expect("hashing");
-        assert!(
-            hasher
-                .verify(&password("correct horse"), Some(&hash))
-                .await
-                .expect("verifying")
-        );
-        assert!(
-            !hasher
-                .verify(&password("wrong horse"), Some(&hash))
-                .await
-                .expect("verifying")
-        );
+        assert!(verifies(&hasher, "correct horse", &hash).await);
+        assert!(!verifies(&hasher, "wrong horse", &hash).await);
     }
 
     #[tokio::test]
