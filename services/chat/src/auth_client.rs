@@ -147,7 +147,34 @@ impl AuthClient {
             self.check_timeout,
         )?;
         let mut users = self.users.clone();
-        let answer = tokio::time::timeout(self.check_timeout, users.lookup_usernames(request))
+        self.answer(users.lookup_usernames(request)).await
+    }
+
+    /// The current names of the users with these ids, as
+    /// [`AuthClient::lookup_usernames`] asks.
+    pub async fn lookup_user_ids(
+        &self,
+        authorization: Option<&HeaderValue>,
+        request_id: Option<&HeaderValue>,
+        ids: Vec<i64>,
+    ) -> Result<pb::LookupUserIdsResponse> {
+        let request = self.request(
+            pb::LookupUserIdsRequest { ids },
+            authorization,
+            request_id,
+            self.check_timeout,
+        )?;
+        let mut users = self.users.clone();
+        self.answer(users.lookup_user_ids(request)).await
+    }
+
+    /// Auth's answer in time; its verdicts on the request passed on, any
+    /// other failure UNAVAILABLE.
+    async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T> {
+        let answer = tokio::time::timeout(self.check_timeout, call)
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {

@@ -1,5 +1,5 @@
 //! How replicas tell each other what they committed: each chat's newest
-//! message id, and deleted chats.
+//! message id, deleted chats and removed members.
 //!
 //! Two buses, chosen by [`Fanout`]:
 //! - **PostgreSQL** (the default, nothing else to run): announcements are
@@ -47,10 +47,13 @@ pub enum Announcement {
     Message { chat_id: i64, message_id: i64 },
     /// The chat is gone.
     Deleted { chat_id: i64 },
+    /// The user is no longer a member of the chat.
+    Removed { chat_id: i64, user_id: i64 },
 }
 
 impl Announcement {
-    /// `message:<chat_id>:<message_id>` or `deleted:<chat_id>`.
+    /// `message:<chat_id>:<message_id>`, `deleted:<chat_id>` or
+    /// `removed:<chat_id>:<user_id>`.
     fn payload(&self) -> String {
         match self {
             Announcement::Message {
@@ -58,6 +61,7 @@ impl Announcement {
                 message_id,
             } => format!("message:{chat_id}:{message_id}"),
             Announcement::Deleted { chat_id } => format!("deleted:{chat_id}"),
+            Announcement::Removed { chat_id, user_id } => format!("removed:{chat_id}:{user_id}"),
         }
     }
 
@@ -69,6 +73,10 @@ impl Announcement {
                 message_id: message_id.parse().ok()?,
             },
             ("deleted", chat_id, None) => Announcement::Deleted { chat_id },
+            ("removed", chat_id, Some(user_id)) => Announcement::Removed {
+                chat_id,
+                user_id: user_id.parse().ok()?,
+            },
             _ => return None,
         };
         parts.next().is_none().then_some(announcement)
@@ -191,18 +199,29 @@ impl Announcer {
         match self {
             Announcer::Postgres(pool) => {
                 // Deletions are announced by the delete's own transaction.
-                let (chat_ids, message_ids): (Vec<i64>, Vec<i64>) = announcements
-                    .iter()
-                    .filter_map(|announcement| match *announcement {
+                let (mut messages, mut removals) =
+                    ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+                for announcement in announcements {
+                    match *announcement {
                         Announcement::Message {
                             chat_id,
                             message_id,
-                        } => Some((chat_id, message_id)),
-                        Announcement::Deleted { .. } => None,
-                    })
-                    .unzip();
-                if !chat_ids.is_empty() {
-                    db::messages::announce(pool, &chat_ids, &message_ids).await?;
+                        } => {
+                            messages.0.push(chat_id);
+                            messages.1.push(message_id);
+                        }
+                        Announcement::Removed { chat_id, user_id } => {
+                            removals.0.push(chat_id);
+                            removals.1.push(user_id);
+                        }
+                        Announcement::Deleted { .. } => {}
+                    }
+                }
+                if !messages.0.is_empty() {
+                    db::messages::announce(pool, &messages.0, &messages.1).await?;
+                }
+                if !removals.0.is_empty() {
+                    db::members::announce_removals(pool, &removals.0, &removals.1).await?;
                 }
                 Ok(())
             }
@@ -210,7 +229,8 @@ impl Announcer {
                 for announcement in announcements {
                     let chat_id = match *announcement {
                         Announcement::Message { chat_id, .. }
-                        | Announcement::Deleted { chat_id } => chat_id,
+                        | Announcement::Deleted { chat_id }
+                        | Announcement::Removed { chat_id, .. } => chat_id,
                     };
                     client
                         .publish(
@@ -293,6 +313,10 @@ mod tests {
                 message_id: 42,
             },
             Announcement::Deleted { chat_id: 3 },
+            Announcement::Removed {
+                chat_id: 3,
+                user_id: 7,
+            },
         ] {
             assert_eq!(
                 Announcement::parse(&announcement.payload()),
@@ -306,7 +330,14 @@ mod tests {
                 message_id: 42
             })
         );
-        for junk in ["", "message:3", "deleted:x", "message:3:4:5", "other:1"] {
+        for junk in [
+            "",
+            "message:3",
+            "deleted:x",
+            "message:3:4:5",
+            "other:1",
+            "removed:3",
+        ] {
             assert_eq!(Announcement::parse(junk), None, "{junk:?}");
         }
     }

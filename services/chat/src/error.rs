@@ -15,6 +15,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request is valid but the chat's state refuses it (a limit).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Auth or the database could not be asked, or auth answered with
     /// something other than a verdict on the request.
     #[error("{0}")]
@@ -74,6 +77,7 @@ impl From<Error> for Status {
             }
             Error::NotFound(message) => Status::not_found(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Aborted(message) => Status::aborted(message),
             Error::AlreadyExists(message) => Status::already_exists(message),

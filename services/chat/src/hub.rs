@@ -55,6 +55,12 @@ pub enum Event {
     Message(Arc<MessageRow>),
     /// The chat is gone; its streams end.
     Deleted,
+    /// The user is no longer a member; their streams of the chat end.
+    Removed(i64),
+    /// The chat's members version, as the poll found it: a stream that
+    /// read an older one asks the database whether its user is still a
+    /// member (the announcement of a removal may have been lost).
+    MembersChanged(i64),
     /// Notifications may have been lost: read the database to catch up.
     Resync,
 }
@@ -81,6 +87,8 @@ struct Unannounced {
     messages: HashMap<i64, i64>,
     /// Chats deleted here, when the bus needs telling.
     deleted: HashSet<i64>,
+    /// Members removed here, as (chat, user).
+    removed: HashSet<(i64, i64)>,
 }
 
 impl Unannounced {
@@ -101,7 +109,11 @@ impl Unannounced {
             .deleted
             .drain()
             .map(|chat_id| Announcement::Deleted { chat_id });
-        messages.chain(deleted).collect()
+        let removed = self
+            .removed
+            .drain()
+            .map(|(chat_id, user_id)| Announcement::Removed { chat_id, user_id });
+        messages.chain(deleted).chain(removed).collect()
     }
 
     fn put_back(&mut self, announcements: Vec<Announcement>) {
@@ -113,6 +125,9 @@ impl Unannounced {
                 } => self.message(chat_id, message_id),
                 Announcement::Deleted { chat_id } => {
                     self.deleted.insert(chat_id);
+                }
+                Announcement::Removed { chat_id, user_id } => {
+                    self.removed.insert((chat_id, user_id));
                 }
             }
         }
@@ -130,6 +145,8 @@ struct Feed {
     /// Committed here ahead of an earlier message of the chat, by sequence
     /// number (see [`HELD_PER_CHAT`]).
     held: BTreeMap<i64, Arc<MessageRow>>,
+    /// The chat's members version the poll last found.
+    members_version: Option<i64>,
 }
 
 impl Feed {
@@ -237,6 +254,7 @@ impl Hub {
                     sender: broadcast::channel(self.buffer).0,
                     last: None,
                     held: BTreeMap::new(),
+                    members_version: None,
                 }
             })
             .sender
@@ -295,6 +313,14 @@ impl Hub {
         }
     }
 
+    /// A member this replica just removed: their streams of the chat here
+    /// end now, and the other replicas are told.
+    pub fn removed(&self, chat_id: i64, user_id: i64) {
+        self.publish(chat_id, Event::Removed(user_id));
+        self.unannounced().removed.insert((chat_id, user_id));
+        self.announce.notify_one();
+    }
+
     fn unannounced(&self) -> std::sync::MutexGuard<'_, Unannounced> {
         self.unannounced
             .lock()
@@ -350,25 +376,35 @@ impl Hub {
     }
 
     /// One query for every watched chat: the streams of chats deleted
-    /// meanwhile end, and what a chat received beyond its last broadcast
-    /// is read and broadcast. After listening (re)started, chats whose
+    /// meanwhile end, streams are told of each new members version, and
+    /// what a chat received beyond its last broadcast is read and
+    /// broadcast. After listening (re)started, chats whose
     /// streams have not yet noted where they start are told to resync.
     async fn compare(&self, pool: &PgPool, listening_again: bool) -> crate::error::Result<usize> {
         let watched: Vec<i64> = self.chats().keys().copied().collect();
         if watched.is_empty() {
             return Ok(0);
         }
-        let current: HashMap<i64, i64> = db::chats::last_seqs(pool, &watched)
+        let current: HashMap<i64, db::chats::Standing> = db::chats::standings(pool, &watched)
             .await?
             .into_iter()
             .collect();
         for chat_id in watched {
-            let Some(&seq) = current.get(&chat_id) else {
+            let Some(&standing) = current.get(&chat_id) else {
                 self.publish(chat_id, Event::Deleted);
                 continue;
             };
-            let last = match self.chats().get(&chat_id) {
-                Some(feed) => feed.last,
+            let seq = standing.last_seq;
+            let last = match self.chats().get_mut(&chat_id) {
+                Some(feed) => {
+                    if feed.members_version != Some(standing.members_version) {
+                        feed.members_version = Some(standing.members_version);
+                        let _ = feed
+                            .sender
+                            .send(Event::MembersChanged(standing.members_version));
+                    }
+                    feed.last
+                }
                 None => continue,
             };
             match last {
@@ -477,6 +513,9 @@ impl Hub {
                 }
                 Heard::Announcement(Announcement::Deleted { chat_id }) => {
                     self.publish(chat_id, Event::Deleted);
+                }
+                Heard::Announcement(Announcement::Removed { chat_id, user_id }) => {
+                    self.publish(chat_id, Event::Removed(user_id));
                 }
             }
         }

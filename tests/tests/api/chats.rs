@@ -78,12 +78,55 @@ async fn call_every_rpc(chat: &TestChat, token: Option<&str>) -> serde_json::Val
         ))
         .await
         .expect_err("ConnectChat");
+    let list_chats = chats
+        .list_chats(wrap(pb::ListChatsRequest::default(), token))
+        .await
+        .expect_err("ListChats");
+    let get_chat = chats
+        .get_chat(wrap(pb::GetChatRequest { id: 1 }, token))
+        .await
+        .expect_err("GetChat");
+    let add_members = chats
+        .add_members(wrap(
+            pb::AddMembersRequest {
+                chat_id: 1,
+                usernames: vec!["x".into()],
+            },
+            token,
+        ))
+        .await
+        .expect_err("AddMembers");
+    let remove_member = chats
+        .remove_member(wrap(
+            pb::RemoveMemberRequest {
+                chat_id: 1,
+                user_id: 1,
+            },
+            token,
+        ))
+        .await
+        .expect_err("RemoveMember");
+    let update_chat = chats
+        .update_chat(wrap(
+            pb::UpdateChatRequest {
+                id: 1,
+                title: "t".into(),
+            },
+            token,
+        ))
+        .await
+        .expect_err("UpdateChat");
     json!({
         "Create": snapshot::status(&create),
         "Delete": snapshot::status(&delete),
         "SendMessage": snapshot::status(&send),
         "ListMessages": snapshot::status(&list),
         "ConnectChat": snapshot::status(&connect),
+        "ListChats": snapshot::status(&list_chats),
+        "GetChat": snapshot::status(&get_chat),
+        "AddMembers": snapshot::status(&add_members),
+        "RemoveMember": snapshot::status(&remove_member),
+        "UpdateChat": snapshot::status(&update_chat),
     })
 }
 

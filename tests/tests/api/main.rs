@@ -6,6 +6,7 @@ mod chats;
 mod contracts;
 mod history;
 mod logs;
+mod membership;
 mod metrics;
 mod nats;
 mod reflection;

@@ -237,6 +237,30 @@ pub mod user_service_client {
                 .insert(GrpcMethod::new("auth.v1.UserService", "LookupUsernames"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn lookup_user_ids(
+            &mut self,
+            request: impl tonic::IntoRequest<super::LookupUserIdsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LookupUserIdsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.UserService/LookupUserIds",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.UserService", "LookupUserIds"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -284,6 +308,13 @@ pub mod user_service_server {
             request: tonic::Request<super::LookupUsernamesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::LookupUsernamesResponse>,
+            tonic::Status,
+        >;
+        async fn lookup_user_ids(
+            &self,
+            request: tonic::Request<super::LookupUserIdsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LookupUserIdsResponse>,
             tonic::Status,
         >;
     }
@@ -659,6 +690,51 @@ pub mod user_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LookupUsernamesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.UserService/LookupUserIds" => {
+                    #[allow(non_camel_case_types)]
+                    struct LookupUserIdsSvc<T: UserService>(pub Arc<T>);
+                    impl<
+                        T: UserService,
+                    > tonic::server::UnaryService<super::LookupUserIdsRequest>
+                    for LookupUserIdsSvc<T> {
+                        type Response = super::LookupUserIdsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::LookupUserIdsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as UserService>::lookup_user_ids(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LookupUserIdsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -166,6 +166,18 @@ pub async fn match_names(db: impl PgExecutor<'_>, names: &[String]) -> Result<Ve
     .await?)
 }
 
+/// The current name of each of `ids` that is a user.
+pub async fn names_by_id(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+    Ok(
+        sqlx::query!("select id, name from users where id = any($1)", ids)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.name))
+            .collect(),
+    )
+}
+
 pub async fn password_hash(db: impl PgExecutor<'_>, id: i64) -> Result<Option<String>> {
     Ok(
         sqlx::query_scalar!("select password_hash from users where id = $1", id)

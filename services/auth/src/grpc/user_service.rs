@@ -333,6 +333,30 @@ impl pb::user_service_server::UserService for UserApi {
         }
         Ok(Response::new(response))
     }
+
+    #[tracing::instrument(skip_all, fields(count = request.get_ref().ids.len()))]
+    async fn lookup_user_ids(
+        &self,
+        request: Request<pb::LookupUserIdsRequest>,
+    ) -> Result<Response<pb::LookupUserIdsResponse>, Status> {
+        let request = request.into_inner();
+        serving::invalid::validate(&request)?;
+        let found = db::users::names_by_id(&self.state.pool, &request.ids).await?;
+        let known: std::collections::HashSet<i64> = found.iter().map(|(id, _)| *id).collect();
+        let missing_ids = request
+            .ids
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        Ok(Response::new(pb::LookupUserIdsResponse {
+            users: found
+                .into_iter()
+                .map(|(id, name)| pb::UserRef { id, name })
+                .collect(),
+            missing_ids,
+        }))
+    }
 }
 
 /// Revokes every token the user holds: bumps the token version, so that

@@ -1,6 +1,7 @@
 //! `chats` and `chat_members`.
 
 use sqlx::PgExecutor;
+use time::OffsetDateTime;
 
 use crate::error::Result;
 
@@ -12,17 +13,6 @@ pub async fn insert(db: impl PgExecutor<'_>, title: &str, created_by: i64) -> Re
     )
     .fetch_one(db)
     .await?)
-}
-
-pub async fn add_members(db: impl PgExecutor<'_>, chat_id: i64, user_ids: &[i64]) -> Result<()> {
-    sqlx::query!(
-        "insert into chat_members (chat_id, user_id) select $1, unnest($2::bigint[]) on conflict do nothing",
-        chat_id,
-        user_ids
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// A chat as one user sees it.
@@ -75,15 +65,103 @@ pub async fn delete(db: impl PgExecutor<'_>, chat_id: i64) -> Result<bool> {
     Ok(deleted.rows_affected() == 1)
 }
 
-/// The last sequence number of each of `chat_ids` that still exists.
-pub async fn last_seqs(db: impl PgExecutor<'_>, chat_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+/// Where a chat stands, as the hub's poll compares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub last_seq: i64,
+    pub members_version: i64,
+}
+
+/// The standing of each of `chat_ids` that still exists.
+pub async fn standings(db: impl PgExecutor<'_>, chat_ids: &[i64]) -> Result<Vec<(i64, Standing)>> {
     Ok(sqlx::query!(
-        "select id, last_seq from chats where id = any($1)",
+        "select id, last_seq, members_version from chats where id = any($1)",
         chat_ids
     )
     .fetch_all(db)
     .await?
     .into_iter()
-    .map(|row| (row.id, row.last_seq))
+    .map(|row| {
+        (
+            row.id,
+            Standing {
+                last_seq: row.last_seq,
+                members_version: row.members_version,
+            },
+        )
+    })
     .collect())
+}
+
+pub struct ChatRow {
+    pub id: i64,
+    pub title: String,
+    pub created_by: i64,
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn get(db: impl PgExecutor<'_>, chat_id: i64) -> Result<Option<ChatRow>> {
+    Ok(sqlx::query_as!(
+        ChatRow,
+        "select id, title, created_by, created_at from chats where id = $1",
+        chat_id
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Whether there was such a chat.
+pub async fn rename(db: impl PgExecutor<'_>, chat_id: i64, title: &str) -> Result<bool> {
+    let renamed = sqlx::query!("update chats set title = $2 where id = $1", chat_id, title)
+        .execute(db)
+        .await?;
+    Ok(renamed.rows_affected() == 1)
+}
+
+/// One of a user's chats, with its newest message if it has one.
+pub struct Listed {
+    pub id: i64,
+    pub title: String,
+    pub created_by: i64,
+    pub last_activity_at: OffsetDateTime,
+    pub member_count: i64,
+    pub message_id: Option<i64>,
+    pub message_seq: Option<i64>,
+    pub message_from_user_id: Option<i64>,
+    pub message_from_username: Option<String>,
+    pub message_text: Option<String>,
+    pub message_created_at: Option<OffsetDateTime>,
+}
+
+/// Up to `limit` of the user's chats, most recent activity first, after
+/// the chat `after` names (its last activity and id), if given.
+pub async fn list_for_user(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+    after: Option<(OffsetDateTime, i64)>,
+    limit: i64,
+) -> Result<Vec<Listed>> {
+    let (after_at, after_id) = after.unzip();
+    Ok(sqlx::query_as!(
+        Listed,
+        r#"select c.id, c.title, c.created_by, c.last_activity_at,
+                  (select count(*) from chat_members n where n.chat_id = c.id) as "member_count!",
+                  m.id as "message_id?", m.seq as "message_seq?",
+                  m.from_user_id as "message_from_user_id?",
+                  m.from_username as "message_from_username?",
+                  m.text as "message_text?", m.created_at as "message_created_at?"
+           from chat_members me
+           join chats c on c.id = me.chat_id
+           left join messages m on m.chat_id = c.id and m.seq = c.last_seq
+           where me.user_id = $1
+             and ($2::timestamptz is null or (c.last_activity_at, c.id) < ($2, $3))
+           order by c.last_activity_at desc, c.id desc
+           limit $4"#,
+        user_id,
+        after_at,
+        after_id,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
 }

@@ -68,7 +68,7 @@ async fn send_once(
                  and exists (select 1 from member)
            ),
            chat as (
-               update chats set last_seq = last_seq + 1
+               update chats set last_seq = last_seq + 1, last_activity_at = now()
                where id = $1
                  and exists (select 1 from member)
                  and not exists (select 1 from earlier)

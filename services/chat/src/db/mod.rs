@@ -2,6 +2,7 @@
 //! the chat schema (`migrations/chat`) alone, from the metadata in `.sqlx/`.
 
 pub mod chats;
+pub mod members;
 pub mod messages;
 
 use secrecy::ExposeSecret as _;

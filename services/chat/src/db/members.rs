@@ -1,0 +1,130 @@
+//! `chat_members`: who is in a chat, and changes to it. Every change takes
+//! the chat's row lock first, so changes to one chat (and its sends) are
+//! ordered, and a member count read under the lock stays true until the
+//! commit.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::error::Result;
+
+/// A chat as a change to its members finds it, locked.
+pub struct Locked {
+    pub created_by: i64,
+    pub member_count: i64,
+}
+
+/// Locks the chat's row until the transaction ends; `None` if there is no
+/// such chat.
+pub async fn lock(db: &mut PgConnection, chat_id: i64) -> Result<Option<Locked>> {
+    Ok(sqlx::query_as!(
+        Locked,
+        r#"select created_by,
+                  (select count(*) from chat_members m where m.chat_id = c.id) as "member_count!"
+           from chats c where id = $1 for update"#,
+        chat_id
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Adds the users who are not members yet; returns those added.
+pub async fn add(db: &mut PgConnection, chat_id: i64, user_ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        "insert into chat_members (chat_id, user_id) select $1, unnest($2::bigint[])
+         on conflict do nothing returning user_id",
+        chat_id,
+        user_ids
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Whether the user was a member. A removal raises the chat's members
+/// version, which replicas compare to end the removed member's streams.
+pub async fn remove(db: &mut PgConnection, chat_id: i64, user_id: i64) -> Result<bool> {
+    let removed = sqlx::query!(
+        "delete from chat_members where chat_id = $1 and user_id = $2",
+        chat_id,
+        user_id
+    )
+    .execute(&mut *db)
+    .await?
+    .rows_affected()
+        == 1;
+    if removed {
+        sqlx::query!(
+            "update chats set members_version = members_version + 1 where id = $1",
+            chat_id
+        )
+        .execute(db)
+        .await?;
+    }
+    Ok(removed)
+}
+
+/// Makes the longest-standing member the chat's creator; `None` if the chat
+/// has no member left.
+pub async fn hand_over(db: &mut PgConnection, chat_id: i64) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"update chats c set created_by = m.user_id
+           from (select user_id from chat_members where chat_id = $1
+                 order by joined_at, user_id limit 1) m
+           where c.id = $1
+           returning c.created_by"#,
+        chat_id
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+pub struct MemberRow {
+    pub user_id: i64,
+    pub joined_at: OffsetDateTime,
+}
+
+/// The chat's members in the order they joined.
+pub async fn list(db: impl sqlx::PgExecutor<'_>, chat_id: i64) -> Result<Vec<MemberRow>> {
+    Ok(sqlx::query_as!(
+        MemberRow,
+        "select user_id, joined_at from chat_members where chat_id = $1 order by joined_at, user_id",
+        chat_id
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The chat's members version, if the user is a member.
+pub async fn membership(
+    db: impl sqlx::PgExecutor<'_>,
+    chat_id: i64,
+    user_id: i64,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        "select c.members_version from chats c
+         join chat_members m on m.chat_id = c.id and m.user_id = $2
+         where c.id = $1",
+        chat_id,
+        user_id
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Tells every replica that listens on `chat_events` that each
+/// `user_ids[i]` left `chat_ids[i]`, in one transaction of its own.
+pub async fn announce_removals(
+    db: impl sqlx::PgExecutor<'_>,
+    chat_ids: &[i64],
+    user_ids: &[i64],
+) -> Result<()> {
+    sqlx::query!(
+        r#"select count(pg_notify('chat_events', 'removed:' || c || ':' || u)) as "announced!"
+           from unnest($1::bigint[], $2::bigint[]) as t(c, u)"#,
+        chat_ids,
+        user_ids
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(())
+}
