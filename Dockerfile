@@ -34,7 +34,7 @@ ENTRYPOINT ["/usr/local/bin/auth"]
 FROM runtime AS chat-prebuilt
 ARG BIN_DIR=target/release
 COPY ${BIN_DIR}/chat /usr/local/bin/chat
-EXPOSE 50052 9102
+EXPOSE 50052 8082 9102
 HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/chat", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/chat"]
 
@@ -54,6 +54,6 @@ ENTRYPOINT ["/usr/local/bin/auth"]
 
 FROM runtime AS chat
 COPY --from=build /usr/local/bin/chat /usr/local/bin/chat
-EXPOSE 50052 9102
+EXPOSE 50052 8082 9102
 HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/chat", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/chat"]

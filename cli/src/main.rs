@@ -100,6 +100,27 @@ enum ChatCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
+    /// List your chats, most recent activity first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Show a chat and its members.
+    Show { chat_id: i64 },
+    /// Add users to a chat (its creator or an admin).
+    Add {
+        chat_id: i64,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove a member, by name or id (the creator or an admin).
+    Remove { chat_id: i64, member: String },
+    /// Leave a chat.
+    Leave { chat_id: i64 },
+    /// Rename a chat (its creator or an admin).
+    Rename { chat_id: i64, title: String },
     /// Send a message.
     Send { chat_id: i64, text: String },
     /// Show the latest messages, oldest first.
@@ -260,6 +281,111 @@ async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::Result<()> {
             let id = client.chats().create(request).await?.into_inner().id;
             println!("created chat {id}");
         }
+        ChatCommand::List {
+            page_size,
+            page_token,
+        } => {
+            let request = client
+                .authorized(chat_pb::ListChatsRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?;
+            let page = client.chats().list_chats(request).await?.into_inner();
+            for listed in &page.chats {
+                let last = listed
+                    .last_message
+                    .as_ref()
+                    .map_or_else(String::new, |message| {
+                        format!(
+                            "\t{}: {}",
+                            display::safe(&message.from_username),
+                            display::safe(&message.text)
+                        )
+                    });
+                println!(
+                    "{}\t{}\t{} members\t{}{last}",
+                    listed.id,
+                    display::safe(&listed.title),
+                    listed.member_count,
+                    chat_role_name(listed.role())
+                );
+            }
+            if !page.next_page_token.is_empty() {
+                println!(
+                    "next page: --page-token {}",
+                    display::safe(&page.next_page_token)
+                );
+            }
+        }
+        ChatCommand::Show { chat_id } => {
+            let shown = show(client, chat_id).await?;
+            let chat = shown.chat.as_ref().context("no chat in the answer")?;
+            println!("{}\t{}", chat.id, display::safe(&chat.title));
+            for member in &chat.members {
+                let creator = if member.user_id == chat.creator_id {
+                    "\tcreator"
+                } else {
+                    ""
+                };
+                println!(
+                    "  {}\t{}{creator}",
+                    member.user_id,
+                    display::safe(&member.username)
+                );
+            }
+        }
+        ChatCommand::Add { chat_id, users } => {
+            let request = client
+                .authorized(chat_pb::AddMembersRequest {
+                    chat_id,
+                    usernames: users,
+                })
+                .await?;
+            let added = client.chats().add_members(request).await?.into_inner();
+            match added.added_user_ids.len() {
+                0 => println!("no one added: all were members already"),
+                count => println!("added {count} member(s) to chat {chat_id}"),
+            }
+        }
+        ChatCommand::Remove { chat_id, member } => {
+            let user_id = match member.parse::<i64>() {
+                Ok(id) => id,
+                Err(_) => {
+                    let shown = show(client, chat_id).await?;
+                    shown
+                        .chat
+                        .iter()
+                        .flat_map(|chat| &chat.members)
+                        .find(|found| found.username.eq_ignore_ascii_case(&member))
+                        .map(|found| found.user_id)
+                        .with_context(|| {
+                            format!(
+                                "{} is not a member of chat {chat_id}",
+                                display::safe(&member)
+                            )
+                        })?
+                }
+            };
+            remove(client, chat_id, user_id).await?;
+        }
+        ChatCommand::Leave { chat_id } => {
+            let me = client.whoami().await?.user_id;
+            remove(client, chat_id, me).await?;
+        }
+        ChatCommand::Rename { chat_id, title } => {
+            let request = client
+                .authorized(chat_pb::UpdateChatRequest { id: chat_id, title })
+                .await?;
+            let chat = client
+                .chats()
+                .update_chat(request)
+                .await?
+                .into_inner()
+                .chat
+                .context("no chat in the answer")?;
+            println!("renamed chat {} to {}", chat.id, display::safe(&chat.title));
+        }
         ChatCommand::Send { chat_id, text } => {
             let message = send(client, chat_id, text).await?;
             println!("sent message {}", message.id);
@@ -278,6 +404,28 @@ async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::Result<()> {
             }
         }
         ChatCommand::Connect { chat_id, since } => connect(client, chat_id, since).await?,
+    }
+    Ok(())
+}
+
+async fn show(client: &mut Client, chat_id: i64) -> anyhow::Result<chat_pb::GetChatResponse> {
+    let request = client
+        .authorized(chat_pb::GetChatRequest { id: chat_id })
+        .await?;
+    Ok(client.chats().get_chat(request).await?.into_inner())
+}
+
+async fn remove(client: &mut Client, chat_id: i64, user_id: i64) -> anyhow::Result<()> {
+    let request = client
+        .authorized(chat_pb::RemoveMemberRequest { chat_id, user_id })
+        .await?;
+    let removed = client.chats().remove_member(request).await?.into_inner();
+    if removed.chat_deleted {
+        println!("user {user_id} left chat {chat_id}, its last member: the chat is deleted");
+    } else if removed.removed {
+        println!("user {user_id} is no longer in chat {chat_id}");
+    } else {
+        println!("user {user_id} was not in chat {chat_id}");
     }
     Ok(())
 }
@@ -452,6 +600,14 @@ fn role_name(role: auth_pb::Role) -> &'static str {
         auth_pb::Role::Admin => "admin",
         auth_pb::Role::User => "user",
         auth_pb::Role::Unspecified => "no role",
+    }
+}
+
+fn chat_role_name(role: chat_pb::ChatRole) -> &'static str {
+    match role {
+        chat_pb::ChatRole::Creator => "creator",
+        chat_pb::ChatRole::Member => "member",
+        chat_pb::ChatRole::Unspecified => "not a member",
     }
 }
 

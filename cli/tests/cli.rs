@@ -393,3 +393,63 @@ async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildS
         .expect("readable output")
         .expect("a line")
 }
+
+#[tokio::test]
+async fn chats_are_listed_shown_renamed_and_members_added_removed_and_leave() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let (ada_dir, grace_dir, linus_dir) = (temp_dir("ada"), temp_dir("grace"), temp_dir("linus"));
+    let cli = |config_dir| Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir,
+    };
+    let (ada, grace, linus) = (cli(&ada_dir), cli(&grace_dir), cli(&linus_dir));
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+    linus.ok(&["register", "linus", "linus@example.com"]).await;
+    linus.ok(&["login", "linus"]).await;
+
+    grace.ok(&["chat", "send", &chat_id, "hello"]).await;
+    let listed = ada.ok(&["chat", "list"]).await;
+    assert_eq!(
+        listed.trim(),
+        format!("{chat_id}\tt\t2 members\tcreator\tgrace: hello")
+    );
+
+    assert!(
+        ada.ok(&["chat", "add", &chat_id, "linus"])
+            .await
+            .contains("added 1 member(s)")
+    );
+    assert!(
+        ada.ok(&["chat", "add", &chat_id, "linus"])
+            .await
+            .contains("no one added")
+    );
+    let (ok, _, refused) = grace.run(&["chat", "rename", &chat_id, "mine"]).await;
+    assert!(
+        !ok && refused
+            .trim()
+            .ends_with("only the chat's creator or an admin may change its title or members"),
+        "{refused}"
+    );
+    ada.ok(&["chat", "rename", &chat_id, "Engines"]).await;
+
+    let shown = linus.ok(&["chat", "show", &chat_id]).await;
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines[0], format!("{chat_id}\tEngines"));
+    assert!(lines[1].ends_with("\tada\tcreator"), "{shown}");
+    assert_eq!(lines.len(), 4, "{shown}");
+
+    ada.ok(&["chat", "remove", &chat_id, "grace"]).await;
+    let (ok, _, gone) = grace.run(&["chat", "history", &chat_id]).await;
+    assert!(!ok && gone.contains("not found"), "{gone}");
+    assert!(
+        linus
+            .ok(&["chat", "leave", &chat_id])
+            .await
+            .contains("is no longer in chat")
+    );
+    assert!(linus.ok(&["chat", "list"]).await.trim().is_empty());
+    assert_eq!(ada.ok(&["chat", "show", &chat_id]).await.lines().count(), 2);
+}

@@ -205,6 +205,7 @@ pub fn chat_env(database_url: &str, addr: SocketAddr, auth_url: &str) -> Vec<(St
     [
         ("CHAT_DATABASE_URL", database_url),
         ("CHAT_GRPC_ADDR", &addr.to_string()),
+        ("CHAT_HTTP_ADDR", "off"),
         ("CHAT_METRICS_ADDR", "off"),
         ("CHAT_AUTH_URL", auth_url),
         ("CHAT_AUTH_WATCH_SECRET", WATCH_SECRET),

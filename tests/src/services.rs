@@ -36,6 +36,7 @@ pub fn auth_config(database_url: String) -> Config {
     );
     config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
     config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config.passwords.memory_kib = 1024;
@@ -228,6 +229,8 @@ impl TestAuth {
 /// A chat service running in this process; stops when dropped.
 pub struct TestChat {
     pub addr: SocketAddr,
+    /// The REST gateway.
+    pub http_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub database_url: String,
     /// The service's own database, for checking what it stored.
@@ -240,6 +243,7 @@ pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Conf
     let mut config =
         chat::config::Config::with_defaults(SecretString::from(database_url), auth_url);
     config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config.auth.watch_secret = Some(WATCH_SECRET.to_owned().into());
@@ -271,6 +275,7 @@ impl TestChat {
             .await
             .expect("building the chat service");
         let addr = app.local_addr();
+        let http_addr = app.http_addr().expect("the REST gateway is on");
         let metrics_addr = app.metrics_addr().expect("metrics are on");
         let db = app.pool().clone();
         let running = Running::spawn(|stop| {
@@ -280,6 +285,7 @@ impl TestChat {
         });
         TestChat {
             addr,
+            http_addr,
             metrics_addr,
             database_url,
             db,

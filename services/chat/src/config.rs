@@ -13,6 +13,8 @@ pub struct Config {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`; `None` turns it off.
+    /// Where the REST/JSON gateway listens; `None` turns it off.
+    pub http_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -84,6 +86,7 @@ impl Config {
     pub fn with_defaults(database_url: SecretString, auth_url: String) -> Config {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
+            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8082))),
             metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9102))),
             database: DatabaseConfig {
                 url: database_url,
@@ -125,6 +128,7 @@ impl Config {
         );
         Ok(Config {
             grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
+            http_addr: optional_addr(&var, "CHAT_HTTP_ADDR", defaults.http_addr)?,
             metrics_addr: optional_addr(&var, "CHAT_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 max_connections: var_or(

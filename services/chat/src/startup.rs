@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use api::chat::v1::chat_service_server::ChatServiceServer;
 use prometheus::Registry;
 use serving::config::incoming;
+use serving::gateway::Gateway;
 use serving::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -30,6 +31,10 @@ const SERVICES: [&str; 2] = ["", "chat.v1.ChatService"];
 
 pub struct Application {
     listener: TcpListener,
+    /// The REST gateway's, when it is on.
+    http_listener: Option<TcpListener>,
+    /// Transcodes REST calls into calls of the same guarded routes.
+    gateway: Option<Gateway>,
     /// The metrics endpoint's, when it is on.
     metrics_listener: Option<TcpListener>,
     state: Arc<State>,
@@ -85,17 +90,33 @@ impl Application {
             state.access.clone(),
         ));
         serving::reflection::add_reflection(&mut routes, &[api::chat::v1::FILE_DESCRIPTOR_SET])?;
+        let routes = routes.routes();
+        let gateway = match config.http_addr {
+            Some(_) => Some(Gateway::new(
+                api::chat::v1::FILE_DESCRIPTOR_SET,
+                &["chat.v1.ChatService"],
+                routes.clone(),
+                "chat",
+            )?),
+            None => None,
+        };
 
         let listener = serving::config::bind(config.grpc_addr, "chat gRPC").await?;
+        let http_listener = match config.http_addr {
+            Some(addr) => Some(serving::config::bind(addr, "chat REST gateway").await?),
+            None => None,
+        };
         let metrics_listener = match config.metrics_addr {
             Some(addr) => Some(serving::config::bind(addr, "chat metrics").await?),
             None => None,
         };
         Ok(Application {
             listener,
+            http_listener,
+            gateway,
             metrics_listener,
             state,
-            routes: routes.routes(),
+            routes,
             registry,
             grpc_metrics,
             health,
@@ -112,6 +133,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The REST gateway's address, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The metrics endpoint's address, when it is on.
@@ -168,12 +196,23 @@ impl Application {
                 stopping.clone().cancelled_owned(),
             );
         let grpc = serving::shutdown::within_grace(grpc, stopping.clone());
+        let http = async {
+            match (self.http_listener, self.gateway) {
+                (Some(listener), Some(gateway)) => {
+                    tracing::info!(addr = %listener.local_addr()?, "chat REST gateway listening");
+                    axum::serve(listener, gateway.into_router())
+                        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                        .await
+                }
+                _ => Ok(()),
+            }
+        };
         let metrics = serving::metrics::serve(
             self.metrics_listener,
             self.registry.clone(),
             stopping.clone().cancelled_owned(),
         );
-        let ((), grpc, metrics) = tokio::join!(signal, grpc, metrics);
+        let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
         self.state.hub.flush().await;
         hub_task.abort();
         for task in &self.access_tasks {
@@ -182,6 +221,7 @@ impl Application {
         self.state.pool.close().await;
         tracing::info!("chat stopped");
         grpc?;
+        http?;
         metrics?;
         anyhow::ensure!(!hub_failed, "the fan-out of chat events stopped");
         Ok(())

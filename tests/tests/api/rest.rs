@@ -1,9 +1,9 @@
-//! Auth's REST/JSON gateway on the HTTP port: routes from the protos'
+//! The REST/JSON gateways on auth's and chat's HTTP ports: routes from the protos'
 //! `google.api.http` annotations, proto3 JSON, grpc-gateway's status mapping.
 
 use serde_json::json;
 use tests::http::request;
-use tests::services::TestAuth;
+use tests::services::{TestAuth, TestChat};
 
 #[tokio::test]
 async fn users_are_created_read_updated_and_deleted_over_rest() {
@@ -214,4 +214,101 @@ async fn the_openapi_document_lists_every_annotated_rpc() {
         document["components"]["schemas"]["auth.v1.User"]["properties"]["createdAt"]["format"],
         "date-time"
     );
+}
+
+/// Chat's own gateway, on its own port: the same guarded routes as gRPC,
+/// so the access check and membership rules apply to REST calls too.
+#[tokio::test]
+async fn chats_are_listed_read_changed_and_left_over_chats_own_rest_port() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let http = chat.http_addr;
+
+    let created = request(
+        http,
+        "POST",
+        "/v1/chats",
+        Some(&ada.access_token),
+        Some(&json!({ "usernames": ["grace"], "title": "Engines" })),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let id = created.json()["id"].as_str().expect("an id").to_owned();
+
+    let sent = request(
+        http,
+        "POST",
+        &format!("/v1/chats/{id}/messages"),
+        Some(&grace.access_token),
+        Some(&json!({ "text": "hello", "clientMessageId": "m-1" })),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+
+    let listed = request(
+        http,
+        "GET",
+        "/v1/chats?pageSize=10",
+        Some(&ada.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let first = &listed.json()["chats"][0];
+    assert_eq!(first["id"].as_str(), Some(id.as_str()));
+    assert_eq!(first["role"], "CHAT_ROLE_CREATOR");
+    assert_eq!(first["lastMessage"]["text"], "hello");
+
+    let renamed = request(
+        http,
+        "PATCH",
+        &format!("/v1/chats/{id}"),
+        Some(&ada.access_token),
+        Some(&json!({ "title": "Analytical" })),
+    )
+    .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let read = request(
+        http,
+        "GET",
+        &format!("/v1/chats/{id}"),
+        Some(&grace.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(read.json()["chat"]["title"], "Analytical");
+
+    let refused = request(
+        http,
+        "PATCH",
+        &format!("/v1/chats/{id}"),
+        Some(&grace.access_token),
+        Some(&json!({ "title": "Mine" })),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let anonymous = request(http, "GET", "/v1/chats", None, None).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+
+    let left = request(
+        http,
+        "DELETE",
+        &format!("/v1/chats/{id}/members/{}", grace.id),
+        Some(&grace.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(left.status, 200, "{}", left.body);
+    assert_eq!(left.json()["removed"], true);
+    let gone = request(
+        http,
+        "GET",
+        &format!("/v1/chats/{id}"),
+        Some(&grace.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
 }

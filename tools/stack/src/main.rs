@@ -1,7 +1,7 @@
 //! `cargo run -p stack`: the whole system on this machine, with one command.
 //!
 //! Starts auth (gRPC on 50051, REST on 8081, metrics on 9101) and chat
-//! (gRPC on 50052, metrics on 9102) in this process, each with its own
+//! (gRPC on 50052, REST on 8082, metrics on 9102) in this process, each with its own
 //! database. Unless `AUTH_DATABASE_URL` and `CHAT_DATABASE_URL` name
 //! databases, both live on a private PostgreSQL run from the machine's
 //! binaries, with its data under `.stack/` in the project (kept between
@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         ("AUTH_HTTP_ADDR", "127.0.0.1:8081"),
         ("AUTH_METRICS_ADDR", "127.0.0.1:9101"),
         ("CHAT_GRPC_ADDR", "127.0.0.1:50052"),
+        ("CHAT_HTTP_ADDR", "127.0.0.1:8082"),
         ("CHAT_METRICS_ADDR", "127.0.0.1:9102"),
     ] {
         defaults.insert(variable, value.to_owned());
@@ -79,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         ("AUTH_HTTP_ADDR", "auth REST"),
         ("AUTH_METRICS_ADDR", "auth metrics"),
         ("CHAT_GRPC_ADDR", "chat gRPC"),
+        ("CHAT_HTTP_ADDR", "chat REST"),
         ("CHAT_METRICS_ADDR", "chat metrics"),
     ] {
         let addr = var(&defaults, variable).unwrap_or_default();
@@ -268,6 +270,12 @@ fn print_banner(
         );
     }
     line("chat gRPC", chat_grpc.to_string());
+    if let Some(rest) = chat.http_addr().map(connectable) {
+        line(
+            "chat REST",
+            format!("http://{rest}  (OpenAPI: http://{rest}/openapi.json)"),
+        );
+    }
     if let Some(metrics) = auth.metrics_addr() {
         line(
             "auth metrics",
