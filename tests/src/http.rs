@@ -37,15 +37,34 @@ pub async fn request(
     body: Option<&serde_json::Value>,
 ) -> HttpResponse {
     let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    let mut headers = Vec::new();
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json".to_owned()));
+    }
+    if let Some(token) = bearer {
+        headers.push(("Authorization", format!("Bearer {token}")));
+    }
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    request_with(addr, method, path, &headers, &body).await
+}
+
+/// One request with these headers and a text body, on a fresh connection.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(token) = bearer {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let mut stream = TcpStream::connect(addr).await.expect("connecting");

@@ -9,12 +9,15 @@
 //! - [`services`]: the services started in-process, with typed clients and
 //!   helpers that make users and tokens.
 //! - [`http`]: a minimal HTTP/1.1 client for the REST gateway and metrics.
+//! - [`grpc_web`]: typed clients that call the services as a browser does,
+//!   with gRPC-Web over HTTP/1.1.
 //! - [`outage`]: a TCP relay that can be cut, frozen or made to lose
 //!   answers, for outages of PostgreSQL and of the services.
 //! - [`process`]: the services as real processes, for `kill -9`.
 //! - [`nats`]: a real NATS server, for chat's fan-out over NATS.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
 
+pub mod grpc_web;
 pub mod http;
 pub mod nats;
 pub mod outage;

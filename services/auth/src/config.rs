@@ -15,6 +15,8 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Where the REST/JSON gateway listens; `None` turns it off.
     pub http_addr: Option<SocketAddr>,
+    /// Origins whose pages may call the gRPC port with gRPC-Web.
+    pub cors_origins: serving::grpc_web::CorsOrigins,
     /// Where Prometheus scrapes `/metrics`; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
@@ -106,6 +108,7 @@ impl Config {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
+            cors_origins: serving::grpc_web::CorsOrigins::web_client(),
             metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9101))),
             database: DatabaseConfig {
                 url: database_url,
@@ -252,6 +255,7 @@ impl Config {
         let config = Config {
             grpc_addr: var_or(&var, "AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
             http_addr: optional_addr(&var, "AUTH_HTTP_ADDR", defaults.http_addr)?,
+            cors_origins: serving::grpc_web::CorsOrigins::from_var(&var, "AUTH_CORS_ORIGINS")?,
             metrics_addr: optional_addr(&var, "AUTH_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 url: defaults.database.url,

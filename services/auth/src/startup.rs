@@ -42,6 +42,8 @@ const SERVICES: [&str; 4] = [
 
 pub struct Application {
     listener: TcpListener,
+    /// Who may call with gRPC-Web from a browser.
+    cors_origins: serving::grpc_web::CorsOrigins,
     /// The REST gateway's, when it is on.
     http_listener: Option<TcpListener>,
     /// The metrics endpoint's, when it is on.
@@ -155,6 +157,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            cors_origins: config.cors_origins.clone(),
             http_listener,
             metrics_listener,
             state,
@@ -207,6 +210,10 @@ impl Application {
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()
+            // gRPC-Web comes over HTTP/1.1 too; it is translated first, so
+            // every layer below sees gRPC.
+            .accept_http1(true)
+            .layer(serving::grpc_web::layers(&self.cors_origins))
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))

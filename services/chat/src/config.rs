@@ -15,6 +15,8 @@ pub struct Config {
     /// Where Prometheus scrapes `/metrics`; `None` turns it off.
     /// Where the REST/JSON gateway listens; `None` turns it off.
     pub http_addr: Option<SocketAddr>,
+    /// Origins whose pages may call the gRPC port with gRPC-Web.
+    pub cors_origins: serving::grpc_web::CorsOrigins,
     pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -87,6 +89,7 @@ impl Config {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
             http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8082))),
+            cors_origins: serving::grpc_web::CorsOrigins::web_client(),
             metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9102))),
             database: DatabaseConfig {
                 url: database_url,
@@ -129,6 +132,7 @@ impl Config {
         Ok(Config {
             grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
             http_addr: optional_addr(&var, "CHAT_HTTP_ADDR", defaults.http_addr)?,
+            cors_origins: serving::grpc_web::CorsOrigins::from_var(&var, "CHAT_CORS_ORIGINS")?,
             metrics_addr: optional_addr(&var, "CHAT_METRICS_ADDR", defaults.metrics_addr)?,
             database: DatabaseConfig {
                 max_connections: var_or(

@@ -31,6 +31,8 @@ const SERVICES: [&str; 2] = ["", "chat.v1.ChatService"];
 
 pub struct Application {
     listener: TcpListener,
+    /// Who may call with gRPC-Web from a browser.
+    cors_origins: serving::grpc_web::CorsOrigins,
     /// The REST gateway's, when it is on.
     http_listener: Option<TcpListener>,
     /// Transcodes REST calls into calls of the same guarded routes.
@@ -112,6 +114,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            cors_origins: config.cors_origins.clone(),
             http_listener,
             gateway,
             metrics_listener,
@@ -183,6 +186,10 @@ impl Application {
             stopping.cancel();
         };
         let grpc = tonic::transport::Server::builder()
+            // gRPC-Web comes over HTTP/1.1 too; it is translated first, so
+            // every layer below sees gRPC.
+            .accept_http1(true)
+            .layer(serving::grpc_web::layers(&self.cors_origins))
             .http2_keepalive_interval(Some(self.keepalive.0))
             .http2_keepalive_timeout(Some(self.keepalive.1))
             .layer(

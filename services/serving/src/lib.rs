@@ -9,6 +9,7 @@
 //!   mistake (`INVALID_ARGUMENT`), not the server's.
 //! - [`gateway`]: REST/JSON routes transcoded in-process from the protos'
 //!   `google.api.http` annotations, and their OpenAPI document.
+//! - [`grpc_web`]: gRPC-Web and CORS on the gRPC port, for browsers.
 //! - [`health`]: the probe behind the binaries' `healthcheck` command.
 //! - [`invalid`]: turning validation failures into `INVALID_ARGUMENT`
 //!   statuses that name the field.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod database;
 pub mod decoding;
 pub mod gateway;
+pub mod grpc_web;
 pub mod health;
 pub mod invalid;
 pub mod metrics;

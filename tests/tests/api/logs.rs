@@ -185,3 +185,33 @@ async fn health_checks_leave_no_line_at_info() {
         .collect();
     assert!(health.is_empty(), "{health:#?}");
 }
+
+/// A browser's call, in gRPC-Web, is logged like any other: its request
+/// id reaches chat's span and auth's access check.
+#[tokio::test]
+async fn a_grpc_web_call_and_its_access_check_share_a_request_id() {
+    let _ = captured();
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let (refused, request_id) = with_request_id(tests::services::with_token(
+        api::chat::v1::ListChatsRequest::default(),
+        "not-a-token",
+    ));
+    let status = tests::grpc_web::chats(chat.addr)
+        .list_chats(refused)
+        .await
+        .expect_err("a bad token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    auth.register("alan").await;
+
+    let lines = lines_of(&logged(), &request_id);
+    for method in [
+        "/chat.v1.ChatService/ListChats",
+        "/auth.v1.AccessService/Check",
+    ] {
+        assert!(
+            finished(&lines, method, "Unauthenticated"),
+            "{method}: {lines:#?}"
+        );
+    }
+}

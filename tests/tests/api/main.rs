@@ -4,6 +4,7 @@ mod access;
 mod brute_force;
 mod chats;
 mod contracts;
+mod grpc_web;
 mod history;
 mod logs;
 mod membership;
