@@ -3,6 +3,7 @@
 #
 #   docker build --target auth -t chat-backend/auth .
 #   docker build --target chat -t chat-backend/chat .
+#   docker build --target web -t chat-backend/web .
 #
 # `auth` and `chat` compile in a Rust builder image. Where images cannot be
 # pulled, RUNTIME_IMAGE names a local runtime (scripts/build-offline-images
@@ -38,13 +39,20 @@ EXPOSE 50052 8082 9102
 HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/chat", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/chat"]
 
+FROM runtime AS web-prebuilt
+ARG BIN_DIR=target/release
+COPY ${BIN_DIR}/web /usr/local/bin/web
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/web", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/web"]
+
 FROM ${BUILDER_IMAGE} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 ENV SQLX_OFFLINE=true
-RUN cargo build --release --locked -p auth -p chat \
-    && cp target/release/auth target/release/chat /usr/local/bin/
+RUN cargo build --release --locked -p auth -p chat -p web \
+    && cp target/release/auth target/release/chat target/release/web /usr/local/bin/
 
 FROM runtime AS auth
 COPY --from=build /usr/local/bin/auth /usr/local/bin/auth
@@ -57,3 +65,9 @@ COPY --from=build /usr/local/bin/chat /usr/local/bin/chat
 EXPOSE 50052 8082 9102
 HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/chat", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/chat"]
+
+FROM runtime AS web
+COPY --from=build /usr/local/bin/web /usr/local/bin/web
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["/usr/local/bin/web", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/web"]

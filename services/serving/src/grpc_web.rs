@@ -18,6 +18,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The bundled web client's origin, as the stack serves it.
 pub const WEB_CLIENT_ORIGIN: &str = "http://127.0.0.1:8080";
+/// The same page, opened by the name of the loopback address.
+const WEB_CLIENT_LOCALHOST: &str = "http://localhost:8080";
 
 /// How long a browser may keep a preflight's answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -51,9 +53,12 @@ impl CorsOrigins {
         Ok(CorsOrigins(origins))
     }
 
-    /// The bundled web client's origin only.
+    /// The bundled web client's origin only (by address or as localhost).
     pub fn web_client() -> CorsOrigins {
-        CorsOrigins(vec![HeaderValue::from_static(WEB_CLIENT_ORIGIN)])
+        CorsOrigins(vec![
+            HeaderValue::from_static(WEB_CLIENT_ORIGIN),
+            HeaderValue::from_static(WEB_CLIENT_LOCALHOST),
+        ])
     }
 
     /// From `name`, or the web client's origin when unset.

@@ -1,7 +1,8 @@
 //! `cargo run -p stack`: the whole system on this machine, with one command.
 //!
 //! Starts auth (gRPC on 50051, REST on 8081, metrics on 9101) and chat
-//! (gRPC on 50052, REST on 8082, metrics on 9102) in this process, each with its own
+//! (gRPC on 50052, REST on 8082, metrics on 9102), and serves the web
+//! client on 8080, in this process, each with its own
 //! database. Unless `AUTH_DATABASE_URL` and `CHAT_DATABASE_URL` name
 //! databases, both live on a private PostgreSQL run from the machine's
 //! binaries, with its data under `.stack/` in the project (kept between
@@ -65,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         ("CHAT_GRPC_ADDR", "127.0.0.1:50052"),
         ("CHAT_HTTP_ADDR", "127.0.0.1:8082"),
         ("CHAT_METRICS_ADDR", "127.0.0.1:9102"),
+        ("WEB_ADDR", "127.0.0.1:8080"),
     ] {
         defaults.insert(variable, value.to_owned());
     }
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         ("CHAT_GRPC_ADDR", "chat gRPC"),
         ("CHAT_HTTP_ADDR", "chat REST"),
         ("CHAT_METRICS_ADDR", "chat metrics"),
+        ("WEB_ADDR", "the web client"),
     ] {
         let addr = var(&defaults, variable).unwrap_or_default();
         if !addr.is_empty() && addr != "off" && TcpListener::bind(&addr).is_err() {
@@ -114,12 +117,35 @@ fn main() -> anyhow::Result<()> {
         Some(Arc::new(Mutex::new(server)))
     };
 
+    // The web client's page calls both services from its own origin.
+    let web_addr: std::net::SocketAddr = serving::config::var_or(
+        &|name: &str| var(&defaults, name),
+        "WEB_ADDR",
+        "127.0.0.1:8080",
+    )?;
+    let web_origin = format!("http://{}", connectable(web_addr));
+    for variable in ["AUTH_CORS_ORIGINS", "CHAT_CORS_ORIGINS"] {
+        let origins = match web_addr.port() {
+            8080 => format!("{web_origin},http://localhost:8080"),
+            _ => web_origin.clone(),
+        };
+        defaults.insert(variable, origins);
+    }
     let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
     defaults.insert(
         "CHAT_AUTH_URL",
         format!("http://{}", connectable(auth_config.grpc_addr)),
     );
     let chat_config = chat::config::Config::from_vars(|name| var(&defaults, name))?;
+    defaults.insert(
+        "WEB_AUTH_URL",
+        format!("http://{}", connectable(auth_config.grpc_addr)),
+    );
+    defaults.insert(
+        "WEB_CHAT_URL",
+        format!("http://{}", connectable(chat_config.grpc_addr)),
+    );
+    let web_config = web::Config::from_vars(&|name: &str| var(&defaults, name))?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async move {
@@ -133,9 +159,11 @@ fn main() -> anyhow::Result<()> {
         }
         let auth = auth::startup::Application::build(auth_config).await?;
         let chat = chat::startup::Application::build(chat_config).await?;
+        let web = web::WebClient::bind(&web_config).await?;
         print_banner(
             &auth,
             &chat,
+            &web,
             postgres
                 .as_ref()
                 .map(|server| locked(server).data_dir().display().to_string()),
@@ -160,15 +188,16 @@ fn main() -> anyhow::Result<()> {
         let supervising = postgres
             .clone()
             .map(|server| tokio::spawn(supervise(server, stop.clone())));
-        let (_, auth, chat) = tokio::join!(
+        let (_, auth, chat, web) = tokio::join!(
             signal,
             auth.run_until_stopped(stop.clone().cancelled_owned()),
             chat.run_until_stopped(stop.clone().cancelled_owned()),
+            web.run_until_stopped(stop.clone().cancelled_owned()),
         );
         if let Some(supervising) = supervising {
             let _ = supervising.await;
         }
-        auth.and(chat)
+        auth.and(chat).and(web)
     });
     // The private PostgreSQL stops when `postgres` drops, above.
     drop(runtime);
@@ -254,6 +283,7 @@ async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 fn print_banner(
     auth: &auth::startup::Application,
     chat: &chat::startup::Application,
+    web: &web::WebClient,
     postgres: Option<String>,
 ) {
     let auth_grpc = connectable(auth.local_addr());
@@ -262,6 +292,13 @@ fn print_banner(
     let line = |what: &str, where_: String| println!("  {what:<16} {where_}");
     println!();
     println!("The chat backend is up. Ctrl-C stops it.");
+    line(
+        "web client",
+        format!(
+            "http://{}  (open it in a browser)",
+            connectable(web.local_addr())
+        ),
+    );
     line("auth gRPC", auth_grpc.to_string());
     if let Some(rest) = rest {
         line(

@@ -1,5 +1,5 @@
 //! The run command itself: `stack` on a fresh data directory answers on
-//! 50051, 50052 and 8081, refuses a second start, stops cleanly on Ctrl-C,
+//! 50051, 50052, 8081 and 8080 (the web client), refuses a second start, stops cleanly on Ctrl-C,
 //! keeps its data for the next start, and brings its PostgreSQL back after
 //! a `kill -9` with everything it acknowledged.
 
@@ -127,6 +127,16 @@ async fn one_command_runs_the_system_and_keeps_its_data() {
     let registration = json!({ "name": "ada", "email": "ada@example.com", "password": "correct horse", "passwordConfirm": "correct horse" });
     let created = request(rest, "POST", "/v1/users", None, Some(&registration)).await;
     assert_eq!(created.status, 200, "{}", created.body);
+    // The web client, pointed at the services it was started with.
+    let web = "127.0.0.1:8080".parse().expect("an address");
+    let page = request(web, "GET", "/", None, None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("/app.js"), "{}", page.body);
+    let settings = request(web, "GET", "/config.json", None, None).await.json();
+    assert_eq!(
+        settings,
+        json!({ "authUrl": "http://127.0.0.1:50051", "chatUrl": "http://127.0.0.1:50052" })
+    );
     // The data is kept, so the database must keep what it acknowledged.
     let mut database = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
         "postgres://postgres@127.0.0.1:{postgres_port}/chat"

@@ -1,0 +1,331 @@
+//! The web client in a real browser: headless Chromium, driven through
+//! WebDriver (chromedriver) as two people in two browsers, against the
+//! real services and the page as `web` serves it. Each step leaves a
+//! screenshot under `target/tmp/browser/`.
+//!
+//! Needs `chromium` and `chromium-driver` (Debian's packages; `.ci/run`
+//! installs them). Without them the test says so and passes, except under
+//! `CI=true`, where it fails.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use tests::services::{TestAuth, TestChat};
+use tokio::process::{Child, Command};
+
+const PASSWORD: &str = "a fine password";
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// chromedriver and the Chromium it starts, if this machine has them.
+fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
+    let find = |names: &[&str]| {
+        names.iter().find_map(|name| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .find(|candidate| candidate.is_file())
+            })
+        })
+    };
+    Some((
+        find(&["chromedriver"])?,
+        find(&["chromium", "chromium-browser", "google-chrome"])?,
+    ))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Driver {
+    process: Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start(chromedriver: &Path) -> Driver {
+        let port = free_port();
+        let process = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver { process, url }
+    }
+
+    /// A browser of its own: its own profile, storage and cookies.
+    async fn browser(&self, chromium: &Path) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--window-size=1280,900",
+                ],
+            }),
+        );
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+/// Screenshots of each step, kept as CI artifacts.
+struct Steps {
+    dir: PathBuf,
+    count: usize,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the screenshot directory");
+        Steps { dir, count: 0 }
+    }
+
+    async fn shoot(&mut self, browser: &Client, name: &str) {
+        self.count += 1;
+        let png = browser.screenshot().await.expect("a screenshot");
+        let path = self.dir.join(format!("{:02}-{name}.png", self.count));
+        std::fs::write(&path, png).expect("saving the screenshot");
+    }
+}
+
+async fn fill(browser: &Client, id: &str, text: &str) {
+    let input = browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("#{id}: {error}"));
+    input.clear().await.expect("clearing");
+    input.send_keys(text).await.expect("typing");
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css}: {error}"))
+        .click()
+        .await
+        .unwrap_or_else(|error| panic!("clicking {css}: {error}"));
+}
+
+/// What `script` returns once `until` holds for it, within ten seconds.
+async fn eventually(
+    browser: &Client,
+    script: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = browser.execute(script, vec![]).await.expect("a script");
+        if until(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let error = browser
+                .execute(
+                    "return document.getElementById('error').textContent",
+                    vec![],
+                )
+                .await;
+            panic!("{script} is still {value} (page error: {error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The texts of the messages shown.
+const MESSAGES: &str =
+    "return [...document.querySelectorAll('#messages .text')].map(e => e.textContent)";
+
+async fn register(browser: &Client, page: &str, name: &str) {
+    browser.goto(page).await.expect("opening the page");
+    fill(browser, "register-name", name).await;
+    fill(browser, "register-email", &format!("{name}@example.com")).await;
+    fill(browser, "register-password", PASSWORD).await;
+    click(browser, "#register-button").await;
+    eventually(
+        browser,
+        "return [document.getElementById('app-view').checkVisibility(), \
+                 document.getElementById('auth-view').checkVisibility()]",
+        |shown| shown == &json!([true, false]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_people_chat_live_in_two_browsers() {
+    let Some((chromedriver, chromium)) = browser_binaries() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs chromium and chromium-driver for the browser test"
+        );
+        eprintln!(
+            "skipped: no chromium and chromedriver on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+
+    // The page's origin first: both services allow only it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("the web client's port");
+    let page_addr: SocketAddr = listener.local_addr().expect("an address");
+    let origin = format!("http://{page_addr}");
+    let origins = serving::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
+    let auth = TestAuth::spawn_with(|config| config.cors_origins = origins.clone()).await;
+    let chat = TestChat::spawn_with(&auth, |config| config.cors_origins = origins.clone()).await;
+    let web = web::WebClient::on(
+        listener,
+        &web::Config {
+            addr: page_addr,
+            auth_url: auth.url(),
+            chat_url: format!("http://{}", chat.addr),
+        },
+    )
+    .expect("the web client");
+    tokio::spawn(web.run_until_stopped(std::future::pending()));
+
+    let driver = Driver::start(&chromedriver).await;
+    let ada = driver.browser(&chromium).await;
+    let grace = driver.browser(&chromium).await;
+    let mut steps = Steps::new();
+
+    // 1. Both register; ada creates a chat with grace.
+    register(&grace, &origin, "grace").await;
+    register(&ada, &origin, "ada").await;
+    fill(&ada, "create-title", "Engines").await;
+    fill(&ada, "create-users", "grace").await;
+    click(&ada, "#create-button").await;
+    eventually(
+        &ada,
+        "return document.getElementById('chat-title').textContent",
+        |title| title == "Engines",
+    )
+    .await;
+    steps.shoot(&ada, "ada-created-a-chat").await;
+
+    // 2. Grace finds it in her list, opens it and writes.
+    click(&grace, "#refresh-chats").await;
+    click(&grace, "#chat-list li button").await;
+    eventually(
+        &grace,
+        "return document.getElementById('chat-status').textContent",
+        |status| status == "live",
+    )
+    .await;
+    let controls = grace
+        .execute(
+            "return ['rename-form', 'add-form'].map(id => document.getElementById(id).checkVisibility())",
+            vec![],
+        )
+        .await
+        .expect("the creator's controls");
+    assert_eq!(controls, json!([false, false]), "grace is not the creator");
+    fill(&grace, "message-text", "hello ada").await;
+    click(&grace, "#send-button").await;
+    steps.shoot(&grace, "grace-sent-a-message").await;
+
+    // 3. Ada sees it live, without reloading.
+    eventually(&ada, MESSAGES, |texts| texts == &json!(["hello ada"])).await;
+    steps.shoot(&ada, "ada-sees-it-live").await;
+
+    // Markup in a message is text, never HTML.
+    fill(&ada, "message-text", XSS).await;
+    click(&ada, "#send-button").await;
+    eventually(&grace, MESSAGES, |texts| {
+        texts == &json!(["hello ada", XSS])
+    })
+    .await;
+    let images = grace
+        .execute(
+            "return document.querySelectorAll('#messages img').length",
+            vec![],
+        )
+        .await
+        .expect("counting images");
+    assert_eq!(images, json!(0), "the message became an element");
+    assert!(
+        grace.get_alert_text().await.is_err(),
+        "a script in a message ran"
+    );
+    steps.shoot(&grace, "markup-shown-as-text").await;
+
+    // 4. Ada renames the chat and removes grace.
+    fill(&ada, "rename-title", "Analytical").await;
+    click(&ada, "#rename-button").await;
+    eventually(
+        &ada,
+        "return document.getElementById('chat-title').textContent",
+        |title| title == "Analytical",
+    )
+    .await;
+    let grace_id: i64 = sqlx::query_scalar("select id from users where name = 'grace'")
+        .fetch_one(&auth.db)
+        .await
+        .expect("grace's id");
+    click(
+        &ada,
+        &format!("#members button.remove[data-user-id='{grace_id}']"),
+    )
+    .await;
+    eventually(
+        &ada,
+        "return document.querySelectorAll('#members li').length",
+        |count| count == &json!(1),
+    )
+    .await;
+    steps.shoot(&ada, "ada-renamed-and-removed-grace").await;
+
+    // 5. Grace's live view ends, and says why.
+    let status = eventually(
+        &grace,
+        "const s = document.getElementById('chat-status'); return s.className + ': ' + s.textContent",
+        |status| status.as_str().is_some_and(|s| s.starts_with("ended: ")),
+    )
+    .await;
+    assert!(
+        status
+            .as_str()
+            .is_some_and(|s| s.contains("no longer open to you")),
+        "{status}"
+    );
+    steps.shoot(&grace, "grace-removed").await;
+
+    ada.close().await.expect("closing ada's browser");
+    grace.close().await.expect("closing grace's browser");
+    drop(driver.process);
+}

@@ -1,0 +1,258 @@
+// The web client: log in or register, see your chats, open one, and chat
+// live. Every request and response type comes from the code generated
+// from the protos (gen/ts); calls go over gRPC-Web.
+import { createClient, type Client } from "@connectrpc/connect";
+import { ChatRole, ChatService, type ChatSummary } from "../../gen/ts/chat/v1/chat_pb";
+import { Conversation } from "./conversation";
+import { byId, el, names, value } from "./dom";
+import { describe } from "./errors";
+import { Session, transport } from "./session";
+
+/** Where the services are, as the server that serves this page says. */
+interface Config {
+  authUrl: string;
+  chatUrl: string;
+}
+
+/** How often the chat list is read again while nothing else asks. */
+const LIST_EVERY_MS = 5_000;
+
+let config: Config;
+let session: Session | undefined;
+let chats: Client<typeof ChatService>;
+let open: Conversation | undefined;
+let listed: ChatSummary[] = [];
+let nextChatsPage = "";
+let listTimer: ReturnType<typeof setInterval> | undefined;
+
+function showError(error: unknown) {
+  byId("error").textContent = error === undefined ? "" : describe(error);
+}
+
+/** Runs `action` for a form or button, showing what fails as one line. */
+function on(id: string, event: "submit" | "click", action: () => Promise<void>) {
+  byId(id).addEventListener(event, (e) => {
+    e.preventDefault();
+    showError(undefined);
+    action().catch(showError);
+  });
+}
+
+async function loggedIn(started: Session) {
+  session = started;
+  session.onExpired = (reason) => {
+    loggedOut();
+    showError(reason);
+  };
+  chats = createClient(ChatService, transport(config.chatUrl, [session.authorize]));
+  byId("me").textContent = `${session.username} (id ${session.userId})`;
+  byId("logout").hidden = false;
+  byId("auth-view").hidden = true;
+  byId("app-view").hidden = false;
+  await refreshChats();
+  listTimer = setInterval(() => void refreshChats().catch(showError), LIST_EVERY_MS);
+}
+
+function loggedOut() {
+  clearInterval(listTimer);
+  closeChat();
+  session = undefined;
+  listed = [];
+  byId("chat-list").replaceChildren();
+  byId("me").textContent = "";
+  byId("logout").hidden = true;
+  byId("auth-view").hidden = false;
+  byId("app-view").hidden = true;
+}
+
+/** The first page of chats again (and any pages already shown). */
+async function refreshChats() {
+  const pages = Math.max(1, Math.ceil(listed.length / 50));
+  const fresh: ChatSummary[] = [];
+  let token = "";
+  for (let page = 0; page < pages; page++) {
+    const answer = await chats.listChats({ pageSize: 50, pageToken: token });
+    fresh.push(...answer.chats);
+    token = answer.nextPageToken;
+    if (token === "") {
+      break;
+    }
+  }
+  listed = fresh;
+  nextChatsPage = token;
+  renderChats();
+}
+
+async function moreChats() {
+  const answer = await chats.listChats({ pageSize: 50, pageToken: nextChatsPage });
+  listed.push(...answer.chats);
+  nextChatsPage = answer.nextPageToken;
+  renderChats();
+}
+
+function renderChats() {
+  const items = listed.map((chat) => {
+    const last = chat.lastMessage
+      ? `${chat.lastMessage.fromUsername}: ${chat.lastMessage.text}`
+      : "no messages yet";
+    const button = el(
+      "button",
+      open?.chatId === chat.id ? "open" : "",
+      el("strong", "title", chat.title),
+      ` · ${chat.memberCount} members`,
+      el("span", "last", last),
+    );
+    button.type = "button";
+    button.dataset.chatId = chat.id.toString();
+    button.addEventListener("click", () => {
+      showError(undefined);
+      openChat(chat.id).catch(showError);
+    });
+    return el("li", "", button);
+  });
+  byId("chat-list").replaceChildren(...items);
+  byId("more-chats").hidden = nextChatsPage === "";
+}
+
+function closeChat() {
+  open?.close();
+  open = undefined;
+  byId("chat-view").hidden = true;
+  byId("messages").replaceChildren();
+  byId("members").replaceChildren();
+}
+
+async function openChat(chatId: bigint) {
+  closeChat();
+  byId("chat-view").hidden = false;
+  byId("chat-status").className = "";
+  const conversation = new Conversation(
+    chats,
+    chatId,
+    byId<HTMLOListElement>("messages"),
+    (text, ended) => {
+      const status = byId("chat-status");
+      status.textContent = text;
+      status.className = ended ? "ended" : "";
+      if (ended) {
+        byId<HTMLFormElement>("send-form").hidden = true;
+        void refreshChats().catch(() => {});
+      }
+    },
+    byId<HTMLButtonElement>("older"),
+    (message) => {
+      // The list shows the newest message and the busiest chat first.
+      const index = listed.findIndex((chat) => chat.id === chatId);
+      const [chat] = index >= 0 ? listed.splice(index, 1) : [];
+      if (chat) {
+        chat.lastMessage = message;
+        listed.unshift(chat);
+        renderChats();
+      }
+    },
+  );
+  open = conversation;
+  byId<HTMLFormElement>("send-form").hidden = false;
+  renderChats();
+  await showChat(chatId);
+  await conversation.open();
+}
+
+/** The chat's title and members, and what the caller may change. */
+async function showChat(chatId: bigint) {
+  const { chat, role } = await chats.getChat({ id: chatId });
+  if (!chat || !session) {
+    return;
+  }
+  const manages = role === ChatRole.CREATOR;
+  byId("chat-title").textContent = chat.title;
+  byId<HTMLInputElement>("rename-title").value = chat.title;
+  byId<HTMLFormElement>("rename-form").hidden = !manages;
+  byId<HTMLFormElement>("add-form").hidden = !manages;
+  const me = session.userId;
+  const members = chat.members.map((member) => {
+    const name = member.username || `user ${member.userId}`;
+    const item = el("li", "", name, member.userId === chat.creatorId ? " (creator)" : "");
+    if (manages && member.userId !== me) {
+      const remove = el("button", "remove", "Remove");
+      remove.type = "button";
+      remove.dataset.userId = member.userId.toString();
+      remove.addEventListener("click", () => {
+        showError(undefined);
+        chats
+          .removeMember({ chatId, userId: member.userId })
+          .then(() => showChat(chatId))
+          .catch(showError);
+      });
+      item.append(remove);
+    }
+    return item;
+  });
+  byId("members").replaceChildren(...members);
+}
+
+async function start() {
+  const answer = await fetch("/config.json");
+  config = (await answer.json()) as Config;
+
+  on("login-form", "submit", async () => {
+    await loggedIn(await Session.login(config.authUrl, value("login-name"), value("login-password")));
+  });
+  on("register-form", "submit", async () => {
+    const name = value("register-name");
+    const password = value("register-password");
+    await Session.register(config.authUrl, name, value("register-email"), password);
+    await loggedIn(await Session.login(config.authUrl, name, password));
+  });
+  on("logout", "click", async () => {
+    const ending = session;
+    loggedOut();
+    await ending?.logout();
+  });
+  on("create-form", "submit", async () => {
+    const created = await chats.create({
+      title: value("create-title"),
+      usernames: names(value("create-users")),
+    });
+    byId<HTMLFormElement>("create-form").reset();
+    await refreshChats();
+    await openChat(created.id);
+  });
+  on("refresh-chats", "click", refreshChats);
+  on("more-chats", "click", moreChats);
+  on("rename-form", "submit", async () => {
+    if (!open) return;
+    await chats.updateChat({ id: open.chatId, title: value("rename-title") });
+    await showChat(open.chatId);
+    await refreshChats();
+  });
+  on("add-form", "submit", async () => {
+    if (!open) return;
+    await chats.addMembers({ chatId: open.chatId, usernames: names(value("add-users")) });
+    byId<HTMLFormElement>("add-form").reset();
+    await showChat(open.chatId);
+  });
+  on("leave", "click", async () => {
+    if (!open || !session) return;
+    await chats.removeMember({ chatId: open.chatId, userId: session.userId });
+    closeChat();
+    await refreshChats();
+  });
+  on("older", "click", async () => {
+    await open?.older();
+  });
+  on("send-form", "submit", async () => {
+    if (!open) return;
+    const input = byId<HTMLInputElement>("message-text");
+    const text = input.value;
+    input.value = "";
+    try {
+      await open.send(text);
+    } catch (error) {
+      input.value = text;
+      throw error;
+    }
+  });
+}
+
+start().catch(showError);

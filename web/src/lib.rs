@@ -1,0 +1,195 @@
+//! The browser client, served.
+//!
+//! # Layout
+//! - `app/`: the client, in TypeScript; it calls auth and chat with
+//!   gRPC-Web through Connect-ES, with the types `buf generate` writes to
+//!   `gen/ts`.
+//! - `dist/`: the bundle esbuild makes of it (`npm run build`), checked in
+//!   so that running the system needs no Node.js; CI rebuilds it and fails
+//!   on any difference.
+//! - [`WebClient`]: serves `dist/`, embedded in the binary, and
+//!   `/config.json`, which tells the page where the services are.
+//!
+//! Every response carries a Content-Security-Policy that allows scripts
+//! and styles from this origin only, and calls to the two services only:
+//! should text ever reach the page as HTML, no script in it would run.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use tokio::net::TcpListener;
+
+const INDEX: &[u8] = include_bytes!("../dist/index.html");
+const APP: &[u8] = include_bytes!("../dist/app.js");
+const STYLE: &[u8] = include_bytes!("../dist/style.css");
+
+/// Where the page is served, and where it finds the services.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// Auth's gRPC port as the browser reaches it (gRPC-Web).
+    pub auth_url: String,
+    /// Chat's gRPC port as the browser reaches it (gRPC-Web).
+    pub chat_url: String,
+}
+
+impl Config {
+    /// `WEB_ADDR`, `WEB_AUTH_URL`, `WEB_CHAT_URL`.
+    pub fn from_env() -> anyhow::Result<Config> {
+        let var = |name: &str| std::env::var(name).ok();
+        Config::from_vars(&var)
+    }
+
+    pub fn from_vars(var: &impl serving::config::Vars) -> anyhow::Result<Config> {
+        let url = |name: &str, default: &str| -> anyhow::Result<String> {
+            let url = var(name).unwrap_or_else(|| default.to_owned());
+            let parsed: http::Uri = url
+                .parse()
+                .with_context(|| format!("{name}={url:?} is not a URL"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme_str(), Some("http" | "https")) && parsed.host().is_some(),
+                "{name}={url:?} must be an http(s) URL"
+            );
+            Ok(url.trim_end_matches('/').to_owned())
+        };
+        Ok(Config {
+            addr: serving::config::var_or(var, "WEB_ADDR", "0.0.0.0:8080")?,
+            auth_url: url("WEB_AUTH_URL", "http://127.0.0.1:50051")?,
+            chat_url: url("WEB_CHAT_URL", "http://127.0.0.1:50052")?,
+        })
+    }
+}
+
+pub struct WebClient {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl WebClient {
+    /// Binds the listener (port 0 picks one; see [`WebClient::local_addr`]).
+    pub async fn bind(config: &Config) -> anyhow::Result<WebClient> {
+        let listener = serving::config::bind(config.addr, "the web client").await?;
+        WebClient::on(listener, config)
+    }
+
+    /// Serves on a listener already bound, whose origin the services must
+    /// know before the client can be configured (`config.addr` is unused).
+    pub fn on(listener: TcpListener, config: &Config) -> anyhow::Result<WebClient> {
+        Ok(WebClient {
+            listener,
+            router: router(config)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "web client listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+fn router(config: &Config) -> anyhow::Result<Router> {
+    let policy = HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self' {} {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        config.auth_url, config.chat_url
+    ))
+    .context("the services' URLs must be printable ASCII")?;
+    let settings = serde_json::json!({
+        "authUrl": config.auth_url,
+        "chatUrl": config.chat_url,
+    })
+    .to_string();
+    let asset = move |kind: &'static str, body: &'static [u8], policy: HeaderValue| {
+        move || {
+            let policy = policy.clone();
+            async move { served(kind, body.to_vec(), policy) }
+        }
+    };
+    Ok(Router::new()
+        .route(
+            "/",
+            get(asset("text/html; charset=utf-8", INDEX, policy.clone())),
+        )
+        .route(
+            "/index.html",
+            get(asset("text/html; charset=utf-8", INDEX, policy.clone())),
+        )
+        .route(
+            "/app.js",
+            get(asset("text/javascript; charset=utf-8", APP, policy.clone())),
+        )
+        .route(
+            "/style.css",
+            get(asset("text/css; charset=utf-8", STYLE, policy.clone())),
+        )
+        .route(
+            "/config.json",
+            get(move || {
+                let (settings, policy) = (settings.clone(), policy.clone());
+                async move { served("application/json", settings.into_bytes(), policy) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" })))
+}
+
+fn served(kind: &'static str, body: Vec<u8>, policy: HeaderValue) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> anyhow::Result<Config> {
+        Config::from_vars(&move |asked: &str| (asked == name).then(|| value.to_owned()))
+    }
+
+    #[test]
+    fn the_services_urls_must_be_http() {
+        let config = with("WEB_CHAT_URL", "https://chat.example.com/").expect("valid");
+        assert_eq!(config.chat_url, "https://chat.example.com");
+        assert_eq!(config.auth_url, "http://127.0.0.1:50051");
+        for bad in ["chat.example.com", "ftp://x", "http://"] {
+            assert!(with("WEB_AUTH_URL", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_bundle_is_embedded() {
+        assert!(std::str::from_utf8(INDEX).is_ok_and(|page| page.contains("/app.js")));
+        assert!(!APP.is_empty() && !STYLE.is_empty());
+    }
+}
