@@ -47,13 +47,18 @@ pub enum Announcement {
     Message { chat_id: i64, message_id: i64 },
     /// The chat is gone.
     Deleted { chat_id: i64 },
-    /// The user is no longer a member of the chat.
-    Removed { chat_id: i64, user_id: i64 },
+    /// The user is no longer a member of the chat, as of its members
+    /// version `version`.
+    Removed {
+        chat_id: i64,
+        user_id: i64,
+        version: i64,
+    },
 }
 
 impl Announcement {
     /// `message:<chat_id>:<message_id>`, `deleted:<chat_id>` or
-    /// `removed:<chat_id>:<user_id>`.
+    /// `removed:<chat_id>:<user_id>:<members_version>`.
     fn payload(&self) -> String {
         match self {
             Announcement::Message {
@@ -61,7 +66,11 @@ impl Announcement {
                 message_id,
             } => format!("message:{chat_id}:{message_id}"),
             Announcement::Deleted { chat_id } => format!("deleted:{chat_id}"),
-            Announcement::Removed { chat_id, user_id } => format!("removed:{chat_id}:{user_id}"),
+            Announcement::Removed {
+                chat_id,
+                user_id,
+                version,
+            } => format!("removed:{chat_id}:{user_id}:{version}"),
         }
     }
 
@@ -76,6 +85,7 @@ impl Announcement {
             ("removed", chat_id, Some(user_id)) => Announcement::Removed {
                 chat_id,
                 user_id: user_id.parse().ok()?,
+                version: parts.next()?.parse().ok()?,
             },
             _ => return None,
         };
@@ -199,8 +209,12 @@ impl Announcer {
         match self {
             Announcer::Postgres(pool) => {
                 // Deletions are announced by the delete's own transaction.
-                let (mut messages, mut removals) =
-                    ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+                // Removals go first: a stream on another replica ends
+                // before it hears of messages sent after the removal.
+                let (mut messages, mut removals) = (
+                    (Vec::new(), Vec::new()),
+                    (Vec::new(), Vec::new(), Vec::new()),
+                );
                 for announcement in announcements {
                     match *announcement {
                         Announcement::Message {
@@ -210,18 +224,24 @@ impl Announcer {
                             messages.0.push(chat_id);
                             messages.1.push(message_id);
                         }
-                        Announcement::Removed { chat_id, user_id } => {
+                        Announcement::Removed {
+                            chat_id,
+                            user_id,
+                            version,
+                        } => {
                             removals.0.push(chat_id);
                             removals.1.push(user_id);
+                            removals.2.push(version);
                         }
                         Announcement::Deleted { .. } => {}
                     }
                 }
+                if !removals.0.is_empty() {
+                    db::members::announce_removals(pool, &removals.0, &removals.1, &removals.2)
+                        .await?;
+                }
                 if !messages.0.is_empty() {
                     db::messages::announce(pool, &messages.0, &messages.1).await?;
-                }
-                if !removals.0.is_empty() {
-                    db::members::announce_removals(pool, &removals.0, &removals.1).await?;
                 }
                 Ok(())
             }
@@ -316,6 +336,7 @@ mod tests {
             Announcement::Removed {
                 chat_id: 3,
                 user_id: 7,
+                version: 2,
             },
         ] {
             assert_eq!(
@@ -337,6 +358,8 @@ mod tests {
             "message:3:4:5",
             "other:1",
             "removed:3",
+            "removed:3:7",
+            "removed:3:7:2:1",
         ] {
             assert_eq!(Announcement::parse(junk), None, "{junk:?}");
         }

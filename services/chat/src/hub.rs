@@ -47,6 +47,9 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// earlier message of their chat did, held until it does (or until a read
 /// of the database covers them); past this, they are left to that read.
 const HELD_PER_CHAT: usize = 256;
+/// Removals kept to announce while the bus refuses; past this many, the
+/// other replicas' polls find them by the chats' members versions.
+const UNANNOUNCED_REMOVALS: usize = 10_000;
 /// The wait before announcing again after the database refused.
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
 
@@ -55,8 +58,12 @@ pub enum Event {
     Message(Arc<MessageRow>),
     /// The chat is gone; its streams end.
     Deleted,
-    /// The user is no longer a member; their streams of the chat end.
-    Removed(i64),
+    /// The user is no longer a member as of this members version; their
+    /// streams of the chat opened before it end.
+    Removed {
+        user_id: i64,
+        version: i64,
+    },
     /// The chat's members version, as the poll found it: a stream that
     /// read an older one asks the database whether its user is still a
     /// member (the announcement of a removal may have been lost).
@@ -87,14 +94,24 @@ struct Unannounced {
     messages: HashMap<i64, i64>,
     /// Chats deleted here, when the bus needs telling.
     deleted: HashSet<i64>,
-    /// Members removed here, as (chat, user).
-    removed: HashSet<(i64, i64)>,
+    /// Members removed here, as (chat, user), with the members version the
+    /// removal made; at most [`UNANNOUNCED_REMOVALS`] (the poll finds the
+    /// rest).
+    removed: HashMap<(i64, i64), i64>,
 }
 
 impl Unannounced {
     fn message(&mut self, chat_id: i64, message_id: i64) {
         let id = self.messages.entry(chat_id).or_insert(message_id);
         *id = (*id).max(message_id);
+    }
+
+    fn removal(&mut self, chat_id: i64, user_id: i64, version: i64) {
+        let key = (chat_id, user_id);
+        if self.removed.len() < UNANNOUNCED_REMOVALS || self.removed.contains_key(&key) {
+            let known = self.removed.entry(key).or_insert(version);
+            *known = (*known).max(version);
+        }
     }
 
     fn take(&mut self) -> Vec<Announcement> {
@@ -109,10 +126,14 @@ impl Unannounced {
             .deleted
             .drain()
             .map(|chat_id| Announcement::Deleted { chat_id });
-        let removed = self
-            .removed
-            .drain()
-            .map(|(chat_id, user_id)| Announcement::Removed { chat_id, user_id });
+        let removed =
+            self.removed
+                .drain()
+                .map(|((chat_id, user_id), version)| Announcement::Removed {
+                    chat_id,
+                    user_id,
+                    version,
+                });
         messages.chain(deleted).chain(removed).collect()
     }
 
@@ -126,9 +147,11 @@ impl Unannounced {
                 Announcement::Deleted { chat_id } => {
                     self.deleted.insert(chat_id);
                 }
-                Announcement::Removed { chat_id, user_id } => {
-                    self.removed.insert((chat_id, user_id));
-                }
+                Announcement::Removed {
+                    chat_id,
+                    user_id,
+                    version,
+                } => self.removal(chat_id, user_id, version),
             }
         }
     }
@@ -315,9 +338,9 @@ impl Hub {
 
     /// A member this replica just removed: their streams of the chat here
     /// end now, and the other replicas are told.
-    pub fn removed(&self, chat_id: i64, user_id: i64) {
-        self.publish(chat_id, Event::Removed(user_id));
-        self.unannounced().removed.insert((chat_id, user_id));
+    pub fn removed(&self, chat_id: i64, user_id: i64, version: i64) {
+        self.publish(chat_id, Event::Removed { user_id, version });
+        self.unannounced().removal(chat_id, user_id, version);
         self.announce.notify_one();
     }
 
@@ -514,8 +537,12 @@ impl Hub {
                 Heard::Announcement(Announcement::Deleted { chat_id }) => {
                     self.publish(chat_id, Event::Deleted);
                 }
-                Heard::Announcement(Announcement::Removed { chat_id, user_id }) => {
-                    self.publish(chat_id, Event::Removed(user_id));
+                Heard::Announcement(Announcement::Removed {
+                    chat_id,
+                    user_id,
+                    version,
+                }) => {
+                    self.publish(chat_id, Event::Removed { user_id, version });
                 }
             }
         }

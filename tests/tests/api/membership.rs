@@ -510,3 +510,187 @@ async fn a_removal_never_announced_still_ends_the_removed_members_streams() {
         "members' streams go on"
     );
 }
+
+/// Waits until `count` statements on the chat database wait for a lock.
+async fn waiting_for_locks(chat: &TestChat, count: i64) {
+    let waiting = tests::services::eventually(|| async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity
+             where wait_event_type = 'Lock' and datname = current_database()",
+        )
+        .fetch_one(&chat.db)
+        .await
+        .is_ok_and(|waiting| waiting >= count)
+    })
+    .await;
+    assert!(
+        waiting,
+        "{count} statements never waited for the chat's lock"
+    );
+}
+
+/// A removal as RemoveMember makes it, held open until committed.
+async fn removal_in_progress(
+    team: &Team,
+    member: &TestUser,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = team.chat.db.begin().await.expect("a transaction");
+    sqlx::query("select 1 from chats where id = $1 for update")
+        .bind(team.chat_id)
+        .execute(&mut *tx)
+        .await
+        .expect("locking the chat");
+    sqlx::query("delete from chat_members where chat_id = $1 and user_id = $2")
+        .bind(team.chat_id)
+        .bind(member.id)
+        .execute(&mut *tx)
+        .await
+        .expect("removing");
+    sqlx::query("update chats set members_version = members_version + 1 where id = $1")
+        .bind(team.chat_id)
+        .execute(&mut *tx)
+        .await
+        .expect("raising the members version");
+    tx
+}
+
+async fn messages_in(team: &Team) -> i64 {
+    sqlx::query_scalar("select count(*) from messages where chat_id = $1")
+        .bind(team.chat_id)
+        .fetch_one(&team.chat.db)
+        .await
+        .expect("counting messages")
+}
+
+/// A send that starts while its sender is being removed waits for the
+/// chat's lock, and must then see the removal: a statement reads as of
+/// when it started, which was before.
+#[tokio::test]
+async fn a_send_that_waited_for_its_senders_removal_stores_nothing() {
+    let team = a_team().await;
+    let removal = removal_in_progress(&team, &team.grace).await;
+    let send = tokio::spawn({
+        let (mut chats, request) = (
+            team.chat.chats(),
+            team.grace.request(pb::SendMessageRequest {
+                chat_id: team.chat_id,
+                text: "sent while leaving".into(),
+                client_message_id: String::new(),
+            }),
+        );
+        async move { chats.send_message(request).await }
+    });
+    waiting_for_locks(&team.chat, 1).await;
+    removal.commit().await.expect("committing the removal");
+
+    let sent = send.await.expect("the send finished");
+    assert_eq!(code(sent), Code::NotFound);
+    assert_eq!(
+        messages_in(&team).await,
+        0,
+        "a non-member's message was stored"
+    );
+}
+
+/// The same wait for another member's removal must not refuse the send.
+#[tokio::test]
+async fn a_send_that_waited_for_another_members_removal_is_stored_once() {
+    let team = a_team().await;
+    let removal = removal_in_progress(&team, &team.linus).await;
+    let send = tokio::spawn({
+        let (mut chats, request) = (
+            team.chat.chats(),
+            team.grace.request(pb::SendMessageRequest {
+                chat_id: team.chat_id,
+                text: "still here".into(),
+                client_message_id: String::new(),
+            }),
+        );
+        async move { chats.send_message(request).await }
+    });
+    waiting_for_locks(&team.chat, 1).await;
+    removal.commit().await.expect("committing the removal");
+
+    send.await
+        .expect("the send finished")
+        .expect("a member's send goes through");
+    assert_eq!(messages_in(&team).await, 1);
+}
+
+/// Two members leave a chat of two at once: one of them is the last, and
+/// the chat goes; no chat is left without members.
+#[tokio::test]
+async fn the_last_two_members_leaving_at_once_delete_the_chat() {
+    let team = a_team().await;
+    team.remove(&team.ada, &team.linus)
+        .await
+        .expect("removing linus");
+    let mut lock = team.chat.db.begin().await.expect("a transaction");
+    sqlx::query("select 1 from chats where id = $1 for update")
+        .bind(team.chat_id)
+        .execute(&mut *lock)
+        .await
+        .expect("locking the chat");
+    let leave = |user: &TestUser| {
+        let (mut chats, request) = (
+            team.chat.chats(),
+            user.request(pb::RemoveMemberRequest {
+                chat_id: team.chat_id,
+                user_id: user.id,
+            }),
+        );
+        tokio::spawn(async move { chats.remove_member(request).await })
+    };
+    let (ada, grace) = (leave(&team.ada), leave(&team.grace));
+    waiting_for_locks(&team.chat, 2).await;
+    lock.commit().await.expect("releasing the chat");
+
+    let answers = [
+        ada.await
+            .expect("ada's call")
+            .expect("ada leaves")
+            .into_inner(),
+        grace
+            .await
+            .expect("grace's call")
+            .expect("grace leaves")
+            .into_inner(),
+    ];
+    assert!(answers.iter().all(|answer| answer.removed));
+    assert_eq!(
+        answers.iter().filter(|answer| answer.chat_deleted).count(),
+        1,
+        "{answers:?}"
+    );
+    let chats: i64 = sqlx::query_scalar("select count(*) from chats")
+        .fetch_one(&team.chat.db)
+        .await
+        .expect("counting chats");
+    assert_eq!(chats, 0, "a chat without members was left");
+}
+
+/// A removal whose announcement never comes, and a message sent after it
+/// through the replica where the removed member's stream is: the stream
+/// ends instead of passing the message on.
+#[tokio::test]
+async fn a_message_sent_after_a_removal_never_reaches_the_removed_members_stream() {
+    let team = a_team().await;
+    let second = TestChat::spawn_on(team.chat.database_url.clone(), &team.auth.url(), |config| {
+        config.fanout_poll = Duration::from_secs(3600);
+    })
+    .await;
+    let mut graces = connect(&second, &team.grace, team.chat_id, None).await;
+    let mut linus = connect(&second, &team.linus, team.chat_id, None).await;
+    removal_in_progress(&team, &team.grace)
+        .await
+        .commit()
+        .await
+        .expect("removing grace without a word");
+
+    let sent = second
+        .send(&team.ada, team.chat_id, "after grace left")
+        .await;
+    assert_eq!(next_message(&mut linus).await, sent);
+    let end = end_of(&mut graces).await.expect("grace's stream ends");
+    assert_eq!(end.code(), Code::NotFound);
+}

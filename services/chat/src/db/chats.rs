@@ -131,6 +131,7 @@ pub struct Listed {
     pub message_from_username: Option<String>,
     pub message_text: Option<String>,
     pub message_created_at: Option<OffsetDateTime>,
+    pub members_version: i64,
 }
 
 /// Up to `limit` of the user's chats, most recent activity first, after
@@ -149,7 +150,8 @@ pub async fn list_for_user(
                   m.id as "message_id?", m.seq as "message_seq?",
                   m.from_user_id as "message_from_user_id?",
                   m.from_username as "message_from_username?",
-                  m.text as "message_text?", m.created_at as "message_created_at?"
+m.text as "message_text?", m.created_at as "message_created_at?",
+                  c.members_version
            from chat_members me
            join chats c on c.id = me.chat_id
            left join messages m on m.chat_id = c.id and m.seq = c.last_seq

@@ -15,17 +15,30 @@ pub struct Locked {
 }
 
 /// Locks the chat's row until the transaction ends; `None` if there is no
-/// such chat.
+/// such chat. The members are counted by a statement of their own, after
+/// the lock is held: one statement reads as of when it started, which,
+/// for a statement that waited for the lock, is before the change it
+/// waited for.
 pub async fn lock(db: &mut PgConnection, chat_id: i64) -> Result<Option<Locked>> {
-    Ok(sqlx::query_as!(
-        Locked,
-        r#"select created_by,
-                  (select count(*) from chat_members m where m.chat_id = c.id) as "member_count!"
-           from chats c where id = $1 for update"#,
+    let Some(created_by) = sqlx::query_scalar!(
+        "select created_by from chats where id = $1 for update",
         chat_id
     )
-    .fetch_optional(db)
-    .await?)
+    .fetch_optional(&mut *db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let member_count = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from chat_members where chat_id = $1"#,
+        chat_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Some(Locked {
+        created_by,
+        member_count,
+    }))
 }
 
 /// Adds the users who are not members yet; returns those added.
@@ -40,9 +53,10 @@ pub async fn add(db: &mut PgConnection, chat_id: i64, user_ids: &[i64]) -> Resul
     .await?)
 }
 
-/// Whether the user was a member. A removal raises the chat's members
-/// version, which replicas compare to end the removed member's streams.
-pub async fn remove(db: &mut PgConnection, chat_id: i64, user_id: i64) -> Result<bool> {
+/// The chat's new members version if the user was a member. A removal
+/// raises it: replicas compare it to end the removed member's streams,
+/// and a send that waited for the chat's lock meanwhile stores nothing.
+pub async fn remove(db: &mut PgConnection, chat_id: i64, user_id: i64) -> Result<Option<i64>> {
     let removed = sqlx::query!(
         "delete from chat_members where chat_id = $1 and user_id = $2",
         chat_id,
@@ -52,15 +66,18 @@ pub async fn remove(db: &mut PgConnection, chat_id: i64, user_id: i64) -> Result
     .await?
     .rows_affected()
         == 1;
-    if removed {
-        sqlx::query!(
-            "update chats set members_version = members_version + 1 where id = $1",
+    if !removed {
+        return Ok(None);
+    }
+    Ok(Some(
+        sqlx::query_scalar!(
+            "update chats set members_version = members_version + 1 where id = $1
+             returning members_version",
             chat_id
         )
-        .execute(db)
-        .await?;
-    }
-    Ok(removed)
+        .fetch_one(db)
+        .await?,
+    ))
 }
 
 /// Makes the longest-standing member the chat's creator; `None` if the chat
@@ -112,17 +129,20 @@ pub async fn membership(
 }
 
 /// Tells every replica that listens on `chat_events` that each
-/// `user_ids[i]` left `chat_ids[i]`, in one transaction of its own.
+/// `user_ids[i]` left `chat_ids[i]` as of its members version
+/// `versions[i]`, in one transaction of its own.
 pub async fn announce_removals(
     db: impl sqlx::PgExecutor<'_>,
     chat_ids: &[i64],
     user_ids: &[i64],
+    versions: &[i64],
 ) -> Result<()> {
     sqlx::query!(
-        r#"select count(pg_notify('chat_events', 'removed:' || c || ':' || u)) as "announced!"
-           from unnest($1::bigint[], $2::bigint[]) as t(c, u)"#,
+        r#"select count(pg_notify('chat_events', 'removed:' || c || ':' || u || ':' || v)) as "announced!"
+           from unnest($1::bigint[], $2::bigint[], $3::bigint[]) as t(c, u, v)"#,
         chat_ids,
-        user_ids
+        user_ids,
+        versions
     )
     .fetch_one(db)
     .await?;

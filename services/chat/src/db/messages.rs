@@ -14,6 +14,10 @@ pub struct MessageRow {
     pub from_username: String,
     pub text: String,
     pub created_at: OffsetDateTime,
+    /// The chat's members version when the message was stored (or, read
+    /// back later, now): a stream whose user was a member at an older one
+    /// asks again before passing the message on.
+    pub members_version: i64,
 }
 
 pub struct NewMessage<'a> {
@@ -42,13 +46,16 @@ pub enum Sent {
 pub async fn send(db: &sqlx::PgPool, message: NewMessage<'_>) -> Result<Option<Sent>> {
     // Two sends with one new key at once: the second fails on the key's
     // unique index (storing nothing, its sequence number update undone
-    // with it), and on a second try finds the first's message.
+    // with it), and on a second try finds the first's message. A send
+    // that waited for the chat's lock while a member was removed stores
+    // nothing either: tried again, it sees the members as they are now.
     match send_once(db, &message).await {
         Err(sqlx::Error::Database(error))
             if error.constraint() == Some("messages_client_message_id_key") =>
         {
             Ok(send_once(db, &message).await?)
         }
+        Ok(None) => Ok(send_once(db, &message).await?),
         sent => Ok(sent?),
     }
 }
@@ -59,7 +66,8 @@ async fn send_once(
 ) -> std::result::Result<Option<Sent>, sqlx::Error> {
     let row = sqlx::query!(
         r#"with member as (
-               select 1 from chat_members where chat_id = $1 and user_id = $2
+               select c.members_version from chat_members m join chats c on c.id = m.chat_id
+               where m.chat_id = $1 and m.user_id = $2
            ),
            earlier as (
                select id, chat_id, seq, from_user_id, from_username, text, created_at
@@ -68,11 +76,14 @@ async fn send_once(
                  and exists (select 1 from member)
            ),
            chat as (
-               update chats set last_seq = last_seq + 1, last_activity_at = now()
+               update chats
+               set last_seq = last_seq + 1, last_activity_at = greatest(last_activity_at, now())
                where id = $1
-                 and exists (select 1 from member)
+                 -- Checked again on the row once locked: a removal that
+                 -- committed meanwhile raised the version.
+                 and members_version = (select members_version from member)
                  and not exists (select 1 from earlier)
-               returning last_seq
+               returning last_seq, members_version
            ),
            stored as (
                insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
@@ -81,10 +92,12 @@ async fn send_once(
            )
            select id as "id!", chat_id as "chat_id!", seq as "seq!",
                   from_user_id as "from_user_id!", from_username as "from_username!",
-                  text as "text!", created_at as "created_at!", false as "earlier!"
+                  text as "text!", created_at as "created_at!",
+                  (select members_version from chat) as "members_version!", false as "earlier!"
            from stored
            union all
-           select id, chat_id, seq, from_user_id, from_username, text, created_at, true
+           select id, chat_id, seq, from_user_id, from_username, text, created_at,
+                  (select members_version from member), true
            from earlier"#,
         message.chat_id,
         message.from_user_id,
@@ -107,6 +120,7 @@ async fn send_once(
             from_username: row.from_username,
             text: row.text,
             created_at: row.created_at,
+            members_version: row.members_version,
         };
         if row.earlier {
             Sent::Earlier(message)
@@ -120,8 +134,10 @@ async fn send_once(
 pub async fn get(db: impl PgExecutor<'_>, chat_id: i64, id: i64) -> Result<Option<MessageRow>> {
     Ok(sqlx::query_as!(
         MessageRow,
-        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages
-         where id = $1 and chat_id = $2",
+        "select m.id, m.chat_id, m.seq, m.from_user_id, m.from_username, m.text, m.created_at,
+                c.members_version
+         from messages m join chats c on c.id = m.chat_id
+         where m.id = $1 and m.chat_id = $2",
         id,
         chat_id
     )
@@ -138,8 +154,10 @@ pub async fn page_before(
 ) -> Result<Vec<MessageRow>> {
     Ok(sqlx::query_as!(
         MessageRow,
-        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages
-         where chat_id = $1 and id < $2 order by id desc limit $3",
+        "select m.id, m.chat_id, m.seq, m.from_user_id, m.from_username, m.text, m.created_at,
+                c.members_version
+         from messages m join chats c on c.id = m.chat_id
+         where m.chat_id = $1 and m.id < $2 order by m.id desc limit $3",
         chat_id,
         before_id,
         limit
@@ -157,8 +175,10 @@ pub async fn after_seq(
 ) -> Result<Vec<MessageRow>> {
     Ok(sqlx::query_as!(
         MessageRow,
-        "select id, chat_id, seq, from_user_id, from_username, text, created_at from messages
-         where chat_id = $1 and seq > $2 order by seq limit $3",
+        "select m.id, m.chat_id, m.seq, m.from_user_id, m.from_username, m.text, m.created_at,
+                c.members_version
+         from messages m join chats c on c.id = m.chat_id
+         where m.chat_id = $1 and m.seq > $2 order by m.seq limit $3",
         chat_id,
         after_seq,
         limit

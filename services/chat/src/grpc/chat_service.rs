@@ -275,6 +275,7 @@ impl pb::chat_service_server::ChatService for ChatApi {
                         from_username,
                         text,
                         created_at,
+                        members_version: row.members_version,
                     })),
                     _ => None,
                 },
@@ -388,25 +389,31 @@ impl pb::chat_service_server::ChatService for ChatApi {
         }
         let removed = db::members::remove(&mut tx, chat_id, user_id).await?;
         let mut chat_deleted = false;
-        if removed && chat.member_count <= 1 {
+        if removed.is_some() && chat.member_count <= 1 {
             chat_deleted = db::chats::delete(&mut *tx, chat_id).await?;
-        } else if removed && user_id == chat.created_by {
-            let creator = db::members::hand_over(&mut tx, chat_id).await?;
-            tracing::info!(
-                ?creator,
-                "the creator left; the longest-standing member is creator now"
-            );
+        } else if removed.is_some() && user_id == chat.created_by {
+            match db::members::hand_over(&mut tx, chat_id).await? {
+                Some(creator) => tracing::info!(
+                    creator,
+                    "the creator left; the longest-standing member is creator now"
+                ),
+                None => chat_deleted = db::chats::delete(&mut *tx, chat_id).await?,
+            }
         }
         tx.commit().await.map_err(Error::from)?;
-        if chat_deleted {
-            self.state.hub.deleted(chat_id);
-            tracing::info!("the last member left; chat deleted");
-        } else if removed {
-            self.state.hub.removed(chat_id, user_id);
-            tracing::info!("member removed");
+        match removed {
+            Some(_) if chat_deleted => {
+                self.state.hub.deleted(chat_id);
+                tracing::info!("the last member left; chat deleted");
+            }
+            Some(version) => {
+                self.state.hub.removed(chat_id, user_id, version);
+                tracing::info!("member removed");
+            }
+            None => {}
         }
         Ok(Response::new(pb::RemoveMemberResponse {
-            removed,
+            removed: removed.is_some(),
             chat_deleted,
         }))
     }
@@ -690,10 +697,14 @@ impl ChatStream {
                             self.chat_id
                         ))));
                     }
-                    Ok(Event::Removed(user_id)) if user_id == self.user_id => {
+                    // A late announcement of an earlier removal leaves a
+                    // user who joined again since alone.
+                    Ok(Event::Removed { user_id, version })
+                        if user_id == self.user_id && version > self.members_version =>
+                    {
                         return Err(self.not_a_member());
                     }
-                    Ok(Event::Removed(_)) => {}
+                    Ok(Event::Removed { .. }) => {}
                     Ok(Event::MembersChanged(version)) if version > self.members_version => {
                         self.check_membership().await?
                     }
@@ -762,6 +773,11 @@ impl ChatStream {
     }
 
     async fn send(&mut self, message: &MessageRow) -> Result<(), End> {
+        // Stored after a removal this stream has not heard of yet (from
+        // another replica, or announced late): the user may be gone.
+        if message.members_version > self.members_version {
+            self.check_membership().await?;
+        }
         let item = pb::ConnectChatResponse {
             message: Some(to_proto(message)),
         };
