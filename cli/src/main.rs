@@ -115,7 +115,7 @@ enum ChatCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
-    /// Remove a member, by name or id (the creator or an admin).
+    /// Remove a member, by name or (if no member has that name) id (the creator or an admin).
     Remove { chat_id: i64, member: String },
     /// Leave a chat.
     Leave { chat_id: i64 },
@@ -349,23 +349,22 @@ async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::Result<()> {
             }
         }
         ChatCommand::Remove { chat_id, member } => {
-            let user_id = match member.parse::<i64>() {
-                Ok(id) => id,
-                Err(_) => {
-                    let shown = show(client, chat_id).await?;
-                    shown
-                        .chat
-                        .iter()
-                        .flat_map(|chat| &chat.members)
-                        .find(|found| found.username.eq_ignore_ascii_case(&member))
-                        .map(|found| found.user_id)
-                        .with_context(|| {
-                            format!(
-                                "{} is not a member of chat {chat_id}",
-                                display::safe(&member)
-                            )
-                        })?
-                }
+            // A member's name first (a name may be all digits), then an
+            // id; names compare as auth's unique index does, lower-cased.
+            let shown = show(client, chat_id).await?;
+            let wanted = member.to_lowercase();
+            let by_name = shown
+                .chat
+                .iter()
+                .flat_map(|chat| &chat.members)
+                .find(|found| found.username.to_lowercase() == wanted)
+                .map(|found| found.user_id);
+            let user_id = match (by_name, member.parse::<i64>()) {
+                (Some(id), _) | (None, Ok(id)) => id,
+                (None, Err(_)) => anyhow::bail!(
+                    "{} is not a member of chat {chat_id}",
+                    display::safe(&member)
+                ),
             };
             remove(client, chat_id, user_id).await?;
         }

@@ -43,6 +43,12 @@ const sleep = (ms: number, signal: AbortSignal) =>
     });
   });
 
+/** Between half and all of `ms`: clients dropped together do not all come
+ * back at the same moment. */
+function jittered(ms: number): number {
+  return ms / 2 + Math.random() * (ms / 2);
+}
+
 /** A fresh idempotency key for one message, however often it is resent. */
 function messageKey(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
@@ -50,10 +56,15 @@ function messageKey(): string {
 }
 
 export class Conversation {
-  /** The newest message shown, where a resumed stream starts. */
-  private lastId = 0n;
+  /** Where a resumed stream starts: the newest message the stream (or the
+   * first page of history) gave. Never a sent message's id: others' messages
+   * before it may still be on their way. */
+  private resumeAfter = 0n;
   private oldestToken = "";
-  private readonly shown = new Set<bigint>();
+  /** Messages this page sent and shows already, until the stream brings
+   * them; as many as sends in flight. */
+  private readonly sentAhead = new Set<bigint>();
+  private newest = 0n;
   private readonly abort = new AbortController();
 
   constructor(
@@ -73,7 +84,7 @@ export class Conversation {
       { signal: this.abort.signal },
     );
     for (const message of [...page.messages].reverse()) {
-      this.append(message);
+      this.fromStream(message);
     }
     this.oldestToken = page.nextPageToken;
     this.olderButton.hidden = this.oldestToken === "";
@@ -103,7 +114,8 @@ export class Conversation {
     for (let attempt = 1; ; attempt++) {
       try {
         const sent = await this.chats.sendMessage({ chatId: this.chatId, text, clientMessageId });
-        if (sent.message) {
+        if (sent.message && sent.message.id > this.resumeAfter) {
+          this.sentAhead.add(sent.message.id);
           this.append(sent.message);
         }
         return;
@@ -113,7 +125,7 @@ export class Conversation {
           throw error;
         }
         this.status(`sending failed (${describe(error)}); retrying`);
-        await sleep(backoff, this.abort.signal);
+        await sleep(jittered(backoff), this.abort.signal);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }
@@ -123,19 +135,19 @@ export class Conversation {
     this.abort.abort();
   }
 
-  /** Live messages, resumed after the last one shown whenever the stream drops. */
+  /** Live messages, resumed after the last one the stream gave whenever it drops. */
   private async follow(): Promise<void> {
     let backoff = FIRST_BACKOFF_MS;
     while (!this.abort.signal.aborted) {
       try {
         this.status("live");
         const stream = this.chats.connectChat(
-          { chatId: this.chatId, sinceMessageId: this.lastId },
+          { chatId: this.chatId, sinceMessageId: this.resumeAfter },
           { signal: this.abort.signal },
         );
         for await (const event of stream) {
           if (event.message) {
-            this.append(event.message);
+            this.fromStream(event.message);
             backoff = FIRST_BACKOFF_MS;
           }
         }
@@ -154,9 +166,21 @@ export class Conversation {
         }
         this.status(`reconnecting (${describe(error)})`);
       }
-      await sleep(backoff, this.abort.signal);
+      await sleep(jittered(backoff), this.abort.signal);
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
     }
+  }
+
+  /** A message from the stream or the newest history page, in order. */
+  private fromStream(message: Message) {
+    if (message.id <= this.resumeAfter) {
+      return;
+    }
+    this.resumeAfter = message.id;
+    if (this.sentAhead.delete(message.id)) {
+      return;
+    }
+    this.append(message);
   }
 
   private render(message: Message): HTMLLIElement {
@@ -173,26 +197,26 @@ export class Conversation {
   }
 
   private append(message: Message) {
-    if (this.shown.has(message.id)) {
-      return;
-    }
-    this.shown.add(message.id);
-    if (message.id > this.lastId) {
-      this.lastId = message.id;
+    // In id order: a message sent here can be shown before others' earlier
+    // ones arrive.
+    const later =
+      message.id < this.newest
+        ? [...this.list.children].find(
+            (item) => BigInt((item as HTMLElement).dataset.id ?? "0") > message.id,
+          )
+        : undefined;
+    const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
+    this.list.insertBefore(this.render(message), later ?? null);
+    if (message.id > this.newest) {
+      this.newest = message.id;
       this.onNewest(message);
     }
-    const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
-    this.list.append(this.render(message));
     if (atBottom) {
       this.list.scrollTop = this.list.scrollHeight;
     }
   }
 
   private prepend(message: Message) {
-    if (this.shown.has(message.id)) {
-      return;
-    }
-    this.shown.add(message.id);
     this.list.prepend(this.render(message));
   }
 }

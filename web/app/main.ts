@@ -155,13 +155,18 @@ async function openChat(chatId: bigint) {
   byId<HTMLFormElement>("send-form").hidden = false;
   renderChats();
   await showChat(chatId);
-  await conversation.open();
+  // Another chat may have been opened meanwhile.
+  if (open === conversation) {
+    await conversation.open();
+  }
 }
 
 /** The chat's title and members, and what the caller may change. */
 async function showChat(chatId: bigint) {
   const { chat, role } = await chats.getChat({ id: chatId });
-  if (!chat || !session) {
+  // Shown only if it is still the chat open: a slow answer for one opened
+  // before would mix two chats.
+  if (!chat || !session || open?.chatId !== chatId) {
     return;
   }
   const manages = role === ChatRole.CREATOR;

@@ -1,24 +1,34 @@
 // A logged-in session: the access token is kept in memory only, and
 // refreshed with the (rotating) refresh token before it expires.
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService } from "../../gen/ts/auth/v1/auth_pb";
 import { UserService } from "../../gen/ts/auth/v1/user_pb";
+import { codeOf } from "./errors";
 
 /** Refresh this long before the access token expires. */
 const REFRESH_MARGIN_MS = 30_000;
+/** The wait before trying a refresh again that could not reach auth. */
+const REFRESH_RETRY_MS = 5_000;
 
 /** The claims of an access token the page uses. */
 interface Claims {
   sub: string;
   name: string;
+  iat: number;
   exp: number;
 }
 
 function claimsOf(token: string): Claims {
-  const payload = token.split(".")[1] ?? "";
-  const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
-  return JSON.parse(json) as Claims;
+  const payload = (token.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/");
+  const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes)) as Claims;
+}
+
+/** When, by this browser's clock, a token issued just now expires: its
+ * lifetime counts from now, whatever the clocks of the two machines say. */
+function expiryOf(claims: Claims): number {
+  return Date.now() + Math.max(0, claims.exp - claims.iat) * 1000;
 }
 
 export class Session {
@@ -29,6 +39,7 @@ export class Session {
   private expiresAt: number;
   private refreshing: Promise<void> | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private ended = false;
   /** Told when the session can no longer be refreshed. */
   onExpired: (reason: unknown) => void = () => {};
 
@@ -42,8 +53,8 @@ export class Session {
     this.username = claims.name;
     this.accessToken = accessToken;
     this.refreshToken = refreshToken;
-    this.expiresAt = claims.exp * 1000;
-    this.schedule();
+    this.expiresAt = expiryOf(claims);
+    this.schedule(this.expiresAt - REFRESH_MARGIN_MS - Date.now());
   }
 
   static async login(authUrl: string, username: string, password: string): Promise<Session> {
@@ -72,19 +83,29 @@ export class Session {
     return next(request);
   };
 
-  /** Trades the refresh token for a new one, then for an access token. */
+  /** Trades the refresh token for a new one, then for an access token.
+   * Auth out of reach: tried again shortly, the session kept. Auth
+   * refusing (the session revoked or expired): the session is over. */
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {
       try {
         const rotated = await this.auth.getRefreshToken({ refreshToken: this.refreshToken });
+        // Held at once: the one presented is retired now.
         this.refreshToken = rotated.refreshToken;
         const access = await this.auth.getAccessToken({ refreshToken: this.refreshToken });
         this.accessToken = access.accessToken;
-        this.expiresAt = claimsOf(access.accessToken).exp * 1000;
-        this.schedule();
+        this.expiresAt = expiryOf(claimsOf(access.accessToken));
+        this.schedule(this.expiresAt - REFRESH_MARGIN_MS - Date.now());
       } catch (error) {
-        this.stop();
-        this.onExpired(error);
+        const refused = [Code.Unauthenticated, Code.PermissionDenied, Code.NotFound];
+        if (this.ended) {
+          // Logged out meanwhile: nothing to keep going.
+        } else if (refused.includes(codeOf(error) ?? Code.Unknown)) {
+          this.stop();
+          this.onExpired(error);
+        } else {
+          this.schedule(REFRESH_RETRY_MS);
+        }
         throw error;
       } finally {
         this.refreshing = undefined;
@@ -93,19 +114,24 @@ export class Session {
     return this.refreshing;
   }
 
-  /** Ends the session on the server and here. */
+  /** Ends the session on the server and here, after any refresh under way
+   * (which would otherwise leave the newest refresh token alive). */
   async logout(): Promise<void> {
     this.stop();
+    await this.refreshing?.catch(() => {});
     await this.auth.logout({ refreshToken: this.refreshToken });
   }
 
-  private schedule() {
+  private schedule(wait: number) {
     clearTimeout(this.timer);
-    const wait = Math.max(1_000, this.expiresAt - REFRESH_MARGIN_MS - Date.now());
-    this.timer = setTimeout(() => void this.refresh().catch(() => {}), wait);
+    if (this.ended) {
+      return;
+    }
+    this.timer = setTimeout(() => void this.refresh().catch(() => {}), Math.max(1_000, wait));
   }
 
   private stop() {
+    this.ended = true;
     clearTimeout(this.timer);
     this.timer = undefined;
   }

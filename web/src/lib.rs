@@ -107,7 +107,8 @@ fn router(config: &Config) -> anyhow::Result<Router> {
     let policy = HeaderValue::from_str(&format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
          connect-src 'self' {} {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        config.auth_url, config.chat_url
+        origin(&config.auth_url)?,
+        origin(&config.chat_url)?
     ))
     .context("the services' URLs must be printable ASCII")?;
     let settings = serde_json::json!({
@@ -148,6 +149,16 @@ fn router(config: &Config) -> anyhow::Result<Router> {
         .route("/healthz", get(|| async { "ok" })))
 }
 
+/// `scheme://host[:port]` of `url`: a policy source with a path would
+/// allow that one path only, not the service's methods under it.
+fn origin(url: &str) -> anyhow::Result<String> {
+    let uri: http::Uri = url.parse()?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok(format!("{scheme}://{authority}")),
+        _ => anyhow::bail!("{url:?} is not an absolute URL"),
+    }
+}
+
 fn served(kind: &'static str, body: Vec<u8>, policy: HeaderValue) -> Response {
     (
         StatusCode::OK,
@@ -185,6 +196,15 @@ mod tests {
         for bad in ["chat.example.com", "ftp://x", "http://"] {
             assert!(with("WEB_AUTH_URL", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_policy_names_the_services_origins() {
+        assert_eq!(
+            origin("https://example.com:8443/chat").expect("a URL"),
+            "https://example.com:8443"
+        );
+        assert!(origin("/relative").is_err());
     }
 
     #[test]
