@@ -6,7 +6,8 @@
 //! batched, one for whatever was committed meanwhile, so that sends never
 //! queue for the database-wide lock that a transaction with notifications
 //! takes at commit. The hub reads each announced message once and
-//! broadcasts it to the streams of its chat; deleted chats end theirs.
+//! broadcasts it to the streams of its chat; deleted chats end theirs, and
+//! removed members' streams end.
 //!
 //! Announcements carry ids only and may be lost: the database stays the
 //! source of truth. Streams tell by sequence number whether they missed
@@ -15,8 +16,10 @@
 //! query compares each watched chat's last sequence number with the last
 //! one broadcast, so a lost announcement delays a message by about that
 //! much (with the database answering promptly), even in a chat where
-//! nothing follows it. After every (re)connection of the bus the hub does
-//! the same comparison at once.
+//! nothing follows it. The same query compares each chat's members
+//! version, which every removal raises, so that a removed member's
+//! stream ends even when the removal's announcement is lost. After every
+//! (re)connection of the bus the hub does the same comparison at once.
 //!
 //! A chat's entry lives exactly as long as it has subscribers: the last
 //! [`Subscription`] to go removes it, whichever way its stream ended.
