@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{Notify, broadcast};
@@ -88,6 +88,7 @@ pub struct Hub {
     announce: Notify,
     announcer: Announcer,
     poll_every: Duration,
+    membership_reads: IntCounter,
 }
 
 /// At most one entry per chat.
@@ -160,6 +161,18 @@ impl Unannounced {
     }
 }
 
+/// A chat's members as of a members version.
+pub struct Members {
+    pub version: i64,
+    ids: HashSet<i64>,
+}
+
+impl Members {
+    pub fn contains(&self, user_id: i64) -> bool {
+        self.ids.contains(&user_id)
+    }
+}
+
 /// One chat's streams on this replica.
 struct Feed {
     sender: broadcast::Sender<Event>,
@@ -173,6 +186,9 @@ struct Feed {
     held: BTreeMap<i64, Arc<MessageRow>>,
     /// The chat's members version the poll last found.
     members_version: Option<i64>,
+    /// The members as last read for a stream: read once per change, with
+    /// the lock held, for every stream of the chat that asks.
+    members: Arc<tokio::sync::Mutex<Option<Arc<Members>>>>,
 }
 
 impl Feed {
@@ -249,6 +265,7 @@ impl Hub {
             announce: Notify::new(),
             announcer,
             poll_every: config.fanout_poll,
+            membership_reads: metrics.membership_reads.clone(),
         });
         let task = tokio::spawn({
             let hub = hub.clone();
@@ -281,6 +298,7 @@ impl Hub {
                     last: None,
                     held: BTreeMap::new(),
                     members_version: None,
+                    members: Arc::default(),
                 }
             })
             .sender
@@ -337,6 +355,40 @@ impl Hub {
             self.unannounced().deleted.insert(chat_id);
             self.announce.notify_one();
         }
+    }
+
+    /// The chat's members as of `at_least` or later; `None` if the chat is
+    /// gone. Streams that must learn whether their user is still a member
+    /// share one read per change of members, however many they are.
+    pub async fn members(
+        &self,
+        pool: &PgPool,
+        chat_id: i64,
+        at_least: i64,
+    ) -> crate::error::Result<Option<Arc<Members>>> {
+        let cached = self
+            .chats()
+            .get(&chat_id)
+            .map(|feed| feed.members.clone())
+            .unwrap_or_default();
+        let mut cached = cached.lock().await;
+        if let Some(members) = cached
+            .as_ref()
+            .filter(|members| members.version >= at_least)
+        {
+            return Ok(Some(members.clone()));
+        }
+        self.membership_reads.inc();
+        let read = db::members::as_of_now(pool, chat_id)
+            .await?
+            .map(|(version, ids)| {
+                Arc::new(Members {
+                    version,
+                    ids: ids.into_iter().collect(),
+                })
+            });
+        cached.clone_from(&read);
+        Ok(read)
     }
 
     /// A member this replica just removed: their streams of the chat here

@@ -12,6 +12,10 @@ pub struct ChatMetrics {
     pub watched_chats: IntGauge,
     /// 1 while the fan-out bus is connected.
     pub fanout_connected: IntGauge,
+    /// Reads of a chat's members by the hub, for streams that must learn
+    /// whether their user is still one: one per chat and change, not one
+    /// per stream.
+    pub membership_reads: IntCounter,
 }
 
 impl ChatMetrics {
@@ -30,11 +34,16 @@ impl ChatMetrics {
                 "chat_fanout_connected",
                 "1 while the fan-out to other replicas (PostgreSQL or NATS) is connected.",
             )?,
+            membership_reads: IntCounter::new(
+                "chat_membership_reads_total",
+                "Reads of a chat's members after they changed, shared by its streams.",
+            )?,
         };
         registry.register(Box::new(metrics.messages_sent.clone()))?;
         registry.register(Box::new(metrics.fanout_connected.clone()))?;
         registry.register(Box::new(metrics.open_streams.clone()))?;
         registry.register(Box::new(metrics.watched_chats.clone()))?;
+        registry.register(Box::new(metrics.membership_reads.clone()))?;
         Ok(metrics)
     }
 }

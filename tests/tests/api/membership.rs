@@ -694,3 +694,48 @@ async fn a_message_sent_after_a_removal_never_reaches_the_removed_members_stream
     let end = end_of(&mut graces).await.expect("grace's stream ends");
     assert_eq!(end.code(), Code::NotFound);
 }
+
+/// The value of chat's counter `name`.
+async fn counter(chat: &TestChat, name: &str) -> f64 {
+    let scrape = tests::http::request(chat.metrics_addr, "GET", "/metrics", None, None)
+        .await
+        .body;
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}: {scrape}"))
+}
+
+/// Every stream of a chat must learn whether its user is still a member
+/// when the members change; they share one read of the members, however
+/// many they are, so that removals in a busy chat do not flood the
+/// database.
+#[tokio::test]
+async fn a_chat_s_streams_share_one_read_of_its_members_per_change() {
+    let team = a_team().await;
+    let mut streams = Vec::new();
+    for user in [&team.ada, &team.linus] {
+        for _ in 0..5 {
+            streams.push(connect(&team.chat, user, team.chat_id, None).await);
+        }
+    }
+    tokio::time::sleep(chat::hub::POLL_EVERY * 2).await;
+    let before = counter(&team.chat, "chat_membership_reads_total").await;
+
+    // Unannounced, so only the poll tells the streams.
+    removal_in_progress(&team, &team.grace)
+        .await
+        .commit()
+        .await
+        .expect("removing grace without a word");
+    tokio::time::sleep(chat::hub::POLL_EVERY * 3).await;
+    let sent = team
+        .chat
+        .send(&team.ada, team.chat_id, "all still here")
+        .await;
+    for stream in &mut streams {
+        assert_eq!(next_message(stream).await, sent, "a member's stream ended");
+    }
+    let reads = counter(&team.chat, "chat_membership_reads_total").await - before;
+    assert_eq!(reads, 1.0, "ten streams, one change of members");
+}

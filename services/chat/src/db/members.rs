@@ -111,6 +111,25 @@ pub async fn list(db: impl sqlx::PgExecutor<'_>, chat_id: i64) -> Result<Vec<Mem
     .await?)
 }
 
+/// The chat's members version and its members as of that version, read
+/// together; `None` if there is no such chat.
+pub async fn as_of_now(
+    db: impl sqlx::PgExecutor<'_>,
+    chat_id: i64,
+) -> Result<Option<(i64, Vec<i64>)>> {
+    Ok(sqlx::query!(
+        r#"select c.members_version,
+                  coalesce(array_agg(m.user_id) filter (where m.user_id is not null), '{}') as "members!"
+           from chats c left join chat_members m on m.chat_id = c.id
+           where c.id = $1
+           group by c.members_version"#,
+        chat_id
+    )
+    .fetch_optional(db)
+    .await?
+    .map(|row| (row.members_version, row.members)))
+}
+
 /// The chat's members version, if the user is a member.
 pub async fn membership(
     db: impl sqlx::PgExecutor<'_>,

@@ -706,7 +706,7 @@ impl ChatStream {
                     }
                     Ok(Event::Removed { .. }) => {}
                     Ok(Event::MembersChanged(version)) if version > self.members_version => {
-                        self.check_membership().await?
+                        self.still_a_member(version).await?
                     }
                     Ok(Event::MembersChanged(_)) => {}
                     // Events were dropped for this stream; the database has
@@ -734,7 +734,26 @@ impl ChatStream {
         }
     }
 
-    /// Ends the stream if its user is no longer a member.
+    /// Ends the stream if its user is not a member as of members version
+    /// `version` (read once for all the chat's streams here).
+    async fn still_a_member(&mut self, version: i64) -> Result<(), End> {
+        let members = self
+            .state
+            .hub
+            .members(&self.state.pool, self.chat_id, version)
+            .await
+            .map_err(|error| End::With(error.into()))?;
+        match members {
+            Some(members) if members.contains(self.user_id) => {
+                self.members_version = members.version;
+                Ok(())
+            }
+            _ => Err(self.not_a_member()),
+        }
+    }
+
+    /// Ends the stream if its user is no longer a member, as the database
+    /// says now (after events were lost, which may have said so).
     async fn check_membership(&mut self) -> Result<(), End> {
         match db::members::membership(&self.state.pool, self.chat_id, self.user_id).await {
             Ok(Some(version)) => {
@@ -776,7 +795,7 @@ impl ChatStream {
         // Stored after a removal this stream has not heard of yet (from
         // another replica, or announced late): the user may be gone.
         if message.members_version > self.members_version {
-            self.check_membership().await?;
+            self.still_a_member(message.members_version).await?;
         }
         let item = pb::ConnectChatResponse {
             message: Some(to_proto(message)),
