@@ -267,17 +267,17 @@ async fn a_slow_subscriber_blocks_no_sender_and_is_ended_when_too_far_behind() {
     let text = "x".repeat(4000);
     let reader = tokio::spawn(async move {
         let mut received = 0;
-        while received < 300 {
+        while received < 900 {
             next_message(&mut fast).await;
             received += 1;
         }
         received
     });
-    for _ in 0..300 {
+    for _ in 0..900 {
         chat.send(&ada, chat_id, &text).await;
     }
 
-    assert_eq!(reader.await.expect("the fast reader"), 300);
+    assert_eq!(reader.await.expect("the fast reader"), 900);
     let end = end_of(&mut slow)
         .await
         .expect("the slow stream ends with a status");
