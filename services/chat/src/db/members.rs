@@ -12,14 +12,16 @@ use crate::error::Result;
 pub struct Locked {
     pub created_by: i64,
     pub member_count: i64,
+    /// Whether the user making the change is a member.
+    pub caller_is_member: bool,
 }
 
 /// Locks the chat's row until the transaction ends; `None` if there is no
-/// such chat. The members are counted by a statement of their own, after
-/// the lock is held: one statement reads as of when it started, which,
-/// for a statement that waited for the lock, is before the change it
-/// waited for.
-pub async fn lock(db: &mut PgConnection, chat_id: i64) -> Result<Option<Locked>> {
+/// such chat. The members are counted (and `caller` looked for among
+/// them) by a statement of their own, after the lock is held: one
+/// statement reads as of when it started, which, for a statement that
+/// waited for the lock, is before the change it waited for.
+pub async fn lock(db: &mut PgConnection, chat_id: i64, caller: i64) -> Result<Option<Locked>> {
     let Some(created_by) = sqlx::query_scalar!(
         "select created_by from chats where id = $1 for update",
         chat_id
@@ -29,15 +31,18 @@ pub async fn lock(db: &mut PgConnection, chat_id: i64) -> Result<Option<Locked>>
     else {
         return Ok(None);
     };
-    let member_count = sqlx::query_scalar!(
-        r#"select count(*) as "count!" from chat_members where chat_id = $1"#,
-        chat_id
+    let members = sqlx::query!(
+        r#"select count(*) as "count!", coalesce(bool_or(user_id = $2), false) as "caller!"
+           from chat_members where chat_id = $1"#,
+        chat_id,
+        caller
     )
     .fetch_one(db)
     .await?;
     Ok(Some(Locked {
         created_by,
-        member_count,
+        member_count: members.count,
+        caller_is_member: members.caller,
     }))
 }
 

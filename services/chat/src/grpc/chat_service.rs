@@ -340,11 +340,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         // Asked again under the chat's lock: the chat may have gone, or the
         // caller lost the right, while auth was asked.
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        let chat = db::members::lock(&mut tx, chat_id)
+        let chat = db::members::lock(&mut tx, chat_id, caller.user_id)
             .await?
             .ok_or_else(|| Error::chat_not_found(chat_id))?;
-        let is_member = db::chats::is_member(&mut *tx, chat_id, caller.user_id).await?;
-        check_manage(chat_id, chat.created_by, is_member, &caller)?;
+        check_manage(chat_id, chat.created_by, chat.caller_is_member, &caller)?;
         let added = db::members::add(&mut tx, chat_id, &user_ids).await?;
         if chat.member_count + added.len() as i64 > MAX_MEMBERS {
             return Err(Error::FailedPrecondition(format!(
@@ -371,21 +370,22 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let pb::RemoveMemberRequest { chat_id, user_id } = request.into_inner();
 
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        let chat = db::members::lock(&mut tx, chat_id)
+        let chat = db::members::lock(&mut tx, chat_id, caller.user_id)
             .await?
             .ok_or_else(|| Error::chat_not_found(chat_id))?;
-        let is_member = db::chats::is_member(&mut *tx, chat_id, caller.user_id).await?;
-        if !is_member && !caller.is_admin {
+        if !chat.caller_is_member && !caller.is_admin {
             return Err(Error::chat_not_found(chat_id).into());
         }
         if user_id != caller.user_id {
-            check_manage(chat_id, chat.created_by, is_member, &caller).map_err(|_| {
-                Error::PermissionDenied(
-                    "only the chat's creator or an admin may remove other members; \
+            check_manage(chat_id, chat.created_by, chat.caller_is_member, &caller).map_err(
+                |_| {
+                    Error::PermissionDenied(
+                        "only the chat's creator or an admin may remove other members; \
                      members may remove themselves"
-                        .into(),
-                )
-            })?;
+                            .into(),
+                    )
+                },
+            )?;
         }
         let removed = db::members::remove(&mut tx, chat_id, user_id).await?;
         let mut chat_deleted = false;
@@ -432,11 +432,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
         let chat_id = request.id;
 
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
-        let chat = db::members::lock(&mut tx, chat_id)
+        let chat = db::members::lock(&mut tx, chat_id, caller.user_id)
             .await?
             .ok_or_else(|| Error::chat_not_found(chat_id))?;
-        let is_member = db::chats::is_member(&mut *tx, chat_id, caller.user_id).await?;
-        check_manage(chat_id, chat.created_by, is_member, &caller)?;
+        check_manage(chat_id, chat.created_by, chat.caller_is_member, &caller)?;
         db::chats::rename(&mut *tx, chat_id, title.as_str()).await?;
         tx.commit().await.map_err(Error::from)?;
         tracing::info!("chat renamed");
