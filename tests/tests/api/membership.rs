@@ -739,3 +739,29 @@ async fn a_chat_s_streams_share_one_read_of_its_members_per_change() {
     let reads = counter(&team.chat, "chat_membership_reads_total").await - before;
     assert_eq!(reads, 1.0, "ten streams, one change of members");
 }
+
+/// A chat holds at most 1,000 members, so that one `GetChat` resolves
+/// every name in one call to auth; an addition past that stores nothing.
+#[tokio::test]
+async fn a_chat_holds_at_most_a_thousand_members() {
+    let team = a_team().await;
+    let turing = team.auth.register("turing").await;
+    // Members known to chat only, up to the limit: 3 + 997.
+    sqlx::query(
+        "insert into chat_members (chat_id, user_id)
+         select $1, 1000000 + n from generate_series(1, 997) as n",
+    )
+    .bind(team.chat_id)
+    .execute(&team.chat.db)
+    .await
+    .expect("filling the chat");
+
+    let refused = team
+        .add(&team.ada, &["turing"])
+        .await
+        .expect_err("one past the limit");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("1000"), "{refused:?}");
+    assert_eq!(team.members().await.len(), 1000);
+    assert!(!team.members().await.contains(&turing.id));
+}
