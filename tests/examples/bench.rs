@@ -49,7 +49,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tests::nats::NatsServer;
 use tests::postgres::{create_service_databases, private_server};
-use tests::process::{Process, auth_env, binary, chat_env, free_addr};
+use tests::process::{Process, Service, auth_env, binary, chat_env, free_addr};
 use tests::services::with_token;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -112,7 +112,7 @@ async fn main() {
     assert_eq!(fsync, "on", "the benchmark's database must be durable");
     drop(admin);
     create_service_databases(&postgres).await;
-    let (auth_binary, chat_binary) = (binary("auth"), binary("chat"));
+    let (auth_binary, chat_binary) = (binary(Service::Auth), binary(Service::Chat));
 
     let auth_addr = free_addr();
     let mut env = auth_env(&postgres.url("auth"), auth_addr);
@@ -177,7 +177,6 @@ async fn main() {
     });
 
     let users = register(auth_addr, LOGIN_USERS).await;
-    let sender = users[0].clone();
     let chats = create_chats(chat_addr, &users[0], &users[1], CHATS).await;
     let chat_db = PgPoolOptions::new()
         .max_connections(SEND_CONCURRENCY as u32)
@@ -185,16 +184,20 @@ async fn main() {
         .await
         .expect("the chat database");
 
+    // Each group of scenarios runs on a token minted just before it: the
+    // groups before it took as long as the machine made them.
     if wanted("check") {
+        let sender = logged_in(auth_addr, &users[0]).await;
         rows.push(checks(auth_addr, &sender).await);
     }
-    let sends = Sends {
-        chat_addr,
-        sender: sender.clone(),
-        db: chat_db.clone(),
-    };
     if wanted("chat") {
+        let sends = Sends {
+            chat_addr,
+            sender: logged_in(auth_addr, &users[0]).await,
+            db: chat_db.clone(),
+        };
         rows.extend(chat_rows("PostgreSQL fan-out", &sends, replica_addr, &chats).await);
+        let sender = logged_in(auth_addr, &users[0]).await;
         rows.push(
             fan_out(
                 "fan-out: 1,000 streams on one chat, 100 sends/s".into(),
@@ -205,6 +208,7 @@ async fn main() {
             )
             .await,
         );
+        let sender = logged_in(auth_addr, &users[0]).await;
         rows.push(idle_streams(chat_addr, &sender, &chats, &chat).await);
     }
     if wanted("logins") {
@@ -231,12 +235,12 @@ async fn main() {
         &on_nats(&env, nats_replica_addr),
     )
     .await;
-    let sends = Sends {
-        chat_addr: nats_addr,
-        sender: sender.clone(),
-        db: chat_db.clone(),
-    };
     if wanted("nats") {
+        let sends = Sends {
+            chat_addr: nats_addr,
+            sender: logged_in(auth_addr, &users[0]).await,
+            db: chat_db.clone(),
+        };
         rows.extend(chat_rows("NATS fan-out", &sends, nats_replica_addr, &chats).await);
     }
     drop(nats_replica);
@@ -325,6 +329,24 @@ async fn register(auth: std::net::SocketAddr, count: usize) -> Vec<Arc<User>> {
         }));
     }
     users
+}
+
+/// `user` with an access token minted now.
+async fn logged_in(auth: std::net::SocketAddr, user: &User) -> Arc<User> {
+    let login = AuthServiceClient::new(channel(auth))
+        .login(auth_pb::LoginRequest {
+            username: user.name.clone(),
+            password: user.password.clone(),
+        })
+        .await
+        .expect("logging in")
+        .into_inner();
+    Arc::new(User {
+        id: user.id,
+        name: user.name.clone(),
+        password: user.password.clone(),
+        access_token: login.access_token,
+    })
 }
 
 async fn create_chats(
@@ -820,10 +842,12 @@ async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
         .await
         .expect("argon2");
     rate(32, WARM_UP, login.clone()).await;
-    // Checks, one at a time, while the flood runs.
+    // Checks, one at a time, while the flood runs, on a token minted after
+    // the raw rate's window and the warm-up.
+    let prober_user = logged_in(auth, &users[1]).await;
     let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let prober = {
-        let (probing, user, channel) = (probing.clone(), users[1].clone(), channel(auth));
+        let (probing, user, channel) = (probing.clone(), prober_user, channel(auth));
         tokio::spawn(async move {
             let mut client = AccessServiceClient::new(channel);
             let mut latencies = Vec::new();

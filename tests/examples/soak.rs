@@ -31,7 +31,7 @@ use api::chat::v1 as pb;
 use api::chat::v1::chat_service_client::ChatServiceClient;
 use local_postgres::Durability;
 use tests::postgres::{create_service_databases, private_server};
-use tests::process::{Process, auth_env, binary, chat_env, free_addr};
+use tests::process::{Process, Service, auth_env, binary, chat_env, free_addr};
 use tests::services::with_token;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -110,11 +110,11 @@ async fn main() {
         env.retain(|(k, _)| k != key);
         env.push((key.to_owned(), value.to_owned()));
     }
-    let auth = Process::start("auth", &binary("auth"), auth_addr, &env).await;
+    let auth = Process::start("auth", &binary(Service::Auth), auth_addr, &env).await;
     let chat_addr = free_addr();
     let chat = Process::start(
         "chat",
-        &binary("chat"),
+        &binary(Service::Chat),
         chat_addr,
         &chat_env(
             &postgres.url("chat"),
@@ -453,8 +453,9 @@ async fn read(
     }
 }
 
-/// Refreshes every user's access token each minute, through the refresh
-/// token (which rotates), until `end`.
+/// Refreshes every user's access token when the run starts (the peaks
+/// before it took as long as the machine made them) and then each minute,
+/// through the refresh token (which rotates), until `end`.
 async fn refresh(
     auth: std::net::SocketAddr,
     users: Vec<Arc<User>>,
@@ -462,11 +463,15 @@ async fn refresh(
     tally: Arc<Tally>,
 ) {
     let mut sessions = AuthServiceClient::new(channel(auth));
+    let mut first = true;
     while Instant::now() < end {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            () = tokio::time::sleep_until(end.into()) => return,
+        if !first {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = tokio::time::sleep_until(end.into()) => return,
+            }
         }
+        first = false;
         for user in &users {
             let refresh_token = user.refresh_token.lock().expect("the token").clone();
             let rotated = sessions

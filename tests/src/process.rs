@@ -2,11 +2,10 @@
 //! binaries, for faults only a process can have: `kill -9` mid-call, and a
 //! restart on the same address and database.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tonic_health::pb::HealthCheckRequest;
@@ -15,18 +14,64 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::services::{ADMIN_NAME, ADMIN_PASSWORD, WATCH_SECRET};
 
-/// The workspace's binary `name` (of the package of the same name), built
-/// now by cargo if it is not current, in this program's own profile (a
-/// release soak run measures release services).
-pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(path) = built.get(name) {
-        return path.clone();
+/// A service that runs as a process of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Auth,
+    Chat,
+}
+
+impl Service {
+    /// This package's binary that runs the service's own entry point
+    /// (`auth::cli::main`, `chat::cli::main`).
+    fn binary_name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth-under-test",
+            Service::Chat => "chat-under-test",
+        }
     }
+}
+
+/// The binary of `service`, as this run built it.
+///
+/// The binaries belong to this package, so cargo builds them, with the
+/// features of the same build, before it runs any integration test: a test
+/// finds them next to its own executable and starts no compiler. An example
+/// (the benchmark, the soak run) is not given that promise, so it asks cargo
+/// once, before any clock starts, to bring them up to date together with
+/// itself: the same package, profile and features, so nothing but the two
+/// small binaries is ever compiled for it.
+pub fn binary(service: Service) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the path of this executable");
+        let dir = exe.parent().expect("the executable's directory");
+        if dir.ends_with("examples") {
+            build_for_example(&exe);
+        }
+        if dir.ends_with("deps") || dir.ends_with("examples") {
+            dir.parent().expect("the profile's directory").to_owned()
+        } else {
+            dir.to_owned()
+        }
+    });
+    let path = dir.join(service.binary_name());
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests of package `tests` through cargo, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// `cargo build` of this package's binaries beside the example `exe`, in its
+/// profile, so that the feature set, and with it every dependency already
+/// built for the example, stays the same.
+fn build_for_example(exe: &Path) {
+    let example = exe
+        .file_stem()
+        .and_then(|name| name.to_str())
+        .expect("the example's name");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -36,28 +81,14 @@ pub fn binary(name: &str) -> PathBuf {
     } else {
         "release"
     };
-    let output = Command::new(cargo)
+    let status = Command::new(cargo)
         .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json",
-            "--profile",
-            profile,
-        ])
-        .args(["-p", name, "--bin", name])
+        .args(["build", "--quiet", "--profile", profile])
+        .args(["-p", env!("CARGO_PKG_NAME"), "--bins", "--example", example])
         .stderr(Stdio::inherit())
-        .output()
+        .status()
         .expect("running cargo build");
-    assert!(output.status.success(), "building {name} failed");
-    let path = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo named no executable for {name}"));
-    built.insert(name.to_owned(), path.clone());
-    path
+    assert!(status.success(), "building the service binaries failed");
 }
 
 /// A loopback address nobody listens on now.

@@ -20,6 +20,13 @@ use crate::postgres;
 /// What test chat services present to watch revocations.
 pub const WATCH_SECRET: &str = "test-watch-secret-0123456789abcdef";
 
+/// An access token lifetime longer than any test runs, for tests whose
+/// tokens must stay valid across a step the machine decides the length of
+/// and that the test does not end by logging in again: a held stream
+/// through a restart, senders through a database outage. Tests that are
+/// about expiry set their own.
+pub const OUTLASTS_ANY_TEST: Duration = Duration::from_secs(60 * 60);
+
 /// The admin every test auth service starts with.
 pub const ADMIN_NAME: &str = "root";
 pub const ADMIN_PASSWORD: &str = "root-password";
@@ -95,10 +102,16 @@ impl Drop for Running {
     }
 }
 
-fn channel_to(addr: SocketAddr) -> Channel {
+/// A channel to `addr`, connected now: a test's clients share its one
+/// connection, so no call a test times, and no token it just minted, waits
+/// for a first connection. Should the server go away, the channel connects
+/// again on the next call, as any channel does.
+async fn connected_channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
-        .connect_lazy()
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("connecting to the test service at {addr}: {error}"))
 }
 
 /// An auth service running in this process; stops when dropped.
@@ -110,6 +123,8 @@ pub struct TestAuth {
     pub database_url: String,
     /// The service's own database, for checking what it stored.
     pub db: sqlx::PgPool,
+    /// Shared by every client of the service that the test makes.
+    channel: Channel,
     running: Running,
 }
 
@@ -145,6 +160,7 @@ impl TestAuth {
             metrics_addr,
             database_url,
             db,
+            channel: connected_channel(addr).await,
             running,
         }
     }
@@ -159,9 +175,9 @@ impl TestAuth {
         format!("http://{}", self.addr)
     }
 
-    /// A channel to the service, connected on first use.
+    /// The channel to the service, connected when the service started.
     pub fn channel(&self) -> Channel {
-        channel_to(self.addr)
+        self.channel.clone()
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
@@ -206,6 +222,13 @@ impl TestAuth {
         self.login(id, ADMIN_NAME, ADMIN_PASSWORD).await
     }
 
+    /// `user` logged in anew: tokens minted now, for a test that needs one
+    /// after a step whose length depends on the machine (a process start,
+    /// a restart, a browser start).
+    pub async fn login_again(&self, user: &TestUser) -> TestUser {
+        self.login(user.id, &user.name, &user.password).await
+    }
+
     pub async fn login(&self, id: i64, name: &str, password: &str) -> TestUser {
         let tokens = self
             .sessions()
@@ -235,6 +258,8 @@ pub struct TestChat {
     pub database_url: String,
     /// The service's own database, for checking what it stored.
     pub db: sqlx::PgPool,
+    /// Shared by every client of the service that the test makes.
+    channel: Channel,
     running: Running,
 }
 
@@ -289,6 +314,7 @@ impl TestChat {
             metrics_addr,
             database_url,
             db,
+            channel: connected_channel(addr).await,
             running,
         }
     }
@@ -298,8 +324,9 @@ impl TestChat {
         self.running.stop().await;
     }
 
+    /// The channel to the service, connected when the service started.
     pub fn channel(&self) -> Channel {
-        channel_to(self.addr)
+        self.channel.clone()
     }
 
     pub fn chats(&self) -> ChatServiceClient<Channel> {

@@ -2,6 +2,7 @@
 //! access check other services call before doing anything for a caller.
 //!
 //! # Layout
+//! - [`cli`]: the command line `main` runs.
 //! - [`config`]: settings, read from the environment.
 //! - [`startup`]: [`startup::Application`] migrates the database, loads the
 //!   access policy, binds the listener and serves until told to stop.
@@ -21,6 +22,7 @@
 
 pub mod access;
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -2,6 +2,7 @@
 //! Every call is first checked by the auth service's `AccessService/Check`.
 //!
 //! # Layout
+//! - [`cli`]: the command line `main` runs.
 //! - [`config`]: settings, read from the environment.
 //! - [`startup`]: [`startup::Application`] migrates the database, starts
 //!   the message hub, binds the listener and serves until told to stop.
@@ -20,6 +21,7 @@
 pub mod access_watch;
 pub mod auth_client;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use api::chat::v1 as pb;
 use chat::config::{Config, Fanout};
 use tests::nats::NatsServer;
-use tests::services::{TestAuth, TestChat, TestUser};
+use tests::services::{OUTLASTS_ANY_TEST, TestAuth, TestChat, TestUser};
 use tonic::{Code, Streaming};
 
 use crate::streams::{connect, end_of, next_message};
@@ -27,7 +27,8 @@ fn nats_only(nats: &NatsServer) -> impl Fn(&mut Config) {
 async fn two_replicas(
     customize: impl Fn(&mut Config),
 ) -> (TestAuth, TestChat, TestChat, TestUser, TestUser, i64) {
-    let auth = TestAuth::spawn().await;
+    // Streams are held through NATS restarts, however long they take.
+    let auth = TestAuth::spawn_with(|config| config.tokens.access_ttl = OUTLASTS_ANY_TEST).await;
     let first = TestChat::spawn_with(&auth, &customize).await;
     let second = TestChat::spawn_on(first.database_url.clone(), &auth.url(), &customize).await;
     let ada = auth.register("ada").await;

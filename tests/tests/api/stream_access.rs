@@ -202,7 +202,15 @@ async fn a_stream_ends_when_its_access_token_expires() {
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;
     let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    // Each replica has asked auth once (its connection is up), so that the
+    // streams below open within the lifetime of a token minted just before.
+    other_chat
+        .chats()
+        .list_chats(ada.request(pb::ListChatsRequest::default()))
+        .await
+        .expect("the other replica answers");
     let since = Instant::now();
+    let grace = auth.login_again(&grace).await;
     let mut streams = [
         connect(&chat, &grace, chat_id).await,
         connect(&other_chat, &grace, chat_id).await,

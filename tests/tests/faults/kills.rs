@@ -9,7 +9,7 @@ use api::auth::v1::auth_service_client::AuthServiceClient;
 use api::auth::v1::user_service_client::UserServiceClient;
 use api::chat::v1 as pb;
 use api::chat::v1::chat_service_client::ChatServiceClient;
-use tests::process::{Process, auth_env, binary, chat_env, free_addr};
+use tests::process::{Process, Service, auth_env, binary, chat_env, free_addr};
 use tests::services::{TestAuth, TestUser};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -37,14 +37,16 @@ fn send(user: &TestUser, chat_id: i64, key: &str) -> tonic::Request<pb::SendMess
 
 #[tokio::test]
 async fn killing_chat_mid_send_loses_no_acknowledged_message_and_a_retry_stores_once() {
+    // Everything whose length depends on the machine (the database server,
+    // the chat process coming up) happens before any token is minted.
     let auth = TestAuth::spawn().await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
     let database_url = tests::postgres::fresh_database().await;
-    let chat_binary = binary("chat");
+    let chat_binary = binary(Service::Chat);
     let addr = free_addr();
     let env = chat_env(&database_url, addr, &auth.url());
     let mut chat = Process::start("chat", &chat_binary, addr, &env).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
     let chat_id = ChatServiceClient::new(channel(addr))
         .create(ada.request(pb::CreateRequest {
             usernames: vec![grace.name.clone()],
@@ -91,6 +93,9 @@ async fn killing_chat_mid_send_loses_no_acknowledged_message_and_a_retry_stores_
     );
 
     let _chat = Process::start("chat", &chat_binary, addr, &env).await;
+    // The restart took as long as the machine made it: the retries below
+    // carry a token minted after it.
+    let ada = auth.login_again(&ada).await;
     let db = sqlx::PgPool::connect(&database_url)
         .await
         .expect("the chat database");
@@ -170,7 +175,7 @@ async fn families(db: &sqlx::PgPool) -> Vec<Family> {
 async fn killing_auth_mid_rotation_leaves_no_family_half_rotated() {
     const FAMILIES: usize = 4;
     let database_url = tests::postgres::fresh_database().await;
-    let auth_binary = binary("auth");
+    let auth_binary = binary(Service::Auth);
     let addr = free_addr();
     let env = auth_env(&database_url, addr);
     let mut auth = Process::start("auth", &auth_binary, addr, &env).await;

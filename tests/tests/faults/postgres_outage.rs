@@ -9,7 +9,7 @@ use api::auth::v1 as auth_pb;
 use api::chat::v1 as pb;
 use local_postgres::Durability;
 use tests::postgres::{create_service_databases, private_server};
-use tests::services::{TestAuth, TestChat, TestUser, with_token};
+use tests::services::{OUTLASTS_ANY_TEST, TestAuth, TestChat, TestUser, with_token};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -154,7 +154,12 @@ async fn postgres_stopped_under_load_loses_nothing_acknowledged_and_service_resu
     let server = private_server(dir.clone(), 0, Durability::Scratch).await;
     let port = server.port();
     create_service_databases(&server).await;
-    let auth = TestAuth::spawn_on(server.url("auth"), |_| {}).await;
+    // The senders, readers and checker hold their tokens through the
+    // outage and PostgreSQL's restart, however long the machine takes.
+    let auth = TestAuth::spawn_on(server.url("auth"), |config| {
+        config.tokens.access_ttl = OUTLASTS_ANY_TEST;
+    })
+    .await;
     let chat = TestChat::spawn_on(server.url("chat"), &auth.url(), |_| {}).await;
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;

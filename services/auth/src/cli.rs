@@ -1,0 +1,87 @@
+//! The `auth` command line: what `main` runs. It lives in the library so
+//! that the test harness runs the very same entry point as a process of its
+//! own, built with the rest of the test run.
+
+use std::io::BufRead as _;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{BootstrapAdmin, Config};
+use crate::startup::Application;
+
+/// The auth service. Configured by AUTH_* environment variables (see the README).
+#[derive(Parser)]
+#[command(name = "auth", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC, REST and metrics (the default).
+    Serve,
+    /// Exit 0 if the server at AUTH_GRPC_ADDR reports SERVING (for container health checks).
+    Healthcheck,
+    /// Create an admin, unless the name or email is taken. The password is
+    /// read from AUTH_ADMIN_PASSWORD, or else from the first line of
+    /// standard input.
+    CreateAdmin {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// Parses the command line and runs it to the end.
+pub fn main() -> anyhow::Result<()> {
+    let _logs = serving::telemetry::init();
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Healthcheck => {
+            let addr =
+                std::env::var("AUTH_GRPC_ADDR").unwrap_or_else(|_| "0.0.0.0:50051".to_owned());
+            serving::health::probe(addr.parse()?).await
+        }
+        Command::Serve => {
+            Application::build(Config::from_env()?)
+                .await?
+                .run_until_stopped(serving::shutdown::signal())
+                .await
+        }
+        Command::CreateAdmin { name, email } => {
+            let config = Config::from_env()?;
+            let password = match std::env::var("AUTH_ADMIN_PASSWORD") {
+                Ok(password) => password,
+                Err(_) => std::io::stdin()
+                    .lock()
+                    .lines()
+                    .next()
+                    .context("no password on standard input")??,
+            };
+            let pool = crate::db::connect(&config.database)?;
+            crate::MIGRATOR.run(&pool).await?;
+            let passwords = crate::passwords::PasswordHasher::new(&config.passwords)?;
+            let admin = BootstrapAdmin {
+                name,
+                email,
+                password: password.into(),
+            };
+            if crate::bootstrap::ensure_admin(&pool, &passwords, &admin).await? {
+                println!("admin {} created", admin.name);
+            } else {
+                anyhow::bail!("the name or email is already taken; nothing created");
+            }
+            Ok(())
+        }
+    }
+}
