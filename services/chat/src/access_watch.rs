@@ -44,7 +44,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// ended by it too.
 const REVOCATION_MEMORY: Duration = Duration::from_secs(5 * 60);
 
-pub struct AccessWatch {
+pub(crate) struct AccessWatch {
     auth: AuthClient,
     held: Mutex<HashMap<u64, Held>>,
     next_id: AtomicU64,
@@ -61,7 +61,7 @@ pub struct AccessWatch {
 
 /// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Epoch(u64);
+pub(crate) struct Epoch(u64);
 
 /// A stream held open, and how to end it.
 #[derive(Clone)]
@@ -74,11 +74,11 @@ struct Held {
 }
 
 /// A stream's registration; dropping it ends the watch over that stream.
-pub struct Hold {
+pub(crate) struct Hold {
     id: u64,
     watch: Arc<AccessWatch>,
     /// Receives the status to end the stream with.
-    pub ended: mpsc::Receiver<Status>,
+    pub(crate) ended: mpsc::Receiver<Status>,
 }
 
 impl Drop for Hold {
@@ -89,7 +89,7 @@ impl Drop for Hold {
 
 impl AccessWatch {
     /// Starts watching auth's feed; the tasks run until aborted.
-    pub fn start(auth: AuthClient) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
+    pub(crate) fn start(auth: AuthClient) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
         let watch = Arc::new(AccessWatch {
             auth,
             held: Mutex::default(),
@@ -159,7 +159,7 @@ impl AccessWatch {
     }
 
     /// The feed's position now; taken before a call is checked.
-    pub fn epoch(&self) -> Epoch {
+    pub(crate) fn epoch(&self) -> Epoch {
         Epoch(self.epoch.load(Ordering::Acquire))
     }
 
@@ -167,7 +167,7 @@ impl AccessWatch {
     /// of `token_version`), which was checked when the feed was at
     /// `checked_at`: if revocations arrived since, the stream is checked
     /// again at once.
-    pub fn hold(
+    pub(crate) fn hold(
         self: &Arc<Self>,
         user_id: i64,
         token_version: i64,

@@ -16,7 +16,7 @@ use crate::domain::Caller;
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
-pub struct AuthClient {
+pub(crate) struct AuthClient {
     access: AccessServiceClient<Channel>,
     /// The revocation feed, on a connection of its own: a slow or broken
     /// connection for checks does not silence it, nor it them. Behind a
@@ -30,7 +30,7 @@ pub struct AuthClient {
 }
 
 impl AuthClient {
-    pub fn connect_lazy(config: &AuthConfig) -> anyhow::Result<AuthClient> {
+    pub(crate) fn connect_lazy(config: &AuthConfig) -> anyhow::Result<AuthClient> {
         let endpoint = Endpoint::from_shared(config.url.clone())?
             .connect_timeout(config.check_timeout)
             .tcp_nodelay(true);
@@ -60,7 +60,7 @@ impl AuthClient {
 
     /// How long a check may take: the configured timeout, or half of what
     /// the guarded call has left (its `grpc-timeout`), whichever is less.
-    pub fn check_deadline(&self, call_timeout: Option<&HeaderValue>) -> Duration {
+    pub(crate) fn check_deadline(&self, call_timeout: Option<&HeaderValue>) -> Duration {
         call_timeout
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
@@ -71,7 +71,7 @@ impl AuthClient {
     /// Auth's UNAUTHENTICATED and PERMISSION_DENIED are passed on as they
     /// are; anything else, a timeout included, is UNAVAILABLE: no call goes
     /// through unchecked.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         authorization: Option<&HeaderValue>,
         request_id: Option<&HeaderValue>,
@@ -100,7 +100,7 @@ impl AuthClient {
             std::time::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
         });
         Ok(Caller {
-            user_id: answer.user_id,
+            user_id: crate::domain::UserId::new(answer.user_id),
             is_admin: answer.role() == pb::Role::Admin,
             username: answer.username,
             expires_at,
@@ -109,7 +109,7 @@ impl AuthClient {
     }
 
     /// Auth's feed of revocations (see `AccessService/WatchRevocations`).
-    pub async fn watch_revocations(
+    pub(crate) async fn watch_revocations(
         &self,
     ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
         let mut access = self.watch.clone();
@@ -126,7 +126,7 @@ impl AuthClient {
     }
 
     /// The check timeout, for calls made on the service's own behalf.
-    pub fn check_timeout(&self) -> Duration {
+    pub(crate) fn check_timeout(&self) -> Duration {
         self.check_timeout
     }
 
@@ -134,7 +134,7 @@ impl AuthClient {
     /// auth compares them. Auth's verdicts on the request (a bad name, an
     /// unknown caller) are passed on as they are; only a failure to get an
     /// answer is UNAVAILABLE.
-    pub async fn lookup_usernames(
+    pub(crate) async fn lookup_usernames(
         &self,
         authorization: Option<&HeaderValue>,
         request_id: Option<&HeaderValue>,
@@ -152,7 +152,7 @@ impl AuthClient {
 
     /// The current names of the users with these ids, as
     /// [`AuthClient::lookup_usernames`] asks.
-    pub async fn lookup_user_ids(
+    pub(crate) async fn lookup_user_ids(
         &self,
         authorization: Option<&HeaderValue>,
         request_id: Option<&HeaderValue>,

@@ -42,7 +42,7 @@ const NATS_BACKLOG: usize = 8192;
 
 /// What another replica (or this one) announced.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum Announcement {
+pub(crate) enum Announcement {
     /// The chat's messages up to this id are committed.
     Message { chat_id: i64, message_id: i64 },
     /// The chat is gone.
@@ -94,7 +94,7 @@ impl Announcement {
 }
 
 /// What listening to the bus yields.
-pub enum Heard {
+pub(crate) enum Heard {
     /// Listening (re)started: whatever was announced before may have been
     /// missed, and what is announced from now on will be heard.
     Ready,
@@ -103,13 +103,13 @@ pub enum Heard {
 
 /// The sending half.
 #[derive(Clone)]
-pub enum Announcer {
+pub(crate) enum Announcer {
     Postgres(PgPool),
     Nats(async_nats::Client),
 }
 
 /// The listening half.
-pub enum Listener {
+pub(crate) enum Listener {
     Postgres(Box<Notifications>),
     Nats {
         client: async_nats::Client,
@@ -122,7 +122,7 @@ pub enum Listener {
 /// Connects to the bus `fanout` names. PostgreSQL's is listening when this
 /// returns (or it fails within `start_within`); NATS's connects, and
 /// reconnects, in the background, `connected` telling which it is.
-pub async fn open(
+pub(crate) async fn open(
     fanout: &Fanout,
     pool: PgPool,
     connect: PgConnectOptions,
@@ -205,7 +205,7 @@ fn on_nats_event(event: async_nats::Event, ready: &Notify, connected: &IntGauge)
 impl Announcer {
     /// Tells every replica (this one included) of `announcements`, in one
     /// transaction or one burst of publications.
-    pub async fn announce(&self, announcements: &[Announcement]) -> anyhow::Result<()> {
+    pub(crate) async fn announce(&self, announcements: &[Announcement]) -> anyhow::Result<()> {
         match self {
             Announcer::Postgres(pool) => {
                 // Deletions are announced by the delete's own transaction.
@@ -267,7 +267,7 @@ impl Announcer {
     }
 
     /// Whether deletions need announcing by the replica that deleted.
-    pub fn announces_deletions(&self) -> bool {
+    pub(crate) fn announces_deletions(&self) -> bool {
         matches!(self, Announcer::Nats(_))
     }
 }
@@ -275,7 +275,7 @@ impl Announcer {
 impl Listener {
     /// The next thing heard; `None` once the bus is closed for good, which
     /// only a bug does.
-    pub async fn next(&mut self) -> Option<Heard> {
+    pub(crate) async fn next(&mut self) -> Option<Heard> {
         match self {
             Listener::Postgres(notifications) => loop {
                 match notifications.next().await {

@@ -8,15 +8,18 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 use serving::config::{optional_addr, var_or};
 
+/// How often watched chats are compared with the database, by default.
+pub const DEFAULT_FANOUT_POLL: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
-    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
     /// Where the REST/JSON gateway listens; `None` turns it off.
     pub http_addr: Option<SocketAddr>,
     /// Origins whose pages may call the gRPC port with gRPC-Web.
     pub cors_origins: serving::grpc_web::CorsOrigins,
+    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
@@ -105,7 +108,7 @@ impl Config {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             fanout: Fanout::Postgres,
-            fanout_poll: crate::hub::POLL_EVERY,
+            fanout_poll: DEFAULT_FANOUT_POLL,
         }
     }
 

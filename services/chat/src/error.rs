@@ -4,6 +4,8 @@ use std::borrow::Cow;
 
 use tonic::Status;
 
+use crate::domain::ChatId;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {field}: {description}")]
@@ -15,6 +17,14 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller's credentials no longer hold (a token that expired while
+    /// a stream was open).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller took more than the service gives (a stream whose client
+    /// stopped reading).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The request is valid but the chat's state refuses it (a limit).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -49,7 +59,7 @@ impl Error {
 
     /// What a caller who is not a member learns of a chat: nothing, not
     /// even that it exists.
-    pub fn chat_not_found(chat_id: i64) -> Error {
+    pub(crate) fn chat_not_found(chat_id: ChatId) -> Error {
         Error::NotFound(format!("chat {chat_id} not found"))
     }
 }
@@ -77,6 +87,8 @@ impl From<Error> for Status {
             }
             Error::NotFound(message) => Status::not_found(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Unauthenticated(message) => Status::unauthenticated(message),
+            Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Aborted(message) => Status::aborted(message),

@@ -5,30 +5,35 @@
 //! - [`cli`]: the command line `main` runs.
 //! - [`config`]: settings, read from the environment.
 //! - [`startup`]: [`startup::Application`] migrates the database, starts
-//!   the message hub, binds the listener and serves until told to stop.
-//! - [`grpc`]: the wire boundary: `ChatService`, and the guard that asks
-//!   auth about every call before it reaches a handler.
-//! - [`auth_client`]: the one shared, lazily connected channel to auth.
-//! - [`access_watch`]: ends open streams when their caller's access ends.
-//! - [`hub`]: fan-out of new messages and deleted chats to this replica's
+//!   the message hub, and hands its routes to the service host.
+//! - `grpc`: the wire boundary: `ChatService` converts each request
+//!   (`TryFrom`) and delegates, and the guard asks auth about every call
+//!   before it reaches a handler.
+//! - `app`: the application layer, one module per capability (chats,
+//!   membership, messages, streams) and the rules of who may do what.
+//! - `domain`: typed ids (`ChatId`, `UserId`, `MessageId`), valid values,
+//!   and the `Caller` auth vouched for.
+//! - `hub`: fan-out of new messages and deleted chats to this replica's
 //!   streams, fed by its own commits and by every other replica's.
-//! - [`bus`]: how replicas tell each other: PostgreSQL's `NOTIFY`, or NATS.
-//! - [`domain`]: valid values, and the [`domain::Caller`] auth vouched for.
+//! - `bus`: how replicas tell each other: PostgreSQL's `NOTIFY`, or NATS.
+//! - `auth_client`: the one shared, lazily connected channel to auth.
+//! - [`access_watch`]: ends open streams when their caller's access ends.
 //! - [`db`]: the only place SQL lives.
-//! - [`metrics`]: messages sent and open streams, for Prometheus.
+//! - `metrics`: messages sent and open streams, for Prometheus.
 //! - [`error`]: the one error type and its gRPC statuses.
 
 pub mod access_watch;
-pub mod auth_client;
-pub mod bus;
+mod app;
+mod auth_client;
+mod bus;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod domain;
+mod domain;
 pub mod error;
-pub mod grpc;
-pub mod hub;
-pub mod metrics;
+mod grpc;
+mod hub;
+mod metrics;
 pub mod startup;
 
 /// The database migrations, embedded at compile time.

@@ -3,23 +3,23 @@
 use prometheus::{IntCounter, IntGauge, Registry};
 
 #[derive(Clone)]
-pub struct ChatMetrics {
+pub(crate) struct ChatMetrics {
     /// Messages stored (retried sends are not counted twice).
-    pub messages_sent: IntCounter,
+    pub(crate) messages_sent: IntCounter,
     /// `ConnectChat` streams open on this replica.
-    pub open_streams: IntGauge,
+    pub(crate) open_streams: IntGauge,
     /// Chats with open streams on this replica (the hub's entries).
-    pub watched_chats: IntGauge,
+    pub(crate) watched_chats: IntGauge,
     /// 1 while the fan-out bus is connected.
-    pub fanout_connected: IntGauge,
+    pub(crate) fanout_connected: IntGauge,
     /// Reads of a chat's members by the hub, for streams that must learn
     /// whether their user is still one: one per chat and change, not one
     /// per stream.
-    pub membership_reads: IntCounter,
+    pub(crate) membership_reads: IntCounter,
 }
 
 impl ChatMetrics {
-    pub fn new(registry: &Registry) -> anyhow::Result<ChatMetrics> {
+    pub(crate) fn new(registry: &Registry) -> anyhow::Result<ChatMetrics> {
         let metrics = ChatMetrics {
             messages_sent: IntCounter::new("chat_messages_sent_total", "Messages stored.")?,
             open_streams: IntGauge::new(
@@ -49,10 +49,10 @@ impl ChatMetrics {
 }
 
 /// Counts one open stream for as long as it lives.
-pub struct OpenStream(IntGauge);
+pub(crate) struct OpenStream(IntGauge);
 
 impl OpenStream {
-    pub fn new(gauge: &IntGauge) -> OpenStream {
+    pub(crate) fn new(gauge: &IntGauge) -> OpenStream {
         gauge.inc();
         OpenStream(gauge.clone())
     }

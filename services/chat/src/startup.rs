@@ -18,9 +18,9 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
 
 use crate::access_watch::AccessWatch;
+use crate::app::App;
 use crate::auth_client::AuthClient;
 use crate::config::Config;
-use crate::grpc::State;
 use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
@@ -39,7 +39,7 @@ pub struct Application {
     gateway: Option<Gateway>,
     /// The metrics endpoint's, when it is on.
     metrics_listener: Option<TcpListener>,
-    state: Arc<State>,
+    state: Arc<App>,
     routes: Routes,
     registry: Registry,
     grpc_metrics: GrpcMetrics,
@@ -75,7 +75,7 @@ impl Application {
         .context("starting the fan-out of chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
         let (access, access_tasks) = AccessWatch::start(auth.clone());
-        let state = Arc::new(State {
+        let state = Arc::new(App {
             pool,
             auth: auth.clone(),
             access,

@@ -481,7 +481,7 @@ async fn a_removal_never_announced_still_ends_the_removed_members_streams() {
     let mut graces = connect(&team.chat, &team.grace, team.chat_id, None).await;
     let mut linus = connect(&team.chat, &team.linus, team.chat_id, None).await;
     // Wait for a poll to have seen the chat as it is.
-    tokio::time::sleep(chat::hub::POLL_EVERY * 2).await;
+    tokio::time::sleep(chat::config::DEFAULT_FANOUT_POLL * 2).await;
 
     // The removal's transaction, as a replica commits it, and no announcement.
     sqlx::query(
@@ -499,7 +499,7 @@ async fn a_removal_never_announced_still_ends_the_removed_members_streams() {
     let end = end_of(&mut graces).await.expect("grace's stream ends");
     assert_eq!(end.code(), Code::NotFound);
     assert!(
-        removed.elapsed() < chat::hub::POLL_EVERY * 3,
+        removed.elapsed() < chat::config::DEFAULT_FANOUT_POLL * 3,
         "ended after {:?}",
         removed.elapsed()
     );
@@ -719,7 +719,7 @@ async fn a_chat_s_streams_share_one_read_of_its_members_per_change() {
             streams.push(connect(&team.chat, user, team.chat_id, None).await);
         }
     }
-    tokio::time::sleep(chat::hub::POLL_EVERY * 2).await;
+    tokio::time::sleep(chat::config::DEFAULT_FANOUT_POLL * 2).await;
     let before = counter(&team.chat, "chat_membership_reads_total").await;
 
     // Unannounced, so only the poll tells the streams.
@@ -728,7 +728,7 @@ async fn a_chat_s_streams_share_one_read_of_its_members_per_change() {
         .commit()
         .await
         .expect("removing grace without a word");
-    tokio::time::sleep(chat::hub::POLL_EVERY * 3).await;
+    tokio::time::sleep(chat::config::DEFAULT_FANOUT_POLL * 3).await;
     let sent = team
         .chat
         .send(&team.ada, team.chat_id, "all still here")

@@ -230,7 +230,7 @@ async fn a_message_stored_but_never_announced_still_reaches_open_streams() {
         assert_eq!((message.id, message.text.as_str()), (id, "never announced"));
     }
     assert!(
-        stored.elapsed() < chat::hub::POLL_EVERY * 3,
+        stored.elapsed() < chat::config::DEFAULT_FANOUT_POLL * 3,
         "found after {:?}",
         stored.elapsed()
     );

@@ -70,9 +70,9 @@ where
                 .await;
             match checked {
                 Ok(caller) => {
-                    tracing::Span::current().record("user_id", caller.user_id);
+                    tracing::Span::current().record("user_id", caller.user_id.get());
                     tracing::debug!(
-                        user_id = caller.user_id,
+                        user_id = caller.user_id.get(),
                         endpoint = request.uri().path(),
                         "access granted"
                     );

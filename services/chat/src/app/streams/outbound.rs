@@ -21,14 +21,14 @@ use tokio::time::Instant;
 use tonic::Status;
 
 /// What tonic is handed: the queue, read from the client's side.
-pub struct Outbound<T> {
+pub(crate) struct Outbound<T> {
     receiver: mpsc::Receiver<Result<T, Status>>,
     shared: Arc<Shared>,
     ended: bool,
 }
 
 /// The server's end of the queue.
-pub struct Queue<T> {
+pub(crate) struct Queue<T> {
     sender: mpsc::Sender<Result<T, Status>>,
     shared: Arc<Shared>,
     /// Items pushed so far.
@@ -45,7 +45,7 @@ struct Shared {
 }
 
 /// A queue of `capacity` items, and the stream tonic reads it from.
-pub fn queue<T>(capacity: usize) -> (Queue<T>, Outbound<T>) {
+pub(crate) fn queue<T>(capacity: usize) -> (Queue<T>, Outbound<T>) {
     let (sender, receiver) = mpsc::channel(capacity);
     let shared = Arc::new(Shared {
         taken: AtomicU64::new(0),
@@ -69,21 +69,21 @@ pub fn queue<T>(capacity: usize) -> (Queue<T>, Outbound<T>) {
 impl<T> Queue<T> {
     /// Queues `item`, waiting while the queue is full; `Err` once the
     /// client has gone.
-    pub async fn push(&mut self, item: T) -> Result<(), ()> {
+    pub(crate) async fn push(&mut self, item: T) -> Result<(), ()> {
         self.sender.send(Ok(item)).await.map_err(|_| ())?;
         self.pushed += 1;
         Ok(())
     }
 
     /// Resolves when the client has gone.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.sender.closed().await;
     }
 
     /// Whether the client has left messages unread for `limit`: some are
     /// queued, and none was taken for that long. Meant to be asked
     /// periodically.
-    pub fn stalled_for(&mut self, limit: Duration) -> bool {
+    pub(crate) fn stalled_for(&mut self, limit: Duration) -> bool {
         let taken = self.shared.taken.load(Ordering::Acquire);
         let now = Instant::now();
         if taken != self.progress.0 || taken >= self.pushed {
@@ -94,7 +94,7 @@ impl<T> Queue<T> {
     }
 
     /// Ends the stream with `status`, ahead of anything still queued.
-    pub fn end(self, status: Status) {
+    pub(crate) fn end(self, status: Status) {
         *self
             .shared
             .end

@@ -1,28 +1,13 @@
-//! Valid values only, parsed once at the wire boundary, and the caller
-//! auth vouched for.
+//! The values a request carries, each parsed once at the wire boundary.
 
 use crate::error::Error;
 
-/// Who is calling, as auth's `Check` answered. Handlers trust this, never
-/// a user id or name from a request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: i64,
-    pub username: String,
-    pub is_admin: bool,
-    /// When the caller's access token expires; a stream ends then.
-    pub expires_at: Option<std::time::SystemTime>,
-    /// The token's version: a revocation of the user above it ends the
-    /// caller's streams.
-    pub token_version: i64,
-}
-
 /// A chat's title: one line of text.
 #[derive(Debug, Clone)]
-pub struct ChatTitle(String);
+pub(crate) struct ChatTitle(String);
 
 impl ChatTitle {
-    pub fn parse(title: String) -> Result<ChatTitle, Error> {
+    pub(crate) fn parse(title: String) -> Result<ChatTitle, Error> {
         if title.trim().is_empty() {
             return Err(Error::invalid("title", "must not be blank"));
         }
@@ -35,7 +20,7 @@ impl ChatTitle {
         Ok(ChatTitle(title))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -43,10 +28,10 @@ impl ChatTitle {
 /// A message's text: not blank; line breaks and tabs allowed, other
 /// control characters not.
 #[derive(Debug, Clone)]
-pub struct MessageText(String);
+pub(crate) struct MessageText(String);
 
 impl MessageText {
-    pub fn parse(text: String) -> Result<MessageText, Error> {
+    pub(crate) fn parse(text: String) -> Result<MessageText, Error> {
         if text.trim().is_empty() {
             return Err(Error::invalid("text", "must not be blank"));
         }
@@ -62,18 +47,18 @@ impl MessageText {
         Ok(MessageText(text))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// A sender's idempotency key for one message: printable text.
 #[derive(Debug, Clone)]
-pub struct ClientMessageId(String);
+pub(crate) struct ClientMessageId(String);
 
 impl ClientMessageId {
     /// `None` for an empty key (no idempotency asked for).
-    pub fn parse(id: String) -> Result<Option<ClientMessageId>, Error> {
+    pub(crate) fn parse(id: String) -> Result<Option<ClientMessageId>, Error> {
         if id.is_empty() {
             return Ok(None);
         }
@@ -86,24 +71,33 @@ impl ClientMessageId {
         Ok(Some(ClientMessageId(id)))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// Checks the names a chat is created with before auth is asked: text no
-/// name can hold (control characters, NUL among them) is refused here,
-/// naming the item.
-pub fn check_usernames(names: &[String]) -> Result<(), Error> {
-    match names
-        .iter()
-        .position(|name| name.chars().any(char::is_control))
-    {
-        Some(i) => Err(Error::InvalidArgument {
-            field: format!("usernames[{i}]").into(),
-            description: "must not contain control characters".into(),
-        }),
-        None => Ok(()),
+/// The names of users to add to a chat, checked before auth is asked: text
+/// no name can hold (control characters, NUL among them) is refused here,
+/// naming the item. Auth decides whether each names a user.
+#[derive(Debug, Clone)]
+pub(crate) struct Usernames(Vec<String>);
+
+impl Usernames {
+    pub(crate) fn parse(names: Vec<String>) -> Result<Usernames, Error> {
+        match names
+            .iter()
+            .position(|name| name.chars().any(char::is_control))
+        {
+            Some(i) => Err(Error::InvalidArgument {
+                field: format!("usernames[{i}]").into(),
+                description: "must not contain control characters".into(),
+            }),
+            None => Ok(Usernames(names)),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        self.0
     }
 }
 
@@ -124,8 +118,8 @@ mod tests {
                 .is_some()
         );
         assert!(ClientMessageId::parse("m\0".into()).is_err());
-        assert!(check_usernames(&["ada".into(), "grace".into()]).is_ok());
-        let error = check_usernames(&["ada".into(), "gr\0ace".into()]).expect_err("a NUL");
+        assert!(Usernames::parse(vec!["ada".into(), "grace".into()]).is_ok());
+        let error = Usernames::parse(vec!["ada".into(), "gr\0ace".into()]).expect_err("a NUL");
         assert!(error.to_string().contains("usernames[1]"), "{error}");
     }
 

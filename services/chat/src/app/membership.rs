@@ -1,0 +1,148 @@
+//! Who is in a chat: adding members, and removing them (or oneself). A
+//! chat's creator role passes on when its creator leaves, and a chat whose
+//! last member left is deleted.
+
+use super::rules::check_manage;
+use super::{App, Forwarded};
+use crate::db;
+use crate::domain::{Caller, ChatId, UserId, Usernames};
+use crate::error::{Error, Result};
+
+/// A chat has at most this many members: one `GetChat` resolves them all
+/// in one call to auth.
+const MAX_MEMBERS: i64 = 1000;
+
+/// Users to add to a chat, by name.
+pub(crate) struct NewMembers {
+    pub(crate) chat_id: ChatId,
+    pub(crate) usernames: Usernames,
+}
+
+/// A member to remove from a chat.
+pub(crate) struct Removal {
+    pub(crate) chat_id: ChatId,
+    pub(crate) user_id: UserId,
+}
+
+/// What a removal did.
+pub(crate) struct Removed {
+    pub(crate) removed: bool,
+    pub(crate) chat_deleted: bool,
+}
+
+impl App {
+    /// Adds the users named who are not members yet; their ids.
+    pub(crate) async fn add_members(
+        &self,
+        caller: &Caller,
+        forwarded: &Forwarded,
+        new: NewMembers,
+    ) -> Result<Vec<UserId>> {
+        let chat_id = new.chat_id;
+        // Who may, before anything about the names is asked or told.
+        self.may_manage(chat_id, caller).await?;
+
+        let found = self
+            .auth
+            .lookup_usernames(
+                forwarded.authorization.as_ref(),
+                forwarded.request_id.as_ref(),
+                new.usernames.into_vec(),
+            )
+            .await?;
+        if let Some(missing) = found.missing_usernames.first() {
+            return Err(Error::NotFound(format!("user {missing} not found")));
+        }
+        let mut user_ids: Vec<i64> = found.users.iter().map(|user| user.id).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+
+        // Asked again under the chat's lock: the chat may have gone, or the
+        // caller lost the right, while auth was asked.
+        let mut tx = self.pool.begin().await?;
+        let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
+            .await?
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        check_manage(
+            chat_id,
+            UserId::new(chat.created_by),
+            chat.caller_is_member,
+            caller,
+        )?;
+        let added = db::members::add(&mut tx, chat_id.get(), &user_ids).await?;
+        if chat.member_count + added.len() as i64 > MAX_MEMBERS {
+            return Err(Error::FailedPrecondition(format!(
+                "a chat has at most {MAX_MEMBERS} members; chat {chat_id} has {}",
+                chat.member_count
+            )));
+        }
+        tx.commit().await?;
+        tracing::info!(added = added.len(), "members added");
+        Ok(added.into_iter().map(UserId::new).collect())
+    }
+
+    /// Removes a member: the chat's creator or an admin may remove anyone,
+    /// and every member may remove themselves.
+    pub(crate) async fn remove_member(&self, caller: &Caller, removal: Removal) -> Result<Removed> {
+        let Removal { chat_id, user_id } = removal;
+        let mut tx = self.pool.begin().await?;
+        let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
+            .await?
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        if !chat.caller_is_member && !caller.is_admin {
+            return Err(Error::chat_not_found(chat_id));
+        }
+        let created_by = UserId::new(chat.created_by);
+        if user_id != caller.user_id {
+            check_manage(chat_id, created_by, chat.caller_is_member, caller).map_err(|_| {
+                Error::PermissionDenied(
+                    "only the chat's creator or an admin may remove other members; \
+                     members may remove themselves"
+                        .into(),
+                )
+            })?;
+        }
+        let removed = db::members::remove(&mut tx, chat_id.get(), user_id.get()).await?;
+        let mut chat_deleted = false;
+        if removed.is_some() && chat.member_count <= 1 {
+            chat_deleted = db::chats::delete(&mut *tx, chat_id.get()).await?;
+        } else if removed.is_some() && user_id == created_by {
+            match db::members::hand_over(&mut tx, chat_id.get()).await? {
+                Some(creator) => tracing::info!(
+                    creator,
+                    "the creator left; the longest-standing member is creator now"
+                ),
+                None => chat_deleted = db::chats::delete(&mut *tx, chat_id.get()).await?,
+            }
+        }
+        tx.commit().await?;
+        match removed {
+            Some(_) if chat_deleted => {
+                self.hub.deleted(chat_id);
+                tracing::info!("the last member left; chat deleted");
+            }
+            Some(version) => {
+                self.hub.removed(chat_id, user_id, version);
+                tracing::info!("member removed");
+            }
+            None => {}
+        }
+        Ok(Removed {
+            removed: removed.is_some(),
+            chat_deleted,
+        })
+    }
+
+    /// Refuses a caller who may not manage the chat's members or title.
+    async fn may_manage(&self, chat_id: ChatId, caller: &Caller) -> Result<()> {
+        let chat = db::chats::for_user(&self.pool, chat_id.get(), caller.user_id.get())
+            .await?
+            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        check_manage(
+            chat_id,
+            UserId::new(chat.created_by),
+            chat.is_member,
+            caller,
+        )
+    }
+}

@@ -1,0 +1,58 @@
+//! The application layer: one module per capability, each owning its
+//! transactions, its rules and the fan-out that follows a change, on typed
+//! ids. The wire boundary ([`crate::grpc`]) converts requests into the
+//! values these take, and answers with what they return.
+
+pub(crate) mod chats;
+pub(crate) mod membership;
+pub(crate) mod messages;
+pub(crate) mod rules;
+pub(crate) mod streams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::access_watch::AccessWatch;
+use crate::auth_client::AuthClient;
+use crate::hub::Hub;
+use crate::metrics::ChatMetrics;
+
+/// What every capability works with.
+pub(crate) struct App {
+    pub(crate) pool: PgPool,
+    pub(crate) auth: AuthClient,
+    pub(crate) access: Arc<AccessWatch>,
+    pub(crate) hub: Arc<Hub>,
+    /// Cancelled when the server starts shutting down: open streams end.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: ChatMetrics,
+    /// A stream whose client reads nothing for this long is ended.
+    pub(crate) stream_stall_timeout: Duration,
+}
+
+/// What a call to auth on the caller's behalf carries on: the caller's
+/// authorization and the request id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Forwarded {
+    pub(crate) authorization: Option<http::HeaderValue>,
+    pub(crate) request_id: Option<http::HeaderValue>,
+}
+
+/// A page of a list, and whether more follow it.
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) more: bool,
+}
+
+impl<T> Page<T> {
+    /// From rows read with a limit one past `size`: the extra row, if it
+    /// came, only says that more follow.
+    fn of(mut rows: Vec<T>, size: i64) -> Page<T> {
+        let more = rows.len() as i64 > size;
+        rows.truncate(size.max(0) as usize);
+        Page { items: rows, more }
+    }
+}
