@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 
 /// Serves the browser client. Configured by WEB_ADDR, WEB_AUTH_URL and
-/// WEB_CHAT_URL (see the README).
+/// WEB_CHAT_URL (see docs/web-client.md).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -19,7 +19,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _logs = serving::telemetry::init();
+    let _logs = host::telemetry::init();
     let config = web::Config::from_env()?;
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Healthcheck => {
@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             web::WebClient::bind(&config)
                 .await?
-                .run_until_stopped(serving::shutdown::signal())
+                .run_until_stopped(host::shutdown::signal())
                 .await
         }
     }
