@@ -576,9 +576,19 @@ fn resumable(status: &tonic::Status) -> bool {
         tonic::Code::Unavailable
         | tonic::Code::ResourceExhausted
         | tonic::Code::DeadlineExceeded => true,
-        tonic::Code::Unauthenticated => status.message().contains("expired"),
+        tonic::Code::Unauthenticated => token_expired(status),
         _ => false,
     }
+}
+
+/// Whether the server said that the access token expired (a status detail,
+/// `google.rpc.ErrorInfo` with reason `ACCESS_TOKEN_EXPIRED`), which a
+/// fresh token cures; a revoked one is not.
+fn token_expired(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .is_some_and(|info| info.reason == "ACCESS_TOKEN_EXPIRED")
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -386,6 +386,47 @@ async fn connect_resumes_from_the_last_message_after_the_service_goes_away() {
     assert!(note.contains("resuming after message"), "{note}");
 }
 
+#[tokio::test]
+async fn connect_resumes_when_its_access_token_expires() {
+    let auth =
+        TestAuth::spawn_with(|config| config.tokens.access_ttl = Duration::from_secs(16)).await;
+    let chat = TestChat::spawn(&auth).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada-expiry"), temp_dir("grace-expiry"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+    let mut listener = grace
+        .command(&["chat", "connect", &chat_id, "--since", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatctl chat connect");
+    let mut live = BufReader::new(listener.stdout.take().expect("stdout")).lines();
+    let mut notes = BufReader::new(listener.stderr.take().expect("stderr")).lines();
+    ada.ok(&["chat", "send", &chat_id, "one"]).await;
+    assert!(next_line(&mut live).await.ends_with("ada: one"));
+
+    // The server ends the stream when grace's token expires, saying so in
+    // a status detail; chatctl takes a fresh token and resumes.
+    let note = tokio::time::timeout(Duration::from_secs(30), notes.next_line())
+        .await
+        .expect("a note in time")
+        .expect("readable")
+        .expect("chatctl kept running");
+    assert!(note.contains("resuming after message"), "{note}");
+    ada.ok(&["chat", "send", &chat_id, "two"]).await;
+    assert!(next_line(&mut live).await.ends_with("ada: two"));
+}
+
 async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
     tokio::time::timeout(Duration::from_secs(15), lines.next_line())
         .await

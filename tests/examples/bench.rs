@@ -29,7 +29,7 @@
 //! Each rate is the best of two windows of [`WINDOW`], after a warm-up;
 //! the two services under test alternate with their limits, so that a
 //! neighbour's burst does not land on one side only. It ends with the
-//! table, in Markdown, for the README.
+//! table, in Markdown, for docs/performance.md.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -36,6 +36,7 @@ use tests::services::with_token;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
 
 const USERS: usize = 16;
 const CHATS: usize = 8;
@@ -438,8 +439,9 @@ async fn read(
                 Err(_) | Ok(None) => break,
                 Ok(Some(Ok(item))) => last = item.message.map(|message| message.id).or(last),
                 Ok(Some(Err(status)))
-                    if status.code() == Code::Unauthenticated
-                        && status.message().contains("expired") =>
+                    if status
+                        .get_details_error_info()
+                        .is_some_and(|info| info.reason == host::error::TOKEN_EXPIRED) =>
                 {
                     tally.expired_streams.fetch_add(1, Ordering::Relaxed);
                     break;

@@ -11,6 +11,7 @@ use api::auth::v1::user_service_client::UserServiceClient;
 use api::chat::v1 as chat_pb;
 use api::chat::v1::chat_service_client::ChatServiceClient;
 use auth::config::{BootstrapAdmin, Config, SigningKey};
+use host::server::Hosted as _;
 use secrecy::SecretString;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -41,10 +42,9 @@ pub fn auth_config(database_url: String) -> Config {
             secret: "test-signing-key-0123456789abcdef".to_owned().into(),
         }],
     );
-    config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
-    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
-    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
-    config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.edge.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.edge.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.edge.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config.passwords.memory_kib = 1024;
     config.passwords.iterations = 1;
@@ -114,8 +114,10 @@ async fn connected_channel(addr: SocketAddr) -> Channel {
         .unwrap_or_else(|error| panic!("connecting to the test service at {addr}: {error}"))
 }
 
-/// An auth service running in this process; stops when dropped.
-pub struct TestAuth {
+/// A service running in this process on port 0, against its own
+/// database; stops when dropped. [`TestAuth`] and [`TestChat`] are one
+/// each, and read as one.
+pub struct Spawned {
     pub addr: SocketAddr,
     /// The REST gateway.
     pub http_addr: SocketAddr,
@@ -126,6 +128,80 @@ pub struct TestAuth {
     /// Shared by every client of the service that the test makes.
     channel: Channel,
     running: Running,
+}
+
+/// What a test needs of either service's `Application`.
+trait Application: Sized {
+    fn addrs(&self) -> (SocketAddr, Option<SocketAddr>, Option<SocketAddr>);
+    fn db(&self) -> &sqlx::PgPool;
+    fn serve(
+        self,
+        stop: oneshot::Receiver<()>,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static;
+}
+
+macro_rules! application {
+    ($application:ty) => {
+        impl Application for $application {
+            fn addrs(&self) -> (SocketAddr, Option<SocketAddr>, Option<SocketAddr>) {
+                (self.local_addr(), self.http_addr(), self.metrics_addr())
+            }
+
+            fn db(&self) -> &sqlx::PgPool {
+                self.pool()
+            }
+
+            fn serve(
+                self,
+                stop: oneshot::Receiver<()>,
+            ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+                self.run_until_stopped(async {
+                    let _ = stop.await;
+                })
+            }
+        }
+    };
+}
+
+application!(auth::startup::Application);
+application!(chat::startup::Application);
+
+impl Spawned {
+    async fn serve(app: impl Application, database_url: String) -> Spawned {
+        let (addr, http_addr, metrics_addr) = app.addrs();
+        let db = app.db().clone();
+        let running = Running::spawn(|stop| app.serve(stop));
+        Spawned {
+            addr,
+            http_addr: http_addr.expect("the REST gateway is on"),
+            metrics_addr: metrics_addr.expect("metrics are on"),
+            database_url,
+            db,
+            channel: connected_channel(addr).await,
+            running,
+        }
+    }
+
+    /// Stops the service and waits until it has.
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+
+    /// The channel to the service, connected when the service started.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+/// An auth service running in this process; stops when dropped.
+pub struct TestAuth(Spawned);
+
+impl std::ops::Deref for TestAuth {
+    type Target = Spawned;
+
+    fn deref(&self) -> &Spawned {
+        &self.0
+    }
 }
 
 impl TestAuth {
@@ -145,39 +221,17 @@ impl TestAuth {
         let app = auth::startup::Application::build(config)
             .await
             .expect("building the auth service");
-        let addr = app.local_addr();
-        let http_addr = app.http_addr().expect("the REST gateway is on");
-        let metrics_addr = app.metrics_addr().expect("metrics are on");
-        let db = app.pool().clone();
-        let running = Running::spawn(|stop| {
-            app.run_until_stopped(async {
-                let _ = stop.await;
-            })
-        });
-        TestAuth {
-            addr,
-            http_addr,
-            metrics_addr,
-            database_url,
-            db,
-            channel: connected_channel(addr).await,
-            running,
-        }
+        TestAuth(Spawned::serve(app, database_url).await)
     }
 
     /// Stops the service and waits until it has.
     pub async fn stop(self) {
-        self.running.stop().await;
+        self.0.stop().await;
     }
 
     /// The address chat services reach this one at.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// The channel to the service, connected when the service started.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
@@ -250,26 +304,23 @@ impl TestAuth {
 }
 
 /// A chat service running in this process; stops when dropped.
-pub struct TestChat {
-    pub addr: SocketAddr,
-    /// The REST gateway.
-    pub http_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub database_url: String,
-    /// The service's own database, for checking what it stored.
-    pub db: sqlx::PgPool,
-    /// Shared by every client of the service that the test makes.
-    channel: Channel,
-    running: Running,
+pub struct TestChat(Spawned);
+
+impl std::ops::Deref for TestChat {
+    type Target = Spawned;
+
+    fn deref(&self) -> &Spawned {
+        &self.0
+    }
 }
 
 /// Settings for a test chat service that asks the auth service at `auth_url`.
 pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Config {
     let mut config =
         chat::config::Config::with_defaults(SecretString::from(database_url), auth_url);
-    config.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
-    config.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
-    config.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.edge.grpc_addr = "127.0.0.1:0".parse().expect("a socket address");
+    config.edge.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
+    config.edge.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
     config.auth.watch_secret = Some(WATCH_SECRET.to_owned().into());
     config
@@ -299,34 +350,12 @@ impl TestChat {
         let app = chat::startup::Application::build(config)
             .await
             .expect("building the chat service");
-        let addr = app.local_addr();
-        let http_addr = app.http_addr().expect("the REST gateway is on");
-        let metrics_addr = app.metrics_addr().expect("metrics are on");
-        let db = app.pool().clone();
-        let running = Running::spawn(|stop| {
-            app.run_until_stopped(async {
-                let _ = stop.await;
-            })
-        });
-        TestChat {
-            addr,
-            http_addr,
-            metrics_addr,
-            database_url,
-            db,
-            channel: connected_channel(addr).await,
-            running,
-        }
+        TestChat(Spawned::serve(app, database_url).await)
     }
 
     /// Stops the service and waits until it has.
     pub async fn stop(self) {
-        self.running.stop().await;
-    }
-
-    /// The channel to the service, connected when the service started.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+        self.0.stop().await;
     }
 
     pub fn chats(&self) -> ChatServiceClient<Channel> {

@@ -44,7 +44,7 @@ impl Config {
         Config::from_vars(&var)
     }
 
-    pub fn from_vars(var: &impl serving::config::Vars) -> anyhow::Result<Config> {
+    pub fn from_vars(var: &impl host::config::Vars) -> anyhow::Result<Config> {
         let url = |name: &str, default: &str| -> anyhow::Result<String> {
             let url = var(name).unwrap_or_else(|| default.to_owned());
             let parsed: http::Uri = url
@@ -57,7 +57,7 @@ impl Config {
             Ok(url.trim_end_matches('/').to_owned())
         };
         Ok(Config {
-            addr: serving::config::var_or(var, "WEB_ADDR", "0.0.0.0:8080")?,
+            addr: host::config::var_or(var, "WEB_ADDR", "0.0.0.0:8080")?,
             auth_url: url("WEB_AUTH_URL", "http://127.0.0.1:50051")?,
             chat_url: url("WEB_CHAT_URL", "http://127.0.0.1:50052")?,
         })
@@ -72,7 +72,7 @@ pub struct WebClient {
 impl WebClient {
     /// Binds the listener (port 0 picks one; see [`WebClient::local_addr`]).
     pub async fn bind(config: &Config) -> anyhow::Result<WebClient> {
-        let listener = serving::config::bind(config.addr, "the web client").await?;
+        let listener = host::config::bind(config.addr, "the web client").await?;
         WebClient::on(listener, config)
     }
 

@@ -7,10 +7,12 @@ use std::io::BufRead as _;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use host::cli::Common;
+
 use crate::config::{BootstrapAdmin, Config};
 use crate::startup::Application;
 
-/// The auth service. Configured by AUTH_* environment variables (see the README).
+/// The auth service. Configured by AUTH_* environment variables (see docs/auth.md).
 #[derive(Parser)]
 #[command(name = "auth", version)]
 struct Cli {
@@ -20,10 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve gRPC, REST and metrics (the default).
-    Serve,
-    /// Exit 0 if the server at AUTH_GRPC_ADDR reports SERVING (for container health checks).
-    Healthcheck,
+    #[command(flatten)]
+    Common(Common),
     /// Create an admin, unless the name or email is taken. The password is
     /// read from AUTH_ADMIN_PASSWORD, or else from the first line of
     /// standard input.
@@ -37,25 +37,21 @@ enum Command {
 
 /// Parses the command line and runs it to the end.
 pub fn main() -> anyhow::Result<()> {
-    let _logs = serving::telemetry::init();
-    let command = Cli::parse().command.unwrap_or(Command::Serve);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(command))
+    let command = Cli::parse()
+        .command
+        .unwrap_or(Command::Common(Common::Serve));
+    host::cli::main(|| run(command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Healthcheck => {
-            let addr =
-                std::env::var("AUTH_GRPC_ADDR").unwrap_or_else(|_| "0.0.0.0:50051".to_owned());
-            serving::health::probe(addr.parse()?).await
+        Command::Common(Common::Healthcheck) => {
+            host::cli::healthcheck("AUTH_GRPC_ADDR", "0.0.0.0:50051").await
         }
-        Command::Serve => {
+        Command::Common(Common::Serve) => {
             Application::build(Config::from_env()?)
                 .await?
-                .run_until_stopped(serving::shutdown::signal())
+                .run_until_stopped(host::shutdown::signal())
                 .await
         }
         Command::CreateAdmin { name, email } => {

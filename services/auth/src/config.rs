@@ -1,24 +1,20 @@
-//! Settings, read from `AUTH_*` environment variables. The README lists
+//! Settings, read from `AUTH_*` environment variables. docs/auth.md lists
 //! them with their defaults; [`Config::with_defaults`] is the same list in
 //! code.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use host::config::var_or;
+use host::server::Edge;
 use secrecy::{ExposeSecret as _, SecretString};
-use serving::config::{optional_addr, var_or};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the gRPC server listens.
-    pub grpc_addr: SocketAddr,
-    /// Where the REST/JSON gateway listens; `None` turns it off.
-    pub http_addr: Option<SocketAddr>,
-    /// Origins whose pages may call the gRPC port with gRPC-Web.
-    pub cors_origins: serving::grpc_web::CorsOrigins,
-    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where it listens and how connections are kept (`AUTH_GRPC_ADDR`,
+    /// `AUTH_HTTP_ADDR`, `AUTH_METRICS_ADDR`, `AUTH_CORS_ORIGINS`,
+    /// `AUTH_HTTP2_KEEPALIVE_*`).
+    pub edge: Edge,
     pub database: DatabaseConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
@@ -106,10 +102,7 @@ impl Config {
     /// Every setting at its default, with the given database and keys.
     pub fn with_defaults(database_url: SecretString, signing_keys: Vec<SigningKey>) -> Config {
         Config {
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
-            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
-            cors_origins: serving::grpc_web::CorsOrigins::web_client(),
-            metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9101))),
+            edge: Edge::with_ports(50051, 8081, 9101),
             database: DatabaseConfig {
                 url: database_url,
                 max_connections: 10,
@@ -185,10 +178,10 @@ impl Config {
                 bail!("{name} is too long (at most {} s)", MAX_DURATION.as_secs());
             }
         }
-        if self.policy_max_staleness < 2 * serving::notifications::SILENCE_LIMIT {
+        if self.policy_max_staleness < 2 * host::notifications::SILENCE_LIMIT {
             bail!(
                 "AUTH_POLICY_MAX_STALENESS_MS must be at least {} ms",
-                (2 * serving::notifications::SILENCE_LIMIT).as_millis()
+                (2 * host::notifications::SILENCE_LIMIT).as_millis()
             );
         }
         if self.lockout.max_failures > 1000 {
@@ -253,10 +246,7 @@ impl Config {
             None => None,
         };
         let config = Config {
-            grpc_addr: var_or(&var, "AUTH_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
-            http_addr: optional_addr(&var, "AUTH_HTTP_ADDR", defaults.http_addr)?,
-            cors_origins: serving::grpc_web::CorsOrigins::from_var(&var, "AUTH_CORS_ORIGINS")?,
-            metrics_addr: optional_addr(&var, "AUTH_METRICS_ADDR", defaults.metrics_addr)?,
+            edge: Edge::from_vars(&var, "AUTH", defaults.edge.clone())?,
             database: DatabaseConfig {
                 url: defaults.database.url,
                 max_connections: var_or(

@@ -55,7 +55,7 @@ impl Lockout {
         }
     }
 
-    /// Runs `check` as one attempt against `name`'s limit: `Error::Locked`
+    /// Runs `check` as one attempt against `name`'s limit: a lockout error
     /// while the name is locked, else the check's verdict, counted.
     pub async fn attempt<T, F>(&self, name: &str, check: F) -> Result<Verdict<T>>
     where
@@ -96,7 +96,7 @@ impl Lockout {
         verdict
     }
 
-    /// Waits for a slot; `Error::Locked` if the name is locked, `Error::Busy`
+    /// Waits for a slot; a lockout error if the name is locked, a busy one
     /// if no slot came free in time.
     async fn reserve(&self, name: &str) -> Result<()> {
         let give_up = tokio::time::Instant::now() + SLOT_WAIT_LIMIT;
@@ -108,14 +108,12 @@ impl Lockout {
             }
             if let Some(until) = db::login_throttle::locked_until(&self.pool, name).await? {
                 let retry_after = (until - OffsetDateTime::now_utc()).max(time::Duration::SECOND);
-                return Err(Error::Locked {
-                    retry_after: retry_after.try_into().unwrap_or(Duration::from_secs(1)),
-                });
+                return Err(crate::error::locked(
+                    retry_after.try_into().unwrap_or(Duration::from_secs(1)),
+                ));
             }
             if tokio::time::Instant::now() >= give_up {
-                return Err(Error::Busy {
-                    retry_after: Duration::from_secs(1),
-                });
+                return Err(crate::error::busy(Duration::from_secs(1)));
             }
             let _ = tokio::time::timeout(poll, settled).await;
             poll = (poll * 2).min(Duration::from_secs(1));

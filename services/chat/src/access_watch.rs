@@ -29,7 +29,6 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::auth_client::AuthClient;
-use crate::error::Error;
 
 /// How long the feed may be silent before held streams end.
 pub const FEED_LOSS_BOUND: Duration = Duration::from_secs(5);
@@ -302,7 +301,6 @@ impl AccessWatch {
             .await;
         let status = match checked {
             Ok(_) => return,
-            Err(Error::Auth(status)) => Status::new(status.code(), status.message()),
             Err(error) => Status::from(error),
         };
         tracing::info!(user_id = held.user_id, code = ?status.code(), "a held stream's access ended");

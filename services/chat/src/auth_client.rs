@@ -91,7 +91,7 @@ impl AuthClient {
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied => Error::Auth(status),
+                Code::Unauthenticated | Code::PermissionDenied => Error::Upstream(status),
                 _ => unavailable(&status),
             })?
             .into_inner();
@@ -184,7 +184,7 @@ impl AuthClient {
                 | Code::NotFound
                 | Code::ResourceExhausted
                 | Code::FailedPrecondition
-                | Code::OutOfRange => Error::Auth(status),
+                | Code::OutOfRange => Error::Upstream(status),
                 _ => unavailable(&status),
             })?;
         Ok(answer.into_inner())
@@ -202,9 +202,7 @@ impl AuthClient {
         let mut request = tonic::Request::new(message);
         request.set_timeout(deadline);
         if let Some(id) = request_id.and_then(|id| id.to_str().ok()?.parse().ok()) {
-            request
-                .metadata_mut()
-                .insert(serving::metrics::REQUEST_ID, id);
+            request.metadata_mut().insert(host::metrics::REQUEST_ID, id);
         }
         if let Some(authorization) = authorization {
             let value = authorization
@@ -212,7 +210,7 @@ impl AuthClient {
                 .ok()
                 .and_then(|value| value.parse().ok())
                 .ok_or_else(|| {
-                    Error::Auth(Status::unauthenticated(
+                    Error::Upstream(Status::unauthenticated(
                         "authorization metadata must be Bearer <access token>",
                     ))
                 })?;

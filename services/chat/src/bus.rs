@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use host::notifications::{Event as Notice, Freshness, Notifications};
 use prometheus::IntGauge;
-use serving::notifications::{Event as Notice, Freshness, Notifications};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Notify;

@@ -2,49 +2,32 @@
 //! that the test harness runs the very same entry point as a process of its
 //! own, built with the rest of the test run.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use host::cli::Common;
 
 use crate::config::Config;
 use crate::startup::Application;
 
-/// The chat service. Configured by CHAT_* environment variables (see the README).
+/// The chat service. Configured by CHAT_* environment variables (see docs/chat.md).
 #[derive(Parser)]
 #[command(name = "chat", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve gRPC and metrics (the default).
-    Serve,
-    /// Exit 0 if the server at CHAT_GRPC_ADDR reports SERVING (for container health checks).
-    Healthcheck,
+    command: Option<Common>,
 }
 
 /// Parses the command line and runs it to the end.
 pub fn main() -> anyhow::Result<()> {
-    let _logs = serving::telemetry::init();
-    let command = Cli::parse().command.unwrap_or(Command::Serve);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(command))
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Healthcheck => {
-            let addr =
-                std::env::var("CHAT_GRPC_ADDR").unwrap_or_else(|_| "0.0.0.0:50052".to_owned());
-            serving::health::probe(addr.parse()?).await
+    let command = Cli::parse().command.unwrap_or(Common::Serve);
+    host::cli::main(|| async move {
+        match command {
+            Common::Healthcheck => host::cli::healthcheck("CHAT_GRPC_ADDR", "0.0.0.0:50052").await,
+            Common::Serve => {
+                Application::build(Config::from_env()?)
+                    .await?
+                    .run_until_stopped(host::shutdown::signal())
+                    .await
+            }
         }
-        Command::Serve => {
-            Application::build(Config::from_env()?)
-                .await?
-                .run_until_stopped(serving::shutdown::signal())
-                .await
-        }
-    }
+    })
 }

@@ -1,26 +1,22 @@
-//! Settings, read from `CHAT_*` environment variables (the README lists
+//! Settings, read from `CHAT_*` environment variables (docs/chat.md lists
 //! them with their defaults).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use host::config::var_or;
+use host::server::Edge;
 use secrecy::SecretString;
-use serving::config::{optional_addr, var_or};
 
 /// How often watched chats are compared with the database, by default.
 pub const DEFAULT_FANOUT_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the gRPC server listens.
-    pub grpc_addr: SocketAddr,
-    /// Where the REST/JSON gateway listens; `None` turns it off.
-    pub http_addr: Option<SocketAddr>,
-    /// Origins whose pages may call the gRPC port with gRPC-Web.
-    pub cors_origins: serving::grpc_web::CorsOrigins,
-    /// Where Prometheus scrapes `/metrics`; `None` turns it off.
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where it listens and how connections are kept (`CHAT_GRPC_ADDR`,
+    /// `CHAT_HTTP_ADDR`, `CHAT_METRICS_ADDR`, `CHAT_CORS_ORIGINS`,
+    /// `CHAT_HTTP2_KEEPALIVE_*`).
+    pub edge: Edge,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     /// How many events a stream's receiver holds before it lags; a lagging
@@ -29,10 +25,6 @@ pub struct Config {
     /// A stream whose client reads nothing for this long, with messages
     /// waiting, is ended with `RESOURCE_EXHAUSTED`.
     pub stream_stall_timeout: Duration,
-    /// HTTP/2 pings on idle connections: every `interval`, and a connection
-    /// whose ping is unanswered after `timeout` is closed, with its streams.
-    pub http2_keepalive_interval: Duration,
-    pub http2_keepalive_timeout: Duration,
     /// How replicas tell each other of new messages and deleted chats.
     pub fanout: Fanout,
     /// How often open streams' chats are compared with the database, which
@@ -90,10 +82,7 @@ pub struct AuthConfig {
 impl Config {
     pub fn with_defaults(database_url: SecretString, auth_url: String) -> Config {
         Config {
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 50052)),
-            http_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8082))),
-            cors_origins: serving::grpc_web::CorsOrigins::web_client(),
-            metrics_addr: Some(SocketAddr::from(([0, 0, 0, 0], 9102))),
+            edge: Edge::with_ports(50052, 8082, 9102),
             database: DatabaseConfig {
                 url: database_url,
                 max_connections: 10,
@@ -105,8 +94,6 @@ impl Config {
             },
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
-            http2_keepalive_interval: Duration::from_secs(30),
-            http2_keepalive_timeout: Duration::from_secs(10),
             fanout: Fanout::Postgres,
             fanout_poll: DEFAULT_FANOUT_POLL,
         }
@@ -133,10 +120,7 @@ impl Config {
             "CHAT_FANOUT_POLL_MS must be at least 1"
         );
         Ok(Config {
-            grpc_addr: var_or(&var, "CHAT_GRPC_ADDR", &defaults.grpc_addr.to_string())?,
-            http_addr: optional_addr(&var, "CHAT_HTTP_ADDR", defaults.http_addr)?,
-            cors_origins: serving::grpc_web::CorsOrigins::from_var(&var, "CHAT_CORS_ORIGINS")?,
-            metrics_addr: optional_addr(&var, "CHAT_METRICS_ADDR", defaults.metrics_addr)?,
+            edge: Edge::from_vars(&var, "CHAT", defaults.edge.clone())?,
             database: DatabaseConfig {
                 max_connections: var_or(
                     &var,
@@ -165,16 +149,6 @@ impl Config {
                 &var,
                 "CHAT_STREAM_STALL_TIMEOUT_MS",
                 &defaults.stream_stall_timeout.as_millis().to_string(),
-            )?),
-            http2_keepalive_interval: Duration::from_secs(var_or(
-                &var,
-                "CHAT_HTTP2_KEEPALIVE_INTERVAL_SECS",
-                &defaults.http2_keepalive_interval.as_secs().to_string(),
-            )?),
-            http2_keepalive_timeout: Duration::from_secs(var_or(
-                &var,
-                "CHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS",
-                &defaults.http2_keepalive_timeout.as_secs().to_string(),
             )?),
             fanout: Fanout::parse(var("CHAT_FANOUT_URL").as_deref())?,
             fanout_poll,

@@ -1,6 +1,12 @@
-//! What every service of this project shares at its edges.
+//! The service host: what every service of this project shares at its
+//! edges. A service hands [`server::Host`] its routes, its background tasks
+//! and what to do on stop; the host does the rest.
 //!
 //! # Layout
+//! - [`server`]: the host itself: listeners, the gRPC server with the
+//!   shared layers, the REST gateway, `/metrics`, health and shutdown.
+//! - [`cli`]: the commands every service has, and the runtime of `main`.
+//! - [`error`]: the statuses both services answer with, built once.
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha, over the
 //!   generated descriptor sets and tonic-health's.
 //! - [`config`]: reading settings, and binding listeners with clear errors.
@@ -20,9 +26,11 @@
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - [`telemetry`]: log output.
 
+pub mod cli;
 pub mod config;
 pub mod database;
 pub mod decoding;
+pub mod error;
 pub mod gateway;
 pub mod grpc_web;
 pub mod health;
@@ -31,5 +39,6 @@ pub mod metrics;
 pub mod notifications;
 pub mod page_token;
 pub mod reflection;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -236,17 +236,17 @@ async fn only_the_configured_origins_may_call_from_a_browser() {
     // Auth as shipped: the bundled web client's origin only.
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn_with(&auth, |config| {
-        config.cors_origins =
-            serving::grpc_web::CorsOrigins::parse("CHAT_CORS_ORIGINS", "https://chat.example.com")
+        config.edge.cors_origins =
+            host::grpc_web::CorsOrigins::parse("CHAT_CORS_ORIGINS", "https://chat.example.com")
                 .expect("an origin");
     })
     .await;
     let path = "/chat.v1.ChatService/ListChats";
     let cases = [
-        (auth.addr, serving::grpc_web::WEB_CLIENT_ORIGIN, true),
+        (auth.addr, host::grpc_web::WEB_CLIENT_ORIGIN, true),
         (auth.addr, "https://chat.example.com", false),
         (chat.addr, "https://chat.example.com", true),
-        (chat.addr, serving::grpc_web::WEB_CLIENT_ORIGIN, false),
+        (chat.addr, host::grpc_web::WEB_CLIENT_ORIGIN, false),
         (chat.addr, "https://evil.example.com", false),
     ];
     for (addr, origin, allowed) in cases {

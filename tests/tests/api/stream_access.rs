@@ -10,6 +10,7 @@ use tests::outage::{Relay, server_of};
 use tests::services::{TestAuth, TestChat, TestUser};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
+use tonic_types::StatusExt as _;
 
 async fn connect(
     chat: &TestChat,
@@ -81,6 +82,11 @@ async fn assert_ends_unauthenticated(
     let (status, took) = end_of(stream, since, Duration::from_secs(5)).await;
     eprintln!("{what}: the stream ended {took:?} after the change");
     assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    // Not an expiry: a fresh token of the same session would not cure it.
+    assert!(
+        status.get_details_error_info().is_none(),
+        "{what}: {status:?}"
+    );
     assert!(
         took < Duration::from_secs(1),
         "{what}: the stream ended only after {took:?}"
@@ -219,6 +225,14 @@ async fn a_stream_ends_when_its_access_token_expires() {
         let (status, took) = end_of(stream, since, Duration::from_secs(6)).await;
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         assert!(status.message().contains("expired"), "{}", status.message());
+        // Clients tell an expired token from a revoked one by this detail,
+        // not by the message.
+        let reason = status.get_details_error_info().map(|info| info.reason);
+        assert_eq!(
+            reason.as_deref(),
+            Some("ACCESS_TOKEN_EXPIRED"),
+            "{status:?}"
+        );
         assert!(took <= Duration::from_secs(3), "ended only after {took:?}");
     }
 }

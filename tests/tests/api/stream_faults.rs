@@ -309,8 +309,8 @@ async fn the_service_works_with_a_single_database_connection() {
 async fn keepalive_frees_the_stream_of_a_client_that_vanished() {
     let auth = TestAuth::spawn().await;
     let chat = TestChat::spawn_with(&auth, |config| {
-        config.http2_keepalive_interval = Duration::from_secs(1);
-        config.http2_keepalive_timeout = Duration::from_secs(1);
+        config.edge.http2_keepalive_interval = Duration::from_secs(1);
+        config.edge.http2_keepalive_timeout = Duration::from_secs(1);
     })
     .await;
     let ada = auth.register("ada").await;

@@ -205,9 +205,10 @@ async fn two_people_chat_live_in_two_browsers() {
         .expect("the web client's port");
     let page_addr: SocketAddr = listener.local_addr().expect("an address");
     let origin = format!("http://{page_addr}");
-    let origins = serving::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
-    let auth = TestAuth::spawn_with(|config| config.cors_origins = origins.clone()).await;
-    let chat = TestChat::spawn_with(&auth, |config| config.cors_origins = origins.clone()).await;
+    let origins = host::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
+    let auth = TestAuth::spawn_with(|config| config.edge.cors_origins = origins.clone()).await;
+    let chat =
+        TestChat::spawn_with(&auth, |config| config.edge.cors_origins = origins.clone()).await;
     let web = web::WebClient::on(
         listener,
         &web::Config {

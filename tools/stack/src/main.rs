@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use host::server::Hosted as _;
 use local_postgres::{Durability, LocalPostgres};
 use secrecy::ExposeSecret as _;
 use sqlx::Connection as _;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_POSTGRES_PORT: u16 = 54329;
 
 fn main() -> anyhow::Result<()> {
-    let _logs = serving::telemetry::init();
+    let _logs = host::telemetry::init();
     let data_dir = std::env::var_os("STACK_DATA_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
         PathBuf::from,
@@ -118,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     // The web client's page calls both services from its own origin.
-    let web_addr: std::net::SocketAddr = serving::config::var_or(
+    let web_addr: std::net::SocketAddr = host::config::var_or(
         &|name: &str| var(&defaults, name),
         "WEB_ADDR",
         "127.0.0.1:8080",
@@ -134,16 +135,16 @@ fn main() -> anyhow::Result<()> {
     let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
     defaults.insert(
         "CHAT_AUTH_URL",
-        format!("http://{}", connectable(auth_config.grpc_addr)),
+        format!("http://{}", connectable(auth_config.edge.grpc_addr)),
     );
     let chat_config = chat::config::Config::from_vars(|name| var(&defaults, name))?;
     defaults.insert(
         "WEB_AUTH_URL",
-        format!("http://{}", connectable(auth_config.grpc_addr)),
+        format!("http://{}", connectable(auth_config.edge.grpc_addr)),
     );
     defaults.insert(
         "WEB_CHAT_URL",
-        format!("http://{}", connectable(chat_config.grpc_addr)),
+        format!("http://{}", connectable(chat_config.edge.grpc_addr)),
     );
     let web_config = web::Config::from_vars(&|name: &str| var(&defaults, name))?;
 
@@ -181,7 +182,7 @@ fn main() -> anyhow::Result<()> {
         let signal = {
             let stop = stop.clone();
             async move {
-                serving::shutdown::signal().await;
+                host::shutdown::signal().await;
                 stop.cancel();
             }
         };

@@ -10,7 +10,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serving::notifications::Freshness;
+use host::notifications::Freshness;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
@@ -177,7 +177,7 @@ impl AccessPolicy {
     pub fn check(&self, authorization: Option<&str>, endpoint: &str) -> Result<Principal, Error> {
         let token = bearer_token(authorization)?;
         let mut principal = self.tokens.verify(token).map_err(|error| match error {
-            TokenError::Expired => Error::unauthenticated("access token expired"),
+            TokenError::Expired => Error::TokenExpired("access token expired".into()),
             TokenError::Invalid => Error::unauthenticated("access token is invalid"),
         })?;
         if !self.freshness.within(self.max_staleness) {

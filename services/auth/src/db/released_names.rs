@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::PgExecutor;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Holds `name` for `user_id` for `period`.
 pub async fn release(
@@ -47,7 +47,7 @@ pub async fn ensure_claimable(db: impl PgExecutor<'_>, name: &str, user_id: i64)
     .fetch_one(db)
     .await?;
     if held {
-        return Err(Error::AlreadyExists { field: "name" });
+        return Err(crate::error::taken("name"));
     }
     Ok(())
 }

@@ -30,8 +30,8 @@ pub struct LoginCandidate {
 /// Unique violations name the field that clashed.
 fn taken(error: sqlx::Error) -> Error {
     match violated_constraint(&error) {
-        Some("users_name_key") => Error::AlreadyExists { field: "name" },
-        Some("users_email_key") => Error::AlreadyExists { field: "email" },
+        Some("users_name_key") => crate::error::taken("name"),
+        Some("users_email_key") => crate::error::taken("email"),
         _ => error.into(),
     }
 }

@@ -99,7 +99,7 @@ impl pb::access_service_server::AccessService for AccessApi {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let checks = &self.state.metrics.access_checks;
-        let endpoint = match serving::invalid::validate(request.get_ref()).and_then(|()| {
+        let endpoint = match host::invalid::validate(request.get_ref()).and_then(|()| {
             EndpointAddress::parse("endpoint_address", &request.get_ref().endpoint_address)
                 .map_err(Status::from)
         }) {

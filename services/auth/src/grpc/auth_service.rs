@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::State;
 use crate::db;
 use crate::domain::{LoginName, Password, Role, UserId};
+use crate::error::Limit;
 use crate::error::{Error, Result};
 use crate::lockout::Verdict;
 use crate::tokens::access::Principal;
@@ -39,7 +40,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let name = LoginName::parse("username", request.username)?;
         let password = Password::parse("password", request.password)?;
         let state = self.state.clone();
@@ -77,7 +78,12 @@ impl pb::auth_service_server::AuthService for AuthApi {
                     .inc();
                 return Err(Error::unauthenticated(BAD_CREDENTIALS).into());
             }
-            Err(error @ Error::Locked { .. }) => {
+            Err(
+                error @ Error::ResourceExhausted {
+                    limit: Limit::Lockout,
+                    ..
+                },
+            ) => {
                 tracing::warn!(
                     security_event = "login_locked",
                     "login refused: too many failures"
@@ -127,7 +133,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::GetRefreshTokenRequest>,
     ) -> Result<Response<pb::GetRefreshTokenResponse>, Status> {
-        serving::invalid::validate(request.get_ref())?;
+        host::invalid::validate(request.get_ref())?;
         let presented = refresh::digest(&request.get_ref().refresh_token);
 
         let mut tx = self.state.pool.begin().await.map_err(Error::from)?;
@@ -152,7 +158,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::GetAccessTokenRequest>,
     ) -> Result<Response<pb::GetAccessTokenResponse>, Status> {
-        serving::invalid::validate(request.get_ref())?;
+        host::invalid::validate(request.get_ref())?;
         let presented = refresh::digest(&request.get_ref().refresh_token);
         let Some(owner) = db::refresh_tokens::usable_owner(&self.state.pool, &presented).await?
         else {
@@ -171,7 +177,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        serving::invalid::validate(request.get_ref())?;
+        host::invalid::validate(request.get_ref())?;
         let presented = refresh::digest(&request.get_ref().refresh_token);
         let token = db::refresh_tokens::state(&self.state.pool, &presented)
             .await?

@@ -38,14 +38,5 @@ pub struct State {
 
 /// The caller the guard let through.
 fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| {
-            tracing::error!(
-                "a guarded handler ran without a caller: is the service wrapped in the guard?"
-            );
-            Status::internal("internal error")
-        })
+    host::server::guarded_caller(request)
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use api::auth::v1 as pb;
-use serving::page_token::PageToken;
+use host::page_token::PageToken;
 use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 
@@ -37,7 +37,7 @@ impl pb::user_service_server::UserService for UserApi {
     ) -> Result<Response<pb::CreateResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let name = UserName::parse("name", request.name)?;
         let email = Email::parse("email", request.email)?;
         let password = NewPassword::parse(
@@ -75,7 +75,7 @@ impl pb::user_service_server::UserService for UserApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let caller = caller(&request)?;
-        serving::invalid::validate(request.get_ref())?;
+        host::invalid::validate(request.get_ref())?;
         let id = UserId(request.get_ref().id);
         if !caller.may_act_on(id) {
             return Err(Error::permission_denied("users may only read their own account").into());
@@ -95,7 +95,7 @@ impl pb::user_service_server::UserService for UserApi {
     ) -> Result<Response<pb::UpdateResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let id = UserId(request.id);
         if !caller.may_act_on(id) {
             return Err(Error::permission_denied("users may only change their own account").into());
@@ -192,7 +192,7 @@ impl pb::user_service_server::UserService for UserApi {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let caller = caller(&request)?;
-        serving::invalid::validate(request.get_ref())?;
+        host::invalid::validate(request.get_ref())?;
         let id = UserId(request.get_ref().id);
         if !caller.may_act_on(id) {
             return Err(Error::permission_denied("users may only delete their own account").into());
@@ -216,7 +216,7 @@ impl pb::user_service_server::UserService for UserApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let page_size = match i64::from(request.page_size) {
             0 => DEFAULT_PAGE_SIZE,
             size => size,
@@ -250,7 +250,7 @@ impl pb::user_service_server::UserService for UserApi {
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = caller(&request)?;
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let id = UserId(request.id);
         if !caller.may_act_on(id) {
             return Err(
@@ -310,7 +310,7 @@ impl pb::user_service_server::UserService for UserApi {
         request: Request<pb::LookupUsernamesRequest>,
     ) -> Result<Response<pb::LookupUsernamesResponse>, Status> {
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let names = request
             .usernames
             .into_iter()
@@ -340,7 +340,7 @@ impl pb::user_service_server::UserService for UserApi {
         request: Request<pb::LookupUserIdsRequest>,
     ) -> Result<Response<pb::LookupUserIdsResponse>, Status> {
         let request = request.into_inner();
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let found = db::users::names_by_id(&self.state.pool, &request.ids).await?;
         let known: std::collections::HashSet<i64> = found.iter().map(|(id, _)| *id).collect();
         let missing_ids = request

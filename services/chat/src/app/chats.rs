@@ -47,21 +47,8 @@ impl App {
         forwarded: &Forwarded,
         new: NewChat,
     ) -> Result<ChatId> {
-        // Auth compares names as its unique index does; nothing here folds
-        // case, so what auth finds is what the chat gets.
-        let found = self
-            .auth
-            .lookup_usernames(
-                forwarded.authorization.as_ref(),
-                forwarded.request_id.as_ref(),
-                new.usernames.into_vec(),
-            )
-            .await?;
-        if let Some(missing) = found.missing_usernames.first() {
-            return Err(Error::NotFound(format!("user {missing} not found")));
-        }
         let caller_id = caller.user_id.get();
-        let mut members: Vec<i64> = found.users.iter().map(|user| user.id).collect();
+        let mut members = self.user_ids(forwarded, new.usernames).await?;
         members.retain(|&id| id != caller_id);
         members.sort_unstable();
         members.dedup();
@@ -84,14 +71,14 @@ impl App {
         let chat = db::chats::for_user(&self.pool, chat_id.get(), caller.user_id.get())
             .await?
             .filter(|chat| chat.is_member || caller.is_admin)
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         if UserId::new(chat.created_by) != caller.user_id && !caller.is_admin {
             return Err(Error::PermissionDenied(
                 "only the chat's creator or an admin may delete it".into(),
             ));
         }
         if !db::chats::delete(&self.pool, chat_id.get()).await? {
-            return Err(Error::chat_not_found(chat_id));
+            return Err(crate::error::chat_not_found(chat_id));
         }
         self.hub.deleted(chat_id);
         tracing::info!("chat deleted");
@@ -124,13 +111,13 @@ impl App {
     ) -> Result<ChatView> {
         let chat = db::chats::get(&self.pool, chat_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         let members = db::members::list(&self.pool, chat_id.get()).await?;
         let is_member = members
             .iter()
             .any(|member| member.user_id == caller.user_id.get());
         if !is_member && !caller.is_admin {
-            return Err(Error::chat_not_found(chat_id));
+            return Err(crate::error::chat_not_found(chat_id));
         }
         let ids: Vec<i64> = members.iter().map(|member| member.user_id).collect();
         let mut names: HashMap<i64, String> = if ids.is_empty() {
@@ -174,7 +161,7 @@ impl App {
         let mut tx = self.pool.begin().await?;
         let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         check_manage(
             chat_id,
             UserId::new(chat.created_by),

@@ -42,18 +42,7 @@ impl App {
         // Who may, before anything about the names is asked or told.
         self.may_manage(chat_id, caller).await?;
 
-        let found = self
-            .auth
-            .lookup_usernames(
-                forwarded.authorization.as_ref(),
-                forwarded.request_id.as_ref(),
-                new.usernames.into_vec(),
-            )
-            .await?;
-        if let Some(missing) = found.missing_usernames.first() {
-            return Err(Error::NotFound(format!("user {missing} not found")));
-        }
-        let mut user_ids: Vec<i64> = found.users.iter().map(|user| user.id).collect();
+        let mut user_ids = self.user_ids(forwarded, new.usernames).await?;
         user_ids.sort_unstable();
         user_ids.dedup();
 
@@ -62,7 +51,7 @@ impl App {
         let mut tx = self.pool.begin().await?;
         let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         check_manage(
             chat_id,
             UserId::new(chat.created_by),
@@ -88,9 +77,9 @@ impl App {
         let mut tx = self.pool.begin().await?;
         let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         if !chat.caller_is_member && !caller.is_admin {
-            return Err(Error::chat_not_found(chat_id));
+            return Err(crate::error::chat_not_found(chat_id));
         }
         let created_by = UserId::new(chat.created_by);
         if user_id != caller.user_id {
@@ -137,7 +126,7 @@ impl App {
     async fn may_manage(&self, chat_id: ChatId, caller: &Caller) -> Result<()> {
         let chat = db::chats::for_user(&self.pool, chat_id.get(), caller.user_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         check_manage(
             chat_id,
             UserId::new(chat.created_by),

@@ -49,7 +49,7 @@ impl App {
             },
         )
         .await?
-        .ok_or_else(|| Error::chat_not_found(chat_id))?;
+        .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         let message = match sent {
             Sent::Stored(message) => message,
             // A key reused for other content is refused, not silently
@@ -78,7 +78,7 @@ impl App {
     ) -> Result<Page<MessageRow>> {
         let chat_id = page.chat_id;
         if !db::chats::is_member(&self.pool, chat_id.get(), caller.user_id.get()).await? {
-            return Err(Error::chat_not_found(chat_id));
+            return Err(crate::error::chat_not_found(chat_id));
         }
         let before = page.before.map_or(i64::MAX, MessageId::get);
         let rows =

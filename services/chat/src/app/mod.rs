@@ -41,6 +41,33 @@ pub(crate) struct Forwarded {
     pub(crate) request_id: Option<http::HeaderValue>,
 }
 
+impl App {
+    /// The ids of the users `usernames` names, as auth finds them;
+    /// `NOT_FOUND` naming the first that names nobody.
+    async fn user_ids(
+        &self,
+        forwarded: &Forwarded,
+        usernames: crate::domain::Usernames,
+    ) -> crate::error::Result<Vec<i64>> {
+        // Auth compares names as its unique index does; nothing here folds
+        // case, so what auth finds is what the chat gets.
+        let found = self
+            .auth
+            .lookup_usernames(
+                forwarded.authorization.as_ref(),
+                forwarded.request_id.as_ref(),
+                usernames.into_vec(),
+            )
+            .await?;
+        if let Some(missing) = found.missing_usernames.first() {
+            return Err(crate::error::Error::NotFound(format!(
+                "user {missing} not found"
+            )));
+        }
+        Ok(found.users.iter().map(|user| user.id).collect())
+    }
+}
+
 /// A page of a list, and whether more follow it.
 pub(crate) struct Page<T> {
     pub(crate) items: Vec<T>,

@@ -22,7 +22,7 @@ pub(crate) fn check_manage(
     caller: &Caller,
 ) -> Result<(), Error> {
     if !is_member && !caller.is_admin {
-        return Err(Error::chat_not_found(chat_id));
+        return Err(crate::error::chat_not_found(chat_id));
     }
     if (created_by != caller.user_id || !is_member) && !caller.is_admin {
         return Err(Error::PermissionDenied(

@@ -4,7 +4,7 @@
 //! wire's messages. Past this file the code holds only valid values.
 
 use api::chat::v1 as pb;
-use serving::page_token::PageToken;
+use host::page_token::PageToken;
 use tonic::Status;
 
 use crate::app::Page;
@@ -43,7 +43,7 @@ impl TryFrom<pb::CreateRequest> for NewChat {
     type Error = Status;
 
     fn try_from(request: pb::CreateRequest) -> Result<NewChat, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(NewChat {
             title: ChatTitle::parse(request.title)?,
             usernames: Usernames::parse(request.usernames)?,
@@ -55,7 +55,7 @@ impl TryFrom<pb::DeleteRequest> for ChatId {
     type Error = Status;
 
     fn try_from(request: pb::DeleteRequest) -> Result<ChatId, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(ChatId::new(request.id))
     }
 }
@@ -64,7 +64,7 @@ impl TryFrom<pb::GetChatRequest> for ChatId {
     type Error = Status;
 
     fn try_from(request: pb::GetChatRequest) -> Result<ChatId, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(ChatId::new(request.id))
     }
 }
@@ -73,7 +73,7 @@ impl TryFrom<pb::SendMessageRequest> for Outgoing {
     type Error = Status;
 
     fn try_from(request: pb::SendMessageRequest) -> Result<Outgoing, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(Outgoing {
             text: MessageText::parse(request.text)?,
             client_message_id: ClientMessageId::parse(request.client_message_id)?,
@@ -86,7 +86,7 @@ impl TryFrom<pb::ListMessagesRequest> for HistoryPage {
     type Error = Status;
 
     fn try_from(request: pb::ListMessagesRequest) -> Result<HistoryPage, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let before = match request.page_token.as_str() {
             "" => None,
             token => Some(MessageId::new(
@@ -105,7 +105,7 @@ impl TryFrom<pb::ListChatsRequest> for ChatsPage {
     type Error = Status;
 
     fn try_from(request: pb::ListChatsRequest) -> Result<ChatsPage, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         let after = match request.page_token.as_str() {
             "" => None,
             token => {
@@ -126,7 +126,7 @@ impl TryFrom<pb::AddMembersRequest> for NewMembers {
     type Error = Status;
 
     fn try_from(request: pb::AddMembersRequest) -> Result<NewMembers, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(NewMembers {
             usernames: Usernames::parse(request.usernames)?,
             chat_id: ChatId::new(request.chat_id),
@@ -138,7 +138,7 @@ impl TryFrom<pb::RemoveMemberRequest> for Removal {
     type Error = Status;
 
     fn try_from(request: pb::RemoveMemberRequest) -> Result<Removal, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(Removal {
             chat_id: ChatId::new(request.chat_id),
             user_id: UserId::new(request.user_id),
@@ -150,7 +150,7 @@ impl TryFrom<pb::UpdateChatRequest> for Rename {
     type Error = Status;
 
     fn try_from(request: pb::UpdateChatRequest) -> Result<Rename, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(Rename {
             title: ChatTitle::parse(request.title)?,
             chat_id: ChatId::new(request.id),
@@ -162,7 +162,7 @@ impl TryFrom<pb::ConnectChatRequest> for StreamStart {
     type Error = Status;
 
     fn try_from(request: pb::ConnectChatRequest) -> Result<StreamStart, Status> {
-        serving::invalid::validate(&request)?;
+        host::invalid::validate(&request)?;
         Ok(StreamStart {
             chat_id: ChatId::new(request.chat_id),
             since: request.since_message_id.map(MessageId::new),

@@ -63,7 +63,7 @@ where
             let checked = auth
                 .check(
                     headers.get(http::header::AUTHORIZATION),
-                    headers.get(serving::metrics::REQUEST_ID),
+                    headers.get(host::metrics::REQUEST_ID),
                     request.uri().path(),
                     deadline,
                 )

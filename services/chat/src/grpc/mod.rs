@@ -50,7 +50,7 @@ where
     };
     let forwarded = Forwarded {
         authorization: header("authorization"),
-        request_id: header(serving::metrics::REQUEST_ID),
+        request_id: header(host::metrics::REQUEST_ID),
     };
     Ok(Accepted {
         caller,

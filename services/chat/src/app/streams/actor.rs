@@ -20,6 +20,7 @@ use crate::domain::{ChatId, UserId};
 use crate::error::Error;
 use crate::hub::{Event, Subscription};
 use crate::metrics::OpenStream;
+use host::error::Limit;
 
 /// Messages read from the database at a time when a stream catches up.
 const CATCH_UP_BATCH: i64 = 100;
@@ -167,7 +168,7 @@ impl ChatStream {
     /// What a removed member's stream ends with: what a non-member's
     /// request gets.
     fn not_a_member(&self) -> End {
-        End::With(Error::chat_not_found(self.chat_id))
+        End::With(crate::error::chat_not_found(self.chat_id))
     }
 
     /// Sends every stored message after the last one sent.
@@ -223,14 +224,18 @@ async fn until(at: Option<tokio::time::Instant>) {
 }
 
 fn stalled(timeout: Duration) -> End {
-    End::With(Error::ResourceExhausted(format!(
-        "the client read nothing for {} ms; reconnect with since_message_id set to the last message received",
-        timeout.as_millis()
-    )))
+    End::With(Error::ResourceExhausted {
+        limit: Limit::StalledReader,
+        message: format!(
+            "the client read nothing for {} ms; reconnect with since_message_id set to the last message received",
+            timeout.as_millis()
+        ),
+        retry_after: None,
+    })
 }
 
 fn expired() -> End {
-    End::With(Error::Unauthenticated(
+    End::With(Error::TokenExpired(
         "the access token expired; reconnect with a fresh token and since_message_id set to the last message received".into(),
     ))
 }

@@ -14,7 +14,7 @@ use crate::access_watch::Epoch;
 use crate::db;
 use crate::db::messages::MessageRow;
 use crate::domain::{Caller, ChatId, MessageId};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Messages queued for a client before the stream waits for it.
 const STREAM_QUEUE: usize = 16;
@@ -61,10 +61,10 @@ impl App {
         let subscription = self.hub.subscribe(chat_id);
         let members_version = db::members::membership(pool, chat_id.get(), caller.user_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         let last = db::chats::last_seq(pool, chat_id.get())
             .await?
-            .ok_or_else(|| Error::chat_not_found(chat_id))?;
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         self.hub.note_last_seq(chat_id, last);
         let start_seq = match start.since {
             Some(since) => db::messages::seq_at(pool, chat_id.get(), since.get()).await?,

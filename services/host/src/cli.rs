@@ -1,0 +1,34 @@
+//! What both services' command lines share: the commands every service
+//! has, and the runtime their `main` runs on.
+
+use std::future::Future;
+
+/// The commands of every service.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Common {
+    /// Serve gRPC, REST and metrics (the default).
+    Serve,
+    /// Exit 0 if this service's gRPC server (at its _GRPC_ADDR) reports
+    /// SERVING (for container health checks).
+    Healthcheck,
+}
+
+/// A service's `main`: logs, a multi-threaded runtime, and `run` on it to
+/// its end.
+pub fn main<F>(run: impl FnOnce() -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let _logs = crate::telemetry::init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+/// The `healthcheck` command: asks the server at `addr_var` (or at
+/// `default_addr` when unset) whether it is serving.
+pub async fn healthcheck(addr_var: &str, default_addr: &str) -> anyhow::Result<()> {
+    let addr = std::env::var(addr_var).unwrap_or_else(|_| default_addr.to_owned());
+    crate::health::probe(addr.parse()?).await
+}
