@@ -16,7 +16,10 @@
 //! - [`process`]: the services as real processes, for `kill -9`.
 //! - [`nats`]: a real NATS server, for chat's fan-out over NATS.
 //! - [`snapshot`]: wire values as JSON for insta snapshots.
+//! - [`sweep`]: the hostile-input sweep's generator, codec and tally.
+//! - [`fixtures`]: arrangements many tests start from (`two_members()`).
 
+pub mod fixtures;
 pub mod grpc_web;
 pub mod http;
 pub mod nats;
@@ -25,3 +28,4 @@ pub mod postgres;
 pub mod process;
 pub mod services;
 pub mod snapshot;
+pub mod sweep;

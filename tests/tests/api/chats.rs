@@ -6,6 +6,7 @@ use std::time::Duration;
 use api::auth::v1 as auth_pb;
 use api::chat::v1 as pb;
 use serde_json::json;
+use tests::fixtures::{TwoMembers, two_members};
 use tests::services::{TestAuth, TestChat, with_token};
 use tests::snapshot;
 use tokio_stream::StreamExt as _;
@@ -237,11 +238,13 @@ async fn every_rpc_refuses_missing_garbage_and_expired_tokens() {
 
 #[tokio::test]
 async fn a_deleted_users_token_is_refused_at_once() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
 
     auth.users()
         .delete(ada.request(auth_pb::DeleteRequest { id: ada.id }))
@@ -259,11 +262,13 @@ async fn a_deleted_users_token_is_refused_at_once() {
 
 #[tokio::test]
 async fn a_role_without_a_rule_is_denied_as_auth_says() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
     sqlx::query("delete from access_rules where endpoint = '/chat.v1.ChatService/SendMessage' and role = 'user'")
         .execute(&auth.db)
         .await
@@ -291,11 +296,13 @@ async fn a_role_without_a_rule_is_denied_as_auth_says() {
 
 #[tokio::test]
 async fn with_auth_down_every_call_is_unavailable() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
 
     auth.stop().await;
 
@@ -433,11 +440,13 @@ async fn only_the_creator_or_an_admin_deletes_a_chat() {
 
 #[tokio::test]
 async fn a_message_is_from_the_caller_whatever_the_request_says() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada: _,
+        grace,
+        chat_id,
+    } = two_members().await;
 
     let message = chat.send(&grace, chat_id, "hello, ada").await;
 
@@ -452,11 +461,13 @@ async fn a_message_is_from_the_caller_whatever_the_request_says() {
 
 #[tokio::test]
 async fn message_input_is_validated() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
     let cases = [
         ("empty text", send(chat_id, "", "")),
         ("blank text", send(chat_id, " \n ", "")),
@@ -483,11 +494,13 @@ async fn message_input_is_validated() {
 
 #[tokio::test]
 async fn a_retried_send_returns_the_first_message_and_stores_nothing_new() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
 
     let first = chat
         .chats()
@@ -516,11 +529,13 @@ async fn a_retried_send_returns_the_first_message_and_stores_nothing_new() {
 
 #[tokio::test]
 async fn a_key_reused_for_other_content_is_refused_naming_the_key() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
     chat.chats()
         .send_message(ada.request(send(chat_id, "pay 10", "key-1")))
         .await
@@ -547,11 +562,13 @@ async fn a_key_reused_for_other_content_is_refused_naming_the_key() {
 
 #[tokio::test]
 async fn concurrent_retries_store_one_message() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
 
     let sends = (0..10).map(|_| {
         let mut chats = chat.chats();
@@ -589,11 +606,13 @@ async fn concurrent_retries_store_one_message() {
 
 #[tokio::test]
 async fn a_retry_from_someone_no_longer_a_member_is_not_answered() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada: _,
+        grace,
+        chat_id,
+    } = two_members().await;
     chat.chats()
         .send_message(grace.request(send(chat_id, "hello", "key-1")))
         .await
@@ -615,11 +634,13 @@ async fn a_retry_from_someone_no_longer_a_member_is_not_answered() {
 
 #[tokio::test]
 async fn history_pages_newest_first_and_ignores_messages_sent_meanwhile() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
     for n in 1..=7 {
         chat.send(&ada, chat_id, &format!("m{n}")).await;
     }
@@ -663,11 +684,13 @@ async fn history_pages_newest_first_and_ignores_messages_sent_meanwhile() {
 
 #[tokio::test]
 async fn an_empty_chat_lists_no_messages() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
     let page = chat
         .chats()
         .list_messages(ada.request(pb::ListMessagesRequest {

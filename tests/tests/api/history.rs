@@ -4,15 +4,17 @@
 use std::time::{Duration, Instant};
 
 use api::chat::v1 as pb;
-use tests::services::{TestAuth, TestChat};
+use tests::fixtures::{TwoMembers, two_members};
 
 #[tokio::test]
 async fn a_page_of_history_is_an_index_scan_among_a_million_messages() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
 
     // A million messages over a hundred chats, ours among them, written
     // straight into the table (no notifications: nobody is listening).

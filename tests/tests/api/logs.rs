@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tests::fixtures::{TwoMembers, two_members};
 use tests::services::{TestAuth, TestChat};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -87,11 +88,13 @@ fn with_request_id<T>(mut request: tonic::Request<T>) -> (tonic::Request<T>, Str
 #[tokio::test]
 async fn a_chat_call_and_its_access_check_share_a_request_id() {
     let _ = captured();
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
     let send = || api::chat::v1::SendMessageRequest {
         chat_id,
         text: "traced".into(),

@@ -1,8 +1,9 @@
 //! The Prometheus endpoints reflect the calls made.
 
 use api::auth::v1 as pb;
+use tests::fixtures::{TwoMembers, two_members};
 use tests::http::request;
-use tests::services::{TestAuth, TestChat};
+use tests::services::TestAuth;
 
 /// The value of the sample `name{labels}` in a scrape, if present.
 fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -81,11 +82,13 @@ async fn auth_metrics_count_rpcs_by_code_and_logins_by_result() {
 
 #[tokio::test]
 async fn chat_metrics_count_messages_and_open_streams() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
     let stream = chat
         .chats()
         .connect_chat(grace.request(api::chat::v1::ConnectChatRequest {

@@ -153,7 +153,7 @@ async fn a_body_that_does_not_decode_is_an_invalid_argument_in_both_services() {
             .unary::<_, bytes::Bytes, _>(
                 request,
                 tonic::codegen::http::uri::PathAndQuery::from_static(path),
-                crate::sweep::RawCodec,
+                tests::sweep::RawCodec,
             )
             .await
             .expect_err("not a request message");

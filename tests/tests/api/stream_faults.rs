@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use api::chat::v1 as pb;
 use sqlx::Connection as _;
+use tests::fixtures::{TwoMembers, two_members};
 use tests::http::request;
 use tests::outage::{Relay, server_of};
 use tests::services::{TestAuth, TestChat, TestUser, eventually};
@@ -185,11 +186,13 @@ async fn terminate_listener(database_url: &str) {
 
 #[tokio::test]
 async fn a_message_committed_while_the_listener_is_terminated_still_arrives_in_a_quiet_chat() {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
     let mut stream = connect(&chat, &grace, chat_id, None).await;
 
     terminate_listener(&chat.database_url).await;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use api::chat::v1 as pb;
+use tests::fixtures::{TwoMembers, two_members};
 use tests::services::{TestAuth, TestChat, TestUser};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
@@ -52,11 +53,13 @@ pub(crate) async fn end_of(
 }
 
 pub(crate) async fn a_chat() -> (TestAuth, TestChat, TestUser, TestUser, i64) {
-    let auth = TestAuth::spawn().await;
-    let chat = TestChat::spawn(&auth).await;
-    let ada = auth.register("ada").await;
-    let grace = auth.register("grace").await;
-    let chat_id = chat.create_chat(&ada, &[&grace]).await;
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
     (auth, chat, ada, grace, chat_id)
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::rules::{Role, check_manage, role_of};
+use super::rules::{Role, lock_to_manage, role_of};
 use super::{App, Forwarded, Page};
 use crate::db;
 use crate::db::chats::{ChatRow, Listed};
@@ -159,15 +159,7 @@ impl App {
     ) -> Result<ChatView> {
         let chat_id = rename.chat_id;
         let mut tx = self.pool.begin().await?;
-        let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
-            .await?
-            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
-        check_manage(
-            chat_id,
-            UserId::new(chat.created_by),
-            chat.caller_is_member,
-            caller,
-        )?;
+        lock_to_manage(&mut tx, chat_id, caller).await?;
         db::chats::rename(&mut *tx, chat_id.get(), rename.title.as_str()).await?;
         tx.commit().await?;
         tracing::info!("chat renamed");

@@ -2,7 +2,7 @@
 //! chat's creator role passes on when its creator leaves, and a chat whose
 //! last member left is deleted.
 
-use super::rules::check_manage;
+use super::rules::{check_manage, lock_to_manage};
 use super::{App, Forwarded};
 use crate::db;
 use crate::domain::{Caller, ChatId, UserId, Usernames};
@@ -49,15 +49,7 @@ impl App {
         // Asked again under the chat's lock: the chat may have gone, or the
         // caller lost the right, while auth was asked.
         let mut tx = self.pool.begin().await?;
-        let chat = db::members::lock(&mut tx, chat_id.get(), caller.user_id.get())
-            .await?
-            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
-        check_manage(
-            chat_id,
-            UserId::new(chat.created_by),
-            chat.caller_is_member,
-            caller,
-        )?;
+        let chat = lock_to_manage(&mut tx, chat_id, caller).await?;
         let added = db::members::add(&mut tx, chat_id.get(), &user_ids).await?;
         if chat.member_count + added.len() as i64 > MAX_MEMBERS {
             return Err(Error::FailedPrecondition(format!(

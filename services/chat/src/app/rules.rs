@@ -1,6 +1,10 @@
 //! Who may do what to a chat. Members only: to anyone else a chat does not
 //! exist (`NOT_FOUND`), so chat ids cannot be probed.
 
+use sqlx::PgConnection;
+
+use crate::db;
+use crate::db::members::Locked;
 use crate::domain::{Caller, ChatId, UserId};
 use crate::error::Error;
 
@@ -30,6 +34,25 @@ pub(crate) fn check_manage(
         ));
     }
     Ok(())
+}
+
+/// Locks the chat's row for a change of its title or members, and refuses
+/// a caller who may not make one; the chat as the lock found it.
+pub(crate) async fn lock_to_manage(
+    tx: &mut PgConnection,
+    chat_id: ChatId,
+    caller: &Caller,
+) -> Result<Locked, Error> {
+    let chat = db::members::lock(tx, chat_id.get(), caller.user_id.get())
+        .await?
+        .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
+    check_manage(
+        chat_id,
+        UserId::new(chat.created_by),
+        chat.caller_is_member,
+        caller,
+    )?;
+    Ok(chat)
 }
 
 /// The caller's role in a chat, given whether they are a member.
