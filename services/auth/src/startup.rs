@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 
 use crate::access::{AccessPolicy, sync};
+use crate::app::App;
 use crate::config::Config;
-use crate::grpc::State;
 use crate::grpc::access_service::AccessApi;
 use crate::grpc::auth_service::AuthApi;
 use crate::grpc::guard::Guarded;
@@ -31,7 +31,7 @@ use crate::{MIGRATOR, bootstrap, db};
 
 pub struct Application {
     host: Host,
-    state: Arc<State>,
+    state: Arc<App>,
     /// The tasks keeping the access policy current and pruning; stopped
     /// with the server.
     background: Vec<JoinHandle<()>>,
@@ -90,7 +90,7 @@ impl Application {
             tracing::info!(name = admin.name, "bootstrap admin created");
         }
 
-        let state = Arc::new(State {
+        let state = Arc::new(App {
             pool: pool.clone(),
             passwords,
             policy: policy.clone(),

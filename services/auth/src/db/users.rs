@@ -21,8 +21,6 @@ pub struct UserRow {
 #[derive(Debug)]
 pub struct LoginCandidate {
     pub id: i64,
-    pub name: String,
-    pub role: String,
     pub token_version: i64,
     pub password_hash: String,
 }
@@ -220,7 +218,7 @@ pub async fn login_candidate(
 ) -> Result<Option<LoginCandidate>> {
     Ok(sqlx::query_as!(
         LoginCandidate,
-        "select id, name, role, token_version, password_hash from users where lower(name) = lower($1)",
+        "select id, token_version, password_hash from users where lower(name) = lower($1)",
         name
     )
     .fetch_optional(db)

@@ -13,8 +13,8 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::State;
 use crate::access::{AccessPolicy, Change};
+use crate::app::App;
 use crate::domain::EndpointAddress;
 
 /// Watchers served at once, and from one address; more are refused.
@@ -27,7 +27,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const USERS_PER_MESSAGE: usize = 256;
 
 pub struct AccessApi {
-    state: Arc<State>,
+    state: Arc<App>,
     /// `auth_access_checks_total{result="allowed"}`, resolved once.
     allowed: prometheus::IntCounter,
     watchers: Arc<Semaphore>,
@@ -36,7 +36,7 @@ pub struct AccessApi {
 }
 
 impl AccessApi {
-    pub fn new(state: Arc<State>) -> AccessApi {
+    pub fn new(state: Arc<App>) -> AccessApi {
         AccessApi {
             allowed: state.metrics.access_checks.with_label_values(&["allowed"]),
             state,

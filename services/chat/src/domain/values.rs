@@ -7,15 +7,12 @@ use crate::error::Error;
 pub(crate) struct ChatTitle(String);
 
 impl ChatTitle {
-    pub(crate) fn parse(title: String) -> Result<ChatTitle, Error> {
+    pub(crate) fn parse(field: &'static str, title: String) -> Result<ChatTitle, Error> {
         if title.trim().is_empty() {
-            return Err(Error::invalid("title", "must not be blank"));
+            return Err(Error::invalid(field, "must not be blank"));
         }
         if title.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "title",
-                "must not contain control characters",
-            ));
+            return Err(Error::invalid(field, "must not contain control characters"));
         }
         Ok(ChatTitle(title))
     }
@@ -31,16 +28,16 @@ impl ChatTitle {
 pub(crate) struct MessageText(String);
 
 impl MessageText {
-    pub(crate) fn parse(text: String) -> Result<MessageText, Error> {
+    pub(crate) fn parse(field: &'static str, text: String) -> Result<MessageText, Error> {
         if text.trim().is_empty() {
-            return Err(Error::invalid("text", "must not be blank"));
+            return Err(Error::invalid(field, "must not be blank"));
         }
         if text
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
         {
             return Err(Error::invalid(
-                "text",
+                field,
                 "must not contain control characters other than line breaks and tabs",
             ));
         }
@@ -58,15 +55,12 @@ pub(crate) struct ClientMessageId(String);
 
 impl ClientMessageId {
     /// `None` for an empty key (no idempotency asked for).
-    pub(crate) fn parse(id: String) -> Result<Option<ClientMessageId>, Error> {
+    pub(crate) fn parse(field: &'static str, id: String) -> Result<Option<ClientMessageId>, Error> {
         if id.is_empty() {
             return Ok(None);
         }
         if id.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "client_message_id",
-                "must not contain control characters",
-            ));
+            return Err(Error::invalid(field, "must not contain control characters"));
         }
         Ok(Some(ClientMessageId(id)))
     }
@@ -83,15 +77,15 @@ impl ClientMessageId {
 pub(crate) struct Usernames(Vec<String>);
 
 impl Usernames {
-    pub(crate) fn parse(names: Vec<String>) -> Result<Usernames, Error> {
+    pub(crate) fn parse(field: &'static str, names: Vec<String>) -> Result<Usernames, Error> {
         match names
             .iter()
             .position(|name| name.chars().any(char::is_control))
         {
-            Some(i) => Err(Error::InvalidArgument {
-                field: format!("usernames[{i}]").into(),
-                description: "must not contain control characters".into(),
-            }),
+            Some(i) => Err(Error::invalid_owned(
+                format!("{field}[{i}]"),
+                "must not contain control characters",
+            )),
             None => Ok(Usernames(names)),
         }
     }
@@ -108,27 +102,28 @@ mod tests {
     #[test]
     fn keys_and_names_refuse_control_characters() {
         assert!(
-            ClientMessageId::parse(String::new())
+            ClientMessageId::parse("client_message_id", String::new())
                 .expect("empty is none")
                 .is_none()
         );
         assert!(
-            ClientMessageId::parse("m-1".into())
+            ClientMessageId::parse("client_message_id", "m-1".into())
                 .expect("valid")
                 .is_some()
         );
-        assert!(ClientMessageId::parse("m\0".into()).is_err());
-        assert!(Usernames::parse(vec!["ada".into(), "grace".into()]).is_ok());
-        let error = Usernames::parse(vec!["ada".into(), "gr\0ace".into()]).expect_err("a NUL");
+        assert!(ClientMessageId::parse("client_message_id", "m\0".into()).is_err());
+        assert!(Usernames::parse("usernames", vec!["ada".into(), "grace".into()]).is_ok());
+        let error =
+            Usernames::parse("usernames", vec!["ada".into(), "gr\0ace".into()]).expect_err("a NUL");
         assert!(error.to_string().contains("usernames[1]"), "{error}");
     }
 
     #[test]
     fn titles_must_be_one_line_of_text() {
-        assert!(ChatTitle::parse("Team".into()).is_ok());
+        assert!(ChatTitle::parse("title", "Team".into()).is_ok());
         for bad in ["", "   ", "two\nlines"] {
             assert!(
-                ChatTitle::parse(bad.into()).is_err(),
+                ChatTitle::parse("title", bad.into()).is_err(),
                 "{bad:?} was accepted"
             );
         }
@@ -136,10 +131,10 @@ mod tests {
 
     #[test]
     fn texts_may_span_lines_but_not_be_blank_or_binary() {
-        assert!(MessageText::parse("hello\nworld\t!".into()).is_ok());
+        assert!(MessageText::parse("text", "hello\nworld\t!".into()).is_ok());
         for bad in ["", " \n ", "bell\u{7}"] {
             assert!(
-                MessageText::parse(bad.into()).is_err(),
+                MessageText::parse("text", bad.into()).is_err(),
                 "{bad:?} was accepted"
             );
         }

@@ -45,8 +45,8 @@ impl TryFrom<pb::CreateRequest> for NewChat {
     fn try_from(request: pb::CreateRequest) -> Result<NewChat, Status> {
         host::invalid::validate(&request)?;
         Ok(NewChat {
-            title: ChatTitle::parse(request.title)?,
-            usernames: Usernames::parse(request.usernames)?,
+            title: ChatTitle::parse("title", request.title)?,
+            usernames: Usernames::parse("usernames", request.usernames)?,
         })
     }
 }
@@ -75,8 +75,11 @@ impl TryFrom<pb::SendMessageRequest> for Outgoing {
     fn try_from(request: pb::SendMessageRequest) -> Result<Outgoing, Status> {
         host::invalid::validate(&request)?;
         Ok(Outgoing {
-            text: MessageText::parse(request.text)?,
-            client_message_id: ClientMessageId::parse(request.client_message_id)?,
+            text: MessageText::parse("text", request.text)?,
+            client_message_id: ClientMessageId::parse(
+                "client_message_id",
+                request.client_message_id,
+            )?,
             chat_id: ChatId::new(request.chat_id),
         })
     }
@@ -128,7 +131,7 @@ impl TryFrom<pb::AddMembersRequest> for NewMembers {
     fn try_from(request: pb::AddMembersRequest) -> Result<NewMembers, Status> {
         host::invalid::validate(&request)?;
         Ok(NewMembers {
-            usernames: Usernames::parse(request.usernames)?,
+            usernames: Usernames::parse("usernames", request.usernames)?,
             chat_id: ChatId::new(request.chat_id),
         })
     }
@@ -152,7 +155,7 @@ impl TryFrom<pb::UpdateChatRequest> for Rename {
     fn try_from(request: pb::UpdateChatRequest) -> Result<Rename, Status> {
         host::invalid::validate(&request)?;
         Ok(Rename {
-            title: ChatTitle::parse(request.title)?,
+            title: ChatTitle::parse("title", request.title)?,
             chat_id: ChatId::new(request.id),
         })
     }

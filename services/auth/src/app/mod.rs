@@ -1,0 +1,34 @@
+//! The application layer: one module per capability, each owning its
+//! transactions, rules and revocations, on typed ids. The wire boundary
+//! ([`crate::grpc`]) converts requests into the values these take, and
+//! answers with what they return.
+
+pub mod accounts;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::AccessPolicy;
+use crate::config::TokenConfig;
+use crate::lockout::Lockout;
+use crate::metrics::AuthMetrics;
+use crate::passwords::PasswordHasher;
+
+/// What every capability works with.
+pub struct App {
+    pub pool: PgPool,
+    pub passwords: PasswordHasher,
+    pub policy: Arc<AccessPolicy>,
+    pub tokens: TokenConfig,
+    pub lockout: Lockout,
+    pub metrics: AuthMetrics,
+    /// Cancelled when the server starts shutting down: watches end.
+    pub shutdown: CancellationToken,
+    /// The SHA-256 of what services present to watch revocations, if any.
+    pub watch_secret: Option<[u8; 32]>,
+    /// A policy older than this is not vouched for by watch heartbeats.
+    pub policy_max_staleness: std::time::Duration,
+}

@@ -1,0 +1,218 @@
+//! Sessions: logins, refresh token rotation with reuse detection (RFC
+//! 9700, section 4.14.2), access tokens and logout.
+
+use secrecy::{ExposeSecret as _, SecretString};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::App;
+use crate::db;
+use crate::domain::{LoginName, Password, Role, UserId};
+use crate::error::{Error, Limit, Result};
+use crate::lockout::Verdict;
+use crate::tokens::access::Principal;
+use crate::tokens::refresh;
+
+/// The same words for an unknown name and a wrong password, so that
+/// neither tells which names exist.
+const BAD_CREDENTIALS: &str = "wrong user name or password";
+
+/// What a login presents.
+pub struct Credentials {
+    pub name: LoginName,
+    pub password: Password,
+}
+
+/// A refresh token as presented, kept only as its digest.
+pub struct PresentedToken(pub Vec<u8>);
+
+/// The tokens a login starts a session with.
+pub struct Session {
+    pub refresh_token: SecretString,
+    pub access_token: String,
+}
+
+impl App {
+    /// Logs in: a new refresh token family and an access token. Known name
+    /// or not, the same statements, the same hash work and the same count
+    /// against the name's limit.
+    pub async fn login(&self, credentials: Credentials) -> Result<Session> {
+        let Credentials { name, password } = credentials;
+        let check = {
+            let (pool, passwords, name) = (self.pool.clone(), self.passwords.clone(), name.clone());
+            async move {
+                let user = db::users::login_candidate(&pool, name.as_str()).await?;
+                let right = passwords
+                    .verify(
+                        &password,
+                        user.as_ref().map(|user| user.password_hash.as_str()),
+                    )
+                    .await?;
+                Ok(match user {
+                    Some(user) if right => Verdict::Right(user),
+                    _ => Verdict::Wrong,
+                })
+            }
+        };
+        let user = match self.lockout.attempt(name.as_str(), check).await {
+            Ok(Verdict::Right(user)) => user,
+            Ok(Verdict::Wrong) => {
+                tracing::warn!(
+                    security_event = "login_failed",
+                    "login refused: wrong user name or password"
+                );
+                self.metrics
+                    .logins
+                    .with_label_values(&["wrong_credentials"])
+                    .inc();
+                return Err(Error::unauthenticated(BAD_CREDENTIALS));
+            }
+            Err(
+                error @ Error::ResourceExhausted {
+                    limit: Limit::Lockout,
+                    ..
+                },
+            ) => {
+                tracing::warn!(
+                    security_event = "login_locked",
+                    "login refused: too many failures"
+                );
+                self.metrics.logins.with_label_values(&["locked"]).inc();
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        tracing::Span::current().record("user_id", user.id);
+
+        // The family starts only if the user's token version is still the
+        // one read before the hash: a password change, role change or
+        // deletion meanwhile ends the login here.
+        let family_id = Uuid::new_v4();
+        let (token, digest) = refresh::generate();
+        let mut tx = self.pool.begin().await?;
+        let Some(started) = db::refresh_families::start(
+            &mut *tx,
+            family_id,
+            user.id,
+            user.token_version,
+            self.family_expiry()?,
+        )
+        .await?
+        else {
+            return Err(Error::unauthenticated(
+                "the account changed while logging in; log in again",
+            ));
+        };
+        db::refresh_tokens::insert(&mut *tx, &digest, family_id, self.refresh_expiry()?).await?;
+        tx.commit().await?;
+
+        let principal = principal(user.id, started.name, &started.role, user.token_version)?;
+        let access_token = self.policy.tokens().issue(&principal)?;
+        self.metrics.logins.with_label_values(&["success"]).inc();
+        tracing::info!("logged in");
+        Ok(Session {
+            refresh_token: token,
+            access_token,
+        })
+    }
+
+    /// Retires the presented refresh token and issues its successor in the
+    /// same family.
+    pub async fn rotate(&self, presented: PresentedToken) -> Result<SecretString> {
+        let mut tx = self.pool.begin().await?;
+        let Some(retired) = db::refresh_tokens::retire_if_usable(&mut *tx, &presented.0).await?
+        else {
+            drop(tx);
+            return Err(self.refuse_inactive(&presented.0).await);
+        };
+        tracing::Span::current().record("user_id", retired.user_id);
+        let (token, digest) = refresh::generate();
+        db::refresh_tokens::insert(&mut *tx, &digest, retired.family_id, self.refresh_expiry()?)
+            .await?;
+        tx.commit().await?;
+        self.metrics.refresh_tokens_rotated.inc();
+        Ok(token)
+    }
+
+    /// An access token for the owner of a usable refresh token, with the
+    /// user's role and version as they are now, not at login.
+    pub async fn access_token(&self, presented: PresentedToken) -> Result<String> {
+        let Some(owner) = db::refresh_tokens::usable_owner(&self.pool, &presented.0).await? else {
+            return Err(self.refuse_inactive(&presented.0).await);
+        };
+        tracing::Span::current().record("user_id", owner.user_id);
+        let principal = principal(owner.user_id, owner.name, &owner.role, owner.token_version)?;
+        self.policy.tokens().issue(&principal)
+    }
+
+    /// Ends the presented token's family.
+    pub async fn logout(&self, presented: PresentedToken) -> Result<()> {
+        let token = db::refresh_tokens::state(&self.pool, &presented.0)
+            .await?
+            .ok_or_else(|| Error::unauthenticated("refresh token is invalid"))?;
+        tracing::Span::current().record("user_id", token.user_id);
+        db::refresh_families::revoke(&self.pool, token.family_id).await?;
+        tracing::info!("logged out");
+        Ok(())
+    }
+
+    /// When a family started now must end, however often it rotates.
+    fn family_expiry(&self) -> Result<OffsetDateTime> {
+        let ttl = time::Duration::try_from(self.tokens.family_ttl).map_err(anyhow::Error::from)?;
+        Ok(OffsetDateTime::now_utc() + ttl)
+    }
+
+    fn refresh_expiry(&self) -> Result<OffsetDateTime> {
+        let ttl = time::Duration::try_from(self.tokens.refresh_ttl).map_err(anyhow::Error::from)?;
+        Ok(OffsetDateTime::now_utc() + ttl)
+    }
+
+    /// Why a refresh token that is not active is refused. A retired token
+    /// presented again means it leaked, or its successor did: the whole
+    /// family is revoked.
+    async fn refuse_inactive(&self, presented: &[u8]) -> Error {
+        let state = match db::refresh_tokens::state(&self.pool, presented).await {
+            Ok(state) => state,
+            Err(error) => return error,
+        };
+        match state {
+            None => Error::unauthenticated("refresh token is invalid"),
+            Some(token) if token.retired && !token.revoked => {
+                if let Err(error) = db::refresh_families::revoke(&self.pool, token.family_id).await
+                {
+                    return error;
+                }
+                self.metrics.refresh_token_reuse.inc();
+                tracing::warn!(
+                    security_event = "refresh_token_reuse",
+                    user_id = token.user_id,
+                    family_id = %token.family_id,
+                    "a retired refresh token was presented again; its family is revoked"
+                );
+                Error::unauthenticated(
+                    "refresh token was already used; the session has been revoked",
+                )
+            }
+            Some(token) if token.revoked => {
+                Error::unauthenticated("refresh token has been revoked")
+            }
+            Some(_) => Error::unauthenticated("refresh token expired"),
+        }
+    }
+}
+
+fn principal(user_id: i64, name: String, role: &str, token_version: i64) -> Result<Principal> {
+    Ok(Principal {
+        user_id: UserId(user_id),
+        name,
+        role: Role::from_db(role)
+            .ok_or_else(|| anyhow::anyhow!("user {user_id} has unknown role {role:?}"))?,
+        token_version,
+        expires_at: 0,
+    })
+}
+
+/// The secret of a refresh token, as the wire carries it.
+pub fn expose(token: &SecretString) -> String {
+    token.expose_secret().to_owned()
+}
