@@ -312,3 +312,55 @@ async fn chats_are_listed_read_changed_and_left_over_chats_own_rest_port() {
     .await;
     assert_eq!(gone.status, 404, "{}", gone.body);
 }
+
+#[tokio::test]
+async fn a_path_variable_cannot_be_overridden_from_the_query_string() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let linus = auth.register("linus").await;
+    let adas = chat.create_chat(&ada, &[&linus]).await;
+    let graces = chat.create_chat(&grace, &[&linus]).await;
+    chat.send(&grace, graces, "grace's words").await;
+
+    // The path names ada's chat, which grace is not in; a query parameter
+    // naming grace's own chat, by either of its names, changes nothing.
+    for field in ["chatId", "chat_id"] {
+        let read = request(
+            chat.http_addr,
+            "GET",
+            &format!("/v1/chats/{adas}/messages?{field}={graces}"),
+            Some(&grace.access_token),
+            None,
+        )
+        .await;
+        assert_eq!(read.status, 404, "{field}: {}", read.body);
+    }
+    // And a removal removes whom the path names, or nobody.
+    let removed = request(
+        chat.http_addr,
+        "DELETE",
+        &format!(
+            "/v1/chats/{graces}/members/{}?userId={}",
+            grace.id, linus.id
+        ),
+        Some(&grace.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let members: Vec<i64> = chat
+        .chats()
+        .get_chat(linus.request(api::chat::v1::GetChatRequest { id: graces }))
+        .await
+        .expect("grace's chat, as linus")
+        .into_inner()
+        .chat
+        .expect("a chat")
+        .members
+        .iter()
+        .map(|member| member.user_id)
+        .collect();
+    assert_eq!(members, vec![linus.id], "the query string chose who left");
+}

@@ -194,9 +194,6 @@ impl Gateway {
                 }
             }
         };
-        for (field, value) in &bound {
-            set_from_text(&mut message, field, value).map_err(bad_request)?;
-        }
         if matches!(route.body, BodyRule::None)
             && let Some(query) = parts.uri.query()
         {
@@ -206,6 +203,12 @@ impl Gateway {
                 }
                 set_from_text(&mut message, &field, &value).map_err(bad_request)?;
             }
+        }
+        // The path wins, as in grpc-gateway: set last, whichever name (the
+        // proto's or its JSON form) a query parameter gave the same field,
+        // so that a proxy, an audit log or a firewall can trust the path.
+        for (field, value) in &bound {
+            set_from_text(&mut message, field, value).map_err(bad_request)?;
         }
 
         let grpc_request = grpc_request(&route.grpc_path, &parts.headers, &message.encode_to_vec())
