@@ -16,6 +16,9 @@ pub(crate) struct ChatMetrics {
     /// whether their user is still one: one per chat and change, not one
     /// per stream.
     pub(crate) membership_reads: IntCounter,
+    /// Deletions and removals heard on the bus that the database did not
+    /// confirm: forged, or a bug.
+    pub(crate) unconfirmed_announcements: IntCounter,
 }
 
 impl ChatMetrics {
@@ -38,12 +41,17 @@ impl ChatMetrics {
                 "chat_membership_reads_total",
                 "Reads of a chat's members after they changed, shared by its streams.",
             )?,
+            unconfirmed_announcements: IntCounter::new(
+                "chat_unconfirmed_announcements_total",
+                "Deletions and removals heard on the fan-out bus that the database did not confirm, and so ignored.",
+            )?,
         };
         registry.register(Box::new(metrics.messages_sent.clone()))?;
         registry.register(Box::new(metrics.fanout_connected.clone()))?;
         registry.register(Box::new(metrics.open_streams.clone()))?;
         registry.register(Box::new(metrics.watched_chats.clone()))?;
         registry.register(Box::new(metrics.membership_reads.clone()))?;
+        registry.register(Box::new(metrics.unconfirmed_announcements.clone()))?;
         Ok(metrics)
     }
 }

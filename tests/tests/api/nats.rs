@@ -139,3 +139,44 @@ async fn with_nats_gone_streams_get_other_replicas_messages_from_the_database() 
         );
     }
 }
+
+#[tokio::test]
+async fn forged_announcements_on_the_bus_end_no_stream() {
+    let nats = NatsServer::start();
+    let (_auth, first, _second, ada, grace, chat_id) = two_replicas(nats_only(&nats)).await;
+    let mut stream = connect(&first, &grace, chat_id, None).await;
+    let before = first.send(&ada, chat_id, "before").await;
+    assert_eq!(next_message(&mut stream).await, before);
+
+    // Anyone who can publish on NATS says the chat is gone, and that grace
+    // was removed; the database says otherwise.
+    let bus = async_nats::connect(nats.url())
+        .await
+        .expect("a NATS client");
+    let subject = format!("chat.events.{chat_id}");
+    for payload in [
+        format!("deleted:{chat_id}"),
+        format!("removed:{chat_id}:{}:{}", grace.id, i64::MAX),
+    ] {
+        bus.publish(subject.clone(), payload.into())
+            .await
+            .expect("publishing");
+    }
+    bus.flush().await.expect("flushing");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let after = first.send(&ada, chat_id, "after").await;
+    assert_eq!(
+        next_message(&mut stream).await,
+        after,
+        "a forged announcement ended the stream"
+    );
+    let scrape = tests::http::request(first.metrics_addr, "GET", "/metrics", None, None).await;
+    assert!(
+        scrape
+            .body
+            .contains("chat_unconfirmed_announcements_total 2"),
+        "{}",
+        scrape.body
+    );
+}

@@ -69,6 +69,9 @@ pub(crate) struct Hub {
     outbox: Outbox,
     poll_every: Duration,
     membership_reads: IntCounter,
+    /// Deletions and removals heard on the bus that the database did not
+    /// confirm.
+    unconfirmed: IntCounter,
 }
 
 impl Hub {
@@ -98,6 +101,7 @@ impl Hub {
             outbox: Outbox::new(announcer),
             poll_every: config.fanout_poll,
             membership_reads: metrics.membership_reads.clone(),
+            unconfirmed: metrics.unconfirmed_announcements.clone(),
         });
         let task = tokio::spawn({
             let hub = hub.clone();

@@ -158,23 +158,69 @@ impl Hub {
                     .await;
                 }
                 Heard::Announcement(Announcement::Deleted { chat_id }) => {
-                    self.publish(ChatId::new(chat_id), Event::Deleted);
+                    self.confirm_deletion(&pool, ChatId::new(chat_id)).await;
                 }
                 Heard::Announcement(Announcement::Removed {
                     chat_id,
                     user_id,
                     version,
                 }) => {
-                    self.publish(
+                    self.confirm_removal(
+                        &pool,
                         ChatId::new(chat_id),
-                        Event::Removed {
-                            user_id: UserId::new(user_id),
-                            version,
-                        },
-                    );
+                        UserId::new(user_id),
+                        version,
+                    )
+                    .await;
                 }
             }
         }
         tracing::error!("the chat event bus closed");
+    }
+
+    /// The bus is a hint, never an authority: whoever can publish on it
+    /// could otherwise end any chat's streams. A deletion heard ends the
+    /// chat's streams here only once the database has no such chat; if the
+    /// database cannot be asked, the poll finds a real deletion later.
+    async fn confirm_deletion(&self, pool: &PgPool, chat_id: ChatId) {
+        if !self.chats().contains_key(&chat_id) {
+            return;
+        }
+        match db::chats::last_seq(pool, chat_id.get()).await {
+            Ok(None) => self.publish(chat_id, Event::Deleted),
+            Ok(Some(_)) => {
+                self.unconfirmed.inc();
+                tracing::warn!(
+                    chat_id = chat_id.get(),
+                    "a deletion announced on the bus is not in the database; ignored"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, chat_id = chat_id.get(), "confirming an announced deletion failed; the poll will find it");
+            }
+        }
+    }
+
+    /// A removal heard ends the user's streams of the chat here only once
+    /// the database says they are no longer a member; a member who was
+    /// added again since keeps their streams.
+    async fn confirm_removal(&self, pool: &PgPool, chat_id: ChatId, user_id: UserId, version: i64) {
+        if !self.chats().contains_key(&chat_id) {
+            return;
+        }
+        match db::members::membership(pool, chat_id.get(), user_id.get()).await {
+            Ok(None) => self.publish(chat_id, Event::Removed { user_id, version }),
+            Ok(Some(_)) => {
+                self.unconfirmed.inc();
+                tracing::warn!(
+                    chat_id = chat_id.get(),
+                    user_id = user_id.get(),
+                    "a removal announced on the bus is not in the database; ignored"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, chat_id = chat_id.get(), "confirming an announced removal failed; the poll will find it");
+            }
+        }
     }
 }
