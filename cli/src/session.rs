@@ -138,18 +138,26 @@ impl Client {
     }
 }
 
-/// Writes a file only its owner may read: it holds tokens.
+/// Writes a file only its owner may read: it holds tokens. The bytes go to
+/// a new file made with that mode, which then replaces the old one: a file
+/// left readable by others (made by hand, or by an older chatctl) is
+/// tightened too, and a crash mid-write leaves the old session whole.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let staged = path.with_extension("json.new");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .open(&staged)
+        .with_context(|| format!("writing {}", staged.display()))?;
+    // A file staged earlier and left behind keeps its old mode: set it.
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&staged, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

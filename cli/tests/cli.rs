@@ -192,6 +192,39 @@ async fn an_expiring_access_token_is_refreshed_and_the_session_kept() {
     );
 }
 
+#[tokio::test]
+async fn a_session_file_readable_by_others_is_made_private_again() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let dir = temp_dir("private");
+    let cli = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &dir,
+    };
+    cli.ok(&["register", "ada", "ada@example.com"]).await;
+    cli.ok(&["login", "ada"]).await;
+    let file = dir.join("session.json");
+    let mode = |file: &Path| {
+        std::fs::metadata(file)
+            .expect("the session file")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&file), 0o600);
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+        .expect("loosening the file");
+    cli.ok(&["login", "ada"]).await;
+    assert_eq!(
+        mode(&file),
+        0o600,
+        "the session file stayed readable by others"
+    );
+}
+
 /// Two logged-in users and a chat between them; the chat's id.
 async fn two_users_and_a_chat<'a>(ada: &Cli<'a>, grace: &Cli<'a>) -> String {
     ada.ok(&["register", "ada", "ada@example.com"]).await;
