@@ -256,7 +256,9 @@ async fn printed_messages_cannot_forge_lines_in_another_terminal() {
     };
     let chat_id = two_users_and_a_chat(&ada, &grace).await;
 
-    ada.ok(&["chat", "send", &chat_id, "\r#99 admin: hi\u{202e}"])
+    // The server keeps a bidi override only when the message closes it;
+    // chatctl shows neither as a control character.
+    ada.ok(&["chat", "send", &chat_id, "\r#99 admin: hi\u{202e}x\u{202c}"])
         .await;
 
     let history = grace.ok(&["chat", "history", &chat_id]).await;
@@ -267,7 +269,7 @@ async fn printed_messages_cannot_forge_lines_in_another_terminal() {
     assert!(
         history
             .trim_end()
-            .ends_with("ada: \\r#99 admin: hi\\u{202e}"),
+            .ends_with("ada: \\r#99 admin: hi\\u{202e}x\\u{202c}"),
         "{history:?}"
     );
     assert_eq!(history.lines().count(), 1, "{history:?}");

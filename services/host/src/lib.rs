@@ -25,6 +25,8 @@
 //! - [`page_token`]: opaque keyset pagination tokens.
 //! - [`shutdown`]: the signal that starts a graceful shutdown.
 //! - [`telemetry`]: log output.
+//! - [`text`]: characters a name or title may not hide, and bidi controls
+//!   a message may not leave open.
 
 pub mod cli;
 pub mod config;
@@ -42,3 +44,4 @@ pub mod reflection;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;

@@ -789,3 +789,43 @@ async fn a_chat_finds_every_member_auth_finds_whatever_the_case() {
         }
     }
 }
+
+#[tokio::test]
+async fn titles_and_texts_cannot_hide_characters_or_reorder_what_follows() {
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
+    for title in ["Team\u{200B}", "\u{202E}maeT", "Team\u{FEFF}"] {
+        let status = chat
+            .chats()
+            .create(ada.request(pb::CreateRequest {
+                usernames: vec![grace.name.clone()],
+                title: title.into(),
+            }))
+            .await
+            .expect_err(title);
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{title:?}: {status:?}"
+        );
+        assert!(status.message().contains("title"), "{status:?}");
+    }
+    let status = chat
+        .chats()
+        .send_message(ada.request(pb::SendMessageRequest {
+            chat_id,
+            text: "runs \u{202E}past the end".into(),
+            client_message_id: String::new(),
+        }))
+        .await
+        .expect_err("an open override");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // What languages need stays: joiners, and overrides closed in the text.
+    let kept = "👩\u{200D}💻 می\u{200C}خواهم \u{202E}olleh\u{202C}";
+    assert_eq!(chat.send(&ada, chat_id, kept).await.text, kept);
+}

@@ -619,3 +619,48 @@ async fn usernames_resolve_to_ids_regardless_of_case() {
         .expect_err("duplicate names");
     assert_eq!(duplicates.code(), Code::InvalidArgument);
 }
+
+/// The field a status's `BadRequest` detail names.
+fn violated_field(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .and_then(|details| details.field_violations.first().map(|v| v.field.clone()))
+}
+
+#[tokio::test]
+async fn names_that_hide_characters_cannot_pass_for_another() {
+    let auth = TestAuth::spawn().await;
+    let grace = auth.register("grace").await;
+    for name in [
+        "grace\u{200B}",
+        "grace\u{202E}",
+        "\u{2066}grace",
+        "grace\u{3164}",
+    ] {
+        let status = auth
+            .users()
+            .create(pb::CreateRequest {
+                email: "someone@example.com".into(),
+                ..registration(name)
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(status.code(), Code::InvalidArgument, "{name:?}: {status:?}");
+        assert_eq!(violated_field(&status).as_deref(), Some("name"), "{name:?}");
+        let renamed = auth
+            .users()
+            .update(grace.request(pb::UpdateRequest {
+                id: grace.id,
+                name: Some(name.into()),
+                ..Default::default()
+            }))
+            .await
+            .expect_err(name);
+        assert_eq!(
+            renamed.code(),
+            Code::InvalidArgument,
+            "{name:?}: {renamed:?}"
+        );
+    }
+}

@@ -25,6 +25,13 @@ impl UserName {
         if name.chars().any(char::is_control) {
             return Err(Error::invalid(field, "must not contain control characters"));
         }
+        // A name that hides a character could pass for another.
+        if let Some(hidden) = host::text::hidden_char(&name) {
+            return Err(Error::invalid(
+                field,
+                host::text::hidden_char_description(hidden),
+            ));
+        }
         Ok(UserName(name))
     }
 
@@ -78,6 +85,14 @@ mod tests {
                 LoginName::parse("username", name.into()).is_err(),
                 "{name:?} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn names_that_hide_characters_are_refused() {
+        for name in ["admin\u{200B}", "grace\u{202E}", "ada\u{3164}"] {
+            let error = UserName::parse("name", name.into()).expect_err(name);
+            assert!(error.to_string().contains("invalid name"), "{error}");
         }
     }
 

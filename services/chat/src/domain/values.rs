@@ -14,6 +14,13 @@ impl ChatTitle {
         if title.chars().any(char::is_control) {
             return Err(Error::invalid(field, "must not contain control characters"));
         }
+        // A title that hides a character could pass for another chat's.
+        if let Some(hidden) = host::text::hidden_char(&title) {
+            return Err(Error::invalid(
+                field,
+                host::text::hidden_char_description(hidden),
+            ));
+        }
         Ok(ChatTitle(title))
     }
 
@@ -39,6 +46,14 @@ impl MessageText {
             return Err(Error::invalid(
                 field,
                 "must not contain control characters other than line breaks and tabs",
+            ));
+        }
+        // Joiners stay (emoji, Persian); a bidi control left open would
+        // reorder whatever a client shows after the message.
+        if host::text::unbalanced_bidi(&text) {
+            return Err(Error::invalid(
+                field,
+                "must close every bidi embedding, override and isolate it opens",
             ));
         }
         Ok(MessageText(text))
@@ -121,7 +136,7 @@ mod tests {
     #[test]
     fn titles_must_be_one_line_of_text() {
         assert!(ChatTitle::parse("title", "Team".into()).is_ok());
-        for bad in ["", "   ", "two\nlines"] {
+        for bad in ["", "   ", "two\nlines", "Team\u{200B}", "\u{202E}maeT"] {
             assert!(
                 ChatTitle::parse("title", bad.into()).is_err(),
                 "{bad:?} was accepted"
@@ -132,7 +147,8 @@ mod tests {
     #[test]
     fn texts_may_span_lines_but_not_be_blank_or_binary() {
         assert!(MessageText::parse("text", "hello\nworld\t!".into()).is_ok());
-        for bad in ["", " \n ", "bell\u{7}"] {
+        assert!(MessageText::parse("text", "👩\u{200D}💻 \u{202E}ok\u{202C}".into()).is_ok());
+        for bad in ["", " \n ", "bell\u{7}", "runs \u{202E}past the end"] {
             assert!(
                 MessageText::parse("text", bad.into()).is_err(),
                 "{bad:?} was accepted"
