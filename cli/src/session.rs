@@ -141,23 +141,37 @@ impl Client {
 /// Writes a file only its owner may read: it holds tokens. The bytes go to
 /// a new file made with that mode, which then replaces the old one: a file
 /// left readable by others (made by hand, or by an older chatctl) is
-/// tightened too, and a crash mid-write leaves the old session whole.
+/// tightened too, and a crash mid-write leaves the old session whole. A
+/// session file that is a symbolic link is written where it points.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    // Each process stages its own file: two chatctl runs at once never
+    // write into one.
+    let staged = target.with_extension(format!("json.{}.new", std::process::id()));
+    let written = stage(&staged, bytes).and_then(|()| {
+        std::fs::rename(&staged, &target).with_context(|| format!("writing {}", target.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    written
+}
+
+/// `bytes` in a new file at `staged` that only its owner may read.
+fn stage(staged: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let staged = path.with_extension("json.new");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&staged)
+        .open(staged)
         .with_context(|| format!("writing {}", staged.display()))?;
     // A file staged earlier and left behind keeps its old mode: set it.
-    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::set_permissions(staged, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&staged, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

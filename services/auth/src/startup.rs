@@ -153,7 +153,8 @@ impl Application {
             stopping: state.shutdown.clone(),
             essential: Vec::new(),
             background: self.background,
-            on_stop: async move { state.pool.close().await },
+            on_stop: async {},
+            pool: state.pool.clone(),
         };
         self.host.run(shutdown, lifecycle).await
     }

@@ -184,7 +184,7 @@ impl AuthClient {
                 | Code::NotFound
                 | Code::ResourceExhausted
                 | Code::FailedPrecondition
-                | Code::OutOfRange => Error::Upstream(status),
+                | Code::OutOfRange => Error::Upstream(lookup_verdict(&status)),
                 _ => unavailable(&status),
             })?;
         Ok(answer.into_inner())
@@ -243,6 +243,18 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
+}
+
+/// What a client of chat is told of auth's verdict on a lookup made for
+/// it: the code and message, and of the details only an expired token's,
+/// which says a fresh token cures it. Auth's other details name auth's
+/// fields, not the client's.
+fn lookup_verdict(status: &Status) -> Status {
+    use tonic_types::StatusExt as _;
+    match status.get_details_error_info() {
+        Some(info) if info.reason == host::error::TOKEN_EXPIRED => status.clone(),
+        _ => Status::new(status.code(), status.message()),
+    }
 }
 
 #[cfg(test)]

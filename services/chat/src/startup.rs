@@ -112,10 +112,8 @@ impl Application {
             stopping: app.shutdown.clone(),
             essential: vec![("the fan-out of chat events", self.hub_task)],
             background: self.access_tasks,
-            on_stop: async move {
-                app.hub.flush().await;
-                app.pool.close().await;
-            },
+            on_stop: async move { app.hub.flush().await },
+            pool: self.app.pool.clone(),
         };
         self.host.run(shutdown, lifecycle).await
     }

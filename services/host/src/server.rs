@@ -107,8 +107,11 @@ pub struct Lifecycle<F> {
     pub essential: Vec<(&'static str, JoinHandle<()>)>,
     /// Tasks stopped with the server.
     pub background: Vec<JoinHandle<()>>,
-    /// Runs once the servers have stopped: flushing, closing the pool.
+    /// Runs once the servers have stopped, while the tasks still run:
+    /// announcing what is left, say.
     pub on_stop: F,
+    /// Closed last, once the tasks that use it have stopped.
+    pub pool: sqlx::PgPool,
 }
 
 /// A service's edge, bound and ready to serve.
@@ -202,7 +205,7 @@ impl Host {
     /// Serves gRPC, the REST gateway and metrics until `shutdown` resolves
     /// (or an essential task ends), then reports NOT_SERVING, cancels
     /// `stopping`, lets in-flight calls finish within the grace period,
-    /// stops the tasks, runs `on_stop` and returns. An essential
+    /// runs `on_stop`, stops the tasks, closes the pool and returns. An essential
     /// task that ended is an error.
     pub async fn run<F>(
         self,
@@ -217,6 +220,7 @@ impl Host {
             mut essential,
             background,
             on_stop,
+            pool,
         } = lifecycle;
         let name = self.name;
         let health = self.health.clone();
@@ -274,10 +278,11 @@ impl Host {
             stopping.clone().cancelled_owned(),
         );
         let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
+        on_stop.await;
         for task in essential.iter().map(|(_, task)| task).chain(&background) {
             task.abort();
         }
-        on_stop.await;
+        pool.close().await;
         tracing::info!("{name} stopped");
         grpc?;
         http?;
