@@ -75,6 +75,8 @@ pub enum Limit {
     Busy,
     /// A stream whose client stopped reading.
     StalledReader,
+    /// A caller's quota of calls (or of open streams) is used up.
+    Quota,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

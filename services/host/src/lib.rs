@@ -29,6 +29,7 @@
 //!   a message may not leave open.
 
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod database;
 pub mod decoding;
@@ -40,6 +41,7 @@ pub mod invalid;
 pub mod metrics;
 pub mod notifications;
 pub mod page_token;
+pub mod quota;
 pub mod reflection;
 pub mod server;
 pub mod shutdown;

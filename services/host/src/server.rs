@@ -8,6 +8,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,6 +18,7 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::client_address::TrustedProxies;
 use crate::config::{Vars, incoming, optional_addr, var_or};
 use crate::gateway::Gateway;
 use crate::grpc_web::CorsOrigins;
@@ -37,6 +40,9 @@ pub struct Edge {
     /// whose ping is unanswered after `timeout` is closed, with its streams.
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer, an
+    /// ingress); nobody's by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Edge {
@@ -50,12 +56,14 @@ impl Edge {
             cors_origins: CorsOrigins::web_client(),
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 
     /// `<PREFIX>_GRPC_ADDR`, `_HTTP_ADDR`, `_METRICS_ADDR` (`off` turns the
     /// last two off), `_CORS_ORIGINS`, `_HTTP2_KEEPALIVE_INTERVAL_SECS` and
-    /// `_HTTP2_KEEPALIVE_TIMEOUT_SECS`, over `defaults`.
+    /// `_HTTP2_KEEPALIVE_TIMEOUT_SECS` and `_TRUSTED_PROXIES`, over
+    /// `defaults`.
     pub fn from_vars(var: &impl Vars, prefix: &str, defaults: Edge) -> anyhow::Result<Edge> {
         let name = |setting: &str| format!("{prefix}_{setting}");
         let seconds = |setting: &str, default: Duration| -> anyhow::Result<Duration> {
@@ -78,6 +86,12 @@ impl Edge {
                 "HTTP2_KEEPALIVE_TIMEOUT_SECS",
                 defaults.http2_keepalive_timeout,
             )?,
+            trusted_proxies: match var(&name("TRUSTED_PROXIES")) {
+                Some(list) => {
+                    TrustedProxies::parse(&list).with_context(|| name("TRUSTED_PROXIES"))?
+                }
+                None => defaults.trusted_proxies,
+            },
         })
     }
 }
@@ -265,9 +279,14 @@ impl Host {
             match (self.http_listener, self.gateway) {
                 (Some(listener), Some(gateway)) => {
                     tracing::info!(addr = %listener.local_addr()?, "{name} REST gateway listening");
-                    axum::serve(listener, gateway.into_router())
-                        .with_graceful_shutdown(stopping.clone().cancelled_owned())
-                        .await
+                    axum::serve(
+                        listener,
+                        gateway
+                            .into_router()
+                            .into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                    .await
                 }
                 _ => Ok(()),
             }

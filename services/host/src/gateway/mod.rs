@@ -16,10 +16,12 @@ mod openapi;
 mod template;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use axum::body::Body as HttpBody;
+use axum::extract::ConnectInfo;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -30,9 +32,12 @@ use prost_reflect::{
 };
 use serde_json::json;
 use tonic::service::Routes;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 use tower::ServiceExt as _;
+
+use crate::client_address::FORWARDED_FOR;
 
 pub use template::PathTemplate;
 
@@ -211,8 +216,17 @@ impl Gateway {
             set_from_text(&mut message, field, value).map_err(bad_request)?;
         }
 
-        let grpc_request = grpc_request(&route.grpc_path, &parts.headers, &message.encode_to_vec())
-            .map_err(|error| error_response(&Status::internal(error)))?;
+        let mut grpc_request =
+            grpc_request(&route.grpc_path, &parts.headers, &message.encode_to_vec())
+                .map_err(|error| error_response(&Status::internal(error)))?;
+        // The HTTP client is the gRPC peer: what a handler learns of its
+        // caller's address is the same either way.
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            grpc_request.extensions_mut().insert(TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(*peer),
+            });
+        }
         let grpc_response = match self.grpc.clone().oneshot(grpc_request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
@@ -396,6 +410,10 @@ fn grpc_request(
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }
+    }
+    // Believed only when the HTTP peer is a trusted proxy.
+    for value in headers.get_all(FORWARDED_FOR) {
+        request = request.header(FORWARDED_FOR, value);
     }
     request
         .body(Full::new(frame.freeze()))
