@@ -16,11 +16,17 @@ use tonic::transport::Channel;
 /// Refresh the access token when it has less than this left.
 const REFRESH_MARGIN_SECS: u64 = 15;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 struct Session {
+    /// Empty once logged out.
     username: String,
     refresh_token: String,
     access_token: String,
+    /// The device token of each name logged in with here, by its lower
+    /// case: kept across logouts, since it is no credential, only what lets
+    /// auth count this device's failed logins apart from strangers'.
+    #[serde(default)]
+    device_tokens: std::collections::BTreeMap<String, String>,
 }
 
 pub struct Client {
@@ -52,17 +58,25 @@ impl Client {
     }
 
     pub async fn login(&mut self, name: &str, password: &str) -> anyhow::Result<()> {
+        let mut device_tokens = self
+            .stored()
+            .map(|kept| kept.device_tokens)
+            .unwrap_or_default();
+        let key = name.to_lowercase();
         let tokens = AuthServiceClient::new(self.auth.clone())
             .login(auth_pb::LoginRequest {
                 username: name.to_owned(),
                 password: password.to_owned(),
+                device_token: device_tokens.get(&key).cloned().unwrap_or_default(),
             })
             .await?
             .into_inner();
+        device_tokens.insert(key, tokens.device_token);
         self.save(&Session {
             username: name.to_owned(),
             refresh_token: tokens.refresh_token,
             access_token: tokens.access_token,
+            device_tokens,
         })
     }
 
@@ -73,8 +87,10 @@ impl Client {
                 refresh_token: session.refresh_token,
             })
             .await?;
-        std::fs::remove_file(&self.session_file)?;
-        Ok(())
+        self.save(&Session {
+            device_tokens: session.device_tokens,
+            ..Session::default()
+        })
     }
 
     pub async fn whoami(&mut self) -> anyhow::Result<auth_pb::CheckResponse> {
@@ -125,6 +141,15 @@ impl Client {
     }
 
     fn load(&self) -> anyhow::Result<Session> {
+        let session = self.stored()?;
+        if session.refresh_token.is_empty() {
+            anyhow::bail!("not logged in: run chatctl login NAME");
+        }
+        Ok(session)
+    }
+
+    /// What the session file holds, logged in or not.
+    fn stored(&self) -> anyhow::Result<Session> {
         let text = std::fs::read_to_string(&self.session_file)
             .map_err(|_| anyhow::anyhow!("not logged in: run chatctl login NAME"))?;
         serde_json::from_str(&text).context("the stored session is corrupt: log in again")

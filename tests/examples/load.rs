@@ -139,6 +139,7 @@ async fn wrong_logins(auth: &TestAuth) {
                 .login(auth_pb::LoginRequest {
                     username: name,
                     password: "not the password".into(),
+                    ..Default::default()
                 })
                 .await;
             assert!(answer.is_err(), "a wrong password was accepted");
@@ -284,6 +285,7 @@ async fn login_burst(auth: &TestAuth, ada: &TestUser) {
                     .login(auth_pb::LoginRequest {
                         username: name,
                         password,
+                        ..Default::default()
                     })
                     .await
                     .is_ok();

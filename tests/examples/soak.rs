@@ -271,6 +271,7 @@ async fn register(auth: std::net::SocketAddr) -> Vec<Arc<User>> {
             .login(auth_pb::LoginRequest {
                 username: name.clone(),
                 password,
+                ..Default::default()
             })
             .await
             .expect("logging in")
@@ -334,6 +335,7 @@ async fn login(auth: Channel, user: Arc<User>) -> Result<(), Code> {
         .login(auth_pb::LoginRequest {
             username: user.name.clone(),
             password: format!("{}-password", user.name),
+            ..Default::default()
         })
         .await
         .map(drop)

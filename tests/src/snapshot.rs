@@ -60,3 +60,11 @@ pub fn user(user: &api::auth::v1::User) -> Value {
         "updated_at": timestamp(&user.updated_at),
     })
 }
+
+/// The delay a status's `google.rpc.RetryInfo` asks for, if it has one.
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+}

@@ -31,6 +31,32 @@ function expiryOf(claims: Claims): number {
   return Date.now() + Math.max(0, claims.exp - claims.iat) * 1000;
 }
 
+/** Device tokens, one per name logged in with on this browser, kept
+ * across reloads: they are no credential, only what lets auth count this
+ * browser's failed logins apart from strangers guessing the same name. */
+export const deviceTokens = {
+  key(username: string): string {
+    return `chat.deviceToken.${username.toLowerCase()}`;
+  },
+  get(username: string): string {
+    try {
+      return localStorage.getItem(this.key(username)) ?? "";
+    } catch {
+      return "";
+    }
+  },
+  set(username: string, token: string) {
+    try {
+      if (token) {
+        localStorage.setItem(this.key(username), token);
+      }
+    } catch {
+      // Storage refused (private mode, quota): the next login counts
+      // against the name, as from any new device.
+    }
+  },
+};
+
 export class Session {
   readonly userId: bigint;
   readonly username: string;
@@ -59,7 +85,9 @@ export class Session {
 
   static async login(authUrl: string, username: string, password: string): Promise<Session> {
     const auth = createClient(AuthService, transport(authUrl));
-    const tokens = await auth.login({ username, password });
+    const deviceToken = deviceTokens.get(username);
+    const tokens = await auth.login({ username, password, deviceToken });
+    deviceTokens.set(username, tokens.deviceToken);
     return new Session(auth, tokens.accessToken, tokens.refreshToken);
   }
 

@@ -21,12 +21,5 @@ pub async fn ensure_admin(
     let password = admin.password.expose_secret().to_owned();
     let password = NewPassword::parse(("password", password.clone()), ("password", password))?;
     let hash = passwords.hash(password.as_password()).await?;
-    db::users::insert_unless_taken(
-        pool,
-        name.as_str(),
-        email.as_str(),
-        &hash,
-        Role::Admin.as_str(),
-    )
-    .await
+    db::users::insert_unless_taken(pool, &name, email.as_str(), &hash, Role::Admin.as_str()).await
 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use host::config::var_or;
+use host::quota::rate_var as rate;
 use host::server::Edge;
 use secrecy::{ExposeSecret as _, SecretString};
+
+pub use crate::quotas::QuotaConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -19,6 +22,9 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
     pub lockout: LockoutConfig,
+    pub devices: DeviceConfig,
+    /// What one client address may ask how often (`AUTH_QUOTA_*`).
+    pub quotas: QuotaConfig,
     /// An admin to create at start-up if no user has that name yet: how the
     /// first admin comes to be.
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -70,6 +76,12 @@ pub struct PasswordConfig {
     /// that a burst of logins can neither starve other calls of CPU nor
     /// exhaust memory.
     pub max_concurrent_hashes: usize,
+    /// Password checks (logins) that may wait for a turn; they are served
+    /// before new passwords.
+    pub queued_checks: usize,
+    /// New passwords (registrations, changes) that may wait for a turn;
+    /// past it, they are refused at once with a retry delay.
+    pub queued_new_hashes: usize,
 }
 
 /// Brute-force protection, after Keycloak's: after `max_failures`
@@ -82,6 +94,21 @@ pub struct LockoutConfig {
     pub wait_increment: Duration,
     pub max_wait: Duration,
     pub failure_reset: Duration,
+    /// Failed logins from one client address (an IPv6 /64), across every
+    /// name, before that address is locked out the same way: credential
+    /// stuffing. Clients presenting a valid device token are not counted.
+    pub address_max_failures: u32,
+    /// An address's failures are forgotten after this long without one.
+    pub address_failure_reset: Duration,
+}
+
+/// Device tokens: what a login hands the client so that its next logins
+/// are throttled per device, not per name.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub ttl: Duration,
+    /// The most a user holds; past it, the oldest go.
+    pub per_user: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -118,13 +145,22 @@ impl Config {
                 iterations: 2,
                 parallelism: 1,
                 max_concurrent_hashes: std::thread::available_parallelism().map_or(2, usize::from),
+                queued_checks: 256,
+                queued_new_hashes: 16,
             },
             lockout: LockoutConfig {
                 max_failures: 5,
                 wait_increment: Duration::from_secs(60),
                 max_wait: Duration::from_secs(15 * 60),
                 failure_reset: Duration::from_secs(12 * 60 * 60),
+                address_max_failures: 20,
+                address_failure_reset: Duration::from_secs(15 * 60),
             },
+            devices: DeviceConfig {
+                ttl: Duration::from_secs(30 * 24 * 60 * 60),
+                per_user: 10,
+            },
+            quotas: QuotaConfig::default(),
             bootstrap_admin: None,
             policy_max_staleness: Duration::from_secs(5),
             prune_interval: Duration::from_secs(5 * 60),
@@ -148,6 +184,14 @@ impl Config {
                 "AUTH_LOCKOUT_MAX_FAILURES",
                 u64::from(self.lockout.max_failures),
             ),
+            (
+                "AUTH_LOCKOUT_ADDRESS_MAX_FAILURES",
+                u64::from(self.lockout.address_max_failures),
+            ),
+            (
+                "AUTH_DEVICE_TOKENS_PER_USER",
+                u64::from(self.devices.per_user),
+            ),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
@@ -167,6 +211,11 @@ impl Config {
                 "AUTH_LOCKOUT_FAILURE_RESET_SECS",
                 self.lockout.failure_reset,
             ),
+            (
+                "AUTH_LOCKOUT_ADDRESS_FAILURE_RESET_SECS",
+                self.lockout.address_failure_reset,
+            ),
+            ("AUTH_DEVICE_TOKEN_TTL_SECS", self.devices.ttl),
             ("AUTH_POLICY_MAX_STALENESS_MS", self.policy_max_staleness),
             ("AUTH_PRUNE_INTERVAL_SECS", self.prune_interval),
         ];
@@ -186,6 +235,9 @@ impl Config {
         }
         if self.lockout.max_failures > 1000 {
             bail!("AUTH_LOCKOUT_MAX_FAILURES must be at most 1000");
+        }
+        if self.devices.per_user > 1000 {
+            bail!("AUTH_DEVICE_TOKENS_PER_USER must be at most 1000");
         }
         if self
             .watch_secret
@@ -282,6 +334,16 @@ impl Config {
                     "AUTH_MAX_CONCURRENT_HASHES",
                     &defaults.passwords.max_concurrent_hashes.to_string(),
                 )?,
+                queued_checks: var_or(
+                    &var,
+                    "AUTH_HASH_QUEUE_CHECKS",
+                    &defaults.passwords.queued_checks.to_string(),
+                )?,
+                queued_new_hashes: var_or(
+                    &var,
+                    "AUTH_HASH_QUEUE_NEW_PASSWORDS",
+                    &defaults.passwords.queued_new_hashes.to_string(),
+                )?,
             },
             lockout: LockoutConfig {
                 max_failures: var_or(
@@ -297,6 +359,35 @@ impl Config {
                 failure_reset: seconds(
                     "AUTH_LOCKOUT_FAILURE_RESET_SECS",
                     defaults.lockout.failure_reset,
+                )?,
+                address_max_failures: var_or(
+                    &var,
+                    "AUTH_LOCKOUT_ADDRESS_MAX_FAILURES",
+                    &defaults.lockout.address_max_failures.to_string(),
+                )?,
+                address_failure_reset: seconds(
+                    "AUTH_LOCKOUT_ADDRESS_FAILURE_RESET_SECS",
+                    defaults.lockout.address_failure_reset,
+                )?,
+            },
+            devices: DeviceConfig {
+                ttl: seconds("AUTH_DEVICE_TOKEN_TTL_SECS", defaults.devices.ttl)?,
+                per_user: var_or(
+                    &var,
+                    "AUTH_DEVICE_TOKENS_PER_USER",
+                    &defaults.devices.per_user.to_string(),
+                )?,
+            },
+            quotas: QuotaConfig {
+                registrations: rate(
+                    &var,
+                    "AUTH_QUOTA_REGISTRATIONS",
+                    defaults.quotas.registrations,
+                )?,
+                anonymous_calls: rate(
+                    &var,
+                    "AUTH_QUOTA_ANONYMOUS_CALLS",
+                    defaults.quotas.anonymous_calls,
                 )?,
             },
             bootstrap_admin,

@@ -34,3 +34,15 @@ pub fn busy(retry_after: Duration) -> Error {
         retry_after: Some(retry_after),
     }
 }
+
+/// Too many failed logins from the caller's address, across names.
+pub fn address_locked(retry_after: Duration) -> Error {
+    Error::ResourceExhausted {
+        limit: Limit::Lockout,
+        message: format!(
+            "too many failed logins from this address: try again in {} s",
+            retry_after.as_secs().max(1)
+        ),
+        retry_after: Some(retry_after),
+    }
+}

@@ -25,6 +25,7 @@
 
 mod access;
 mod app;
+mod backfill;
 mod bootstrap;
 pub mod cli;
 pub mod config;
@@ -32,10 +33,12 @@ mod db;
 mod domain;
 mod error;
 mod grpc;
+mod hash_queue;
 mod lockout;
 mod metrics;
 mod passwords;
 mod pruning;
+mod quotas;
 pub mod startup;
 mod tokens;
 

@@ -24,20 +24,20 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use prometheus::IntGauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::PasswordConfig;
 use crate::domain::Password;
 use crate::error::Result;
+use crate::hash_queue::{HashQueue, Priority, Turn};
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
-    /// One permit per hash in flight; the rest queue here, not on the
-    /// blocking pool, whose threads would each hold 19 MiB. The blocking
-    /// task owns its permit, so a caller that goes away mid-hash (a reset
-    /// stream) frees it only when the hash is done.
-    permits: Arc<Semaphore>,
+    /// One turn per hash in flight; the rest queue here, checks first, not
+    /// on the blocking pool, whose threads would each hold 19 MiB. The
+    /// blocking task owns its turn, so a caller that goes away mid-hash (a
+    /// reset stream) frees it only when the hash is done.
+    queue: HashQueue,
     /// Hashes being computed right now, for Prometheus.
     in_flight: IntGauge,
     /// Verified against when a login names no user, so that an unknown name
@@ -174,7 +174,11 @@ impl PasswordHasher {
             .to_string();
         Ok(PasswordHasher {
             argon2,
-            permits: Arc::new(Semaphore::new(config.max_concurrent_hashes.max(1))),
+            queue: HashQueue::new(
+                config.max_concurrent_hashes,
+                config.queued_checks,
+                config.queued_new_hashes,
+            ),
             in_flight: IntGauge::new(
                 "auth_password_hashes_in_flight",
                 "argon2id hashes being computed; never above AUTH_MAX_CONCURRENT_HASHES.",
@@ -193,7 +197,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String> {
         let argon2 = self.argon2.clone();
         let password = password.clone();
-        self.run(move || {
+        self.run(Priority::NewHash, move || {
             argon2
                 .hash_password(
                     password.expose().as_bytes(),
@@ -213,7 +217,7 @@ impl PasswordHasher {
         let stored = stored.map_or_else(|| self.dummy_hash.to_string(), str::to_owned);
         let scratch = self.scratch.clone();
         let verified = self
-            .run(move || {
+            .run(Priority::Check, move || {
                 let parsed = PasswordHash::new(&stored)
                     .map_err(|error| anyhow::anyhow!("a stored hash is corrupt: {error}"))?;
                 // Taken and given back under the permit: never more
@@ -229,14 +233,10 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        priority: Priority,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .context("the hashing semaphore is closed")?;
+        let permit = self.queue.turn(priority).await?;
         let in_flight = self.in_flight.clone();
         Ok(tokio::task::spawn_blocking(move || {
             let _hashing = Hashing::start(in_flight, permit);
@@ -274,11 +274,11 @@ fn yield_to_the_rest() {
 /// (on return or panic alike).
 struct Hashing {
     in_flight: IntGauge,
-    _permit: OwnedSemaphorePermit,
+    _permit: Turn,
 }
 
 impl Hashing {
-    fn start(in_flight: IntGauge, permit: OwnedSemaphorePermit) -> Hashing {
+    fn start(in_flight: IntGauge, permit: Turn) -> Hashing {
         in_flight.inc();
         Hashing {
             in_flight,
@@ -305,6 +305,8 @@ mod tests {
             iterations: 2,
             parallelism: 1,
             max_concurrent_hashes: 2,
+            queued_checks: 256,
+            queued_new_hashes: 256,
         }
     }
 
@@ -342,7 +344,10 @@ mod tests {
     async fn hashing_runs_at_a_lower_priority_than_the_runtime() {
         let hasher = PasswordHasher::new(&owasp_defaults()).expect("valid parameters");
         let runtime = niceness();
-        let hashing = hasher.run(|| Ok(niceness())).await.expect("a hashing task");
+        let hashing = hasher
+            .run(Priority::Check, || Ok(niceness()))
+            .await
+            .expect("a hashing task");
         assert_eq!(hashing, HASHING_NICENESS.max(runtime));
         assert_eq!(niceness(), runtime, "the runtime's threads keep theirs");
     }

@@ -2,7 +2,7 @@
 //! expired refresh tokens, families that can never be used again,
 //! revocations older than every access token they refuse, and login
 //! throttles with nothing to remember, names held after a rename once the
-//! hold ends. Every replica prunes; the deletes
+//! hold ends, expired device tokens. Every replica prunes; the deletes
 //! are idempotent.
 
 use std::time::Duration;
@@ -24,6 +24,7 @@ pub struct Pruned {
     pub revocations: u64,
     pub login_throttles: u64,
     pub released_names: u64,
+    pub device_tokens: u64,
 }
 
 pub struct Pruning {
@@ -81,6 +82,13 @@ impl Pruning {
         loop {
             let done = db::released_names::prune(pool, BATCH).await?;
             pruned.released_names += done;
+            if done < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let done = db::device_tokens::prune(pool, BATCH).await?;
+            pruned.device_tokens += done;
             if done < BATCH as u64 {
                 break;
             }

@@ -26,8 +26,9 @@ use crate::lockout::Lockout;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 use crate::pruning::Pruning;
+use crate::quotas::AddressQuotas;
 use crate::tokens::access::AccessTokens;
-use crate::{MIGRATOR, bootstrap, db};
+use crate::{MIGRATOR, backfill, bootstrap, db};
 
 pub struct Application {
     host: Host,
@@ -54,6 +55,9 @@ impl Application {
             .run(&pool)
             .await
             .context("migrating the auth database")?;
+        backfill::name_skeletons(&pool)
+            .await
+            .context("comparing existing names by their looks")?;
 
         let registry = Registry::new();
         let grpc_metrics = GrpcMetrics::new(
@@ -90,12 +94,19 @@ impl Application {
             tracing::info!(name = admin.name, "bootstrap admin created");
         }
 
+        let quotas = Arc::new(AddressQuotas::new(
+            &config.quotas,
+            config.edge.trusted_proxies.clone(),
+            &registry,
+        )?);
         let state = Arc::new(App {
             pool: pool.clone(),
             passwords,
             policy: policy.clone(),
             tokens: config.tokens.clone(),
             lockout: Lockout::new(pool.clone(), config.lockout.clone()),
+            devices: config.devices.clone(),
+            quotas: quotas.clone(),
             metrics,
             shutdown: CancellationToken::new(),
             watch_secret: config.watch_secret.as_ref().map(|secret| {
@@ -110,10 +121,12 @@ impl Application {
             .add_service(Guarded::new(
                 UserServiceServer::new(UserApi::new(state.clone())),
                 policy.clone(),
+                quotas.clone(),
             ))
             .add_service(Guarded::new(
                 AuthServiceServer::new(AuthApi::new(state.clone())),
                 policy,
+                quotas,
             ))
             .add_service(AccessServiceServer::new(AccessApi::new(state.clone())));
         let host = Host::bind(

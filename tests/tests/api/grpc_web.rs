@@ -25,6 +25,7 @@ async fn a_browser_logs_in_chats_and_follows_a_chat_live_over_grpc_web() {
         .login(auth_pb::LoginRequest {
             username: "ada".into(),
             password: ada.password.clone(),
+            ..Default::default()
         })
         .await
         .expect("logging in over gRPC-Web")
@@ -167,6 +168,7 @@ async fn grpc_web_text_calls_are_answered_in_text() {
         STANDARD.encode(frame(&auth_pb::LoginRequest {
             username: "ada".into(),
             password: password.into(),
+            ..Default::default()
         }))
     };
     let headers = [

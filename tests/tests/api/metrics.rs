@@ -29,6 +29,7 @@ async fn auth_metrics_count_rpcs_by_code_and_logins_by_result() {
         .login(pb::LoginRequest {
             username: "ada".into(),
             password: "wrong password".into(),
+            ..Default::default()
         })
         .await;
 

@@ -170,6 +170,7 @@ async fn a_login_whose_hash_check_straddles_a_password_change_gets_no_usable_tok
                     .login(pb::LoginRequest {
                         username: name,
                         password,
+                        ..Default::default()
                     })
                     .await;
                 (answer, tokio::time::Instant::now())
@@ -377,6 +378,7 @@ async fn a_stale_token_never_blocks_the_open_endpoints() {
                 pb::LoginRequest {
                     username: "ada".into(),
                     password: "a new password".into(),
+                    ..Default::default()
                 },
                 stale,
             ))
@@ -553,8 +555,8 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     .await
     .expect("an old revocation");
     sqlx::query(
-        "insert into login_throttle (name_key, failures, last_failed_at)
-                 values ('someone', 2, now() - interval '2 days')",
+        "insert into login_throttle (throttle_key, failures, last_failed_at)
+                 values ('name:someone', 2, now() - interval '2 days')",
     )
     .execute(&auth.db)
     .await
@@ -567,6 +569,15 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     .execute(&auth.db)
     .await
     .expect("names given up");
+    sqlx::query(
+        "insert into device_tokens (token_hash, user_id, expires_at)
+         select '\\x00'::bytea, id, now() - interval '1 second' from users where name = 'grace'",
+    )
+    .execute(&auth.db)
+    .await
+    .expect("an expired device token");
+    let live_devices = count("select count(*) from device_tokens where expires_at > now()").await;
+    assert!(live_devices >= 1, "logins hand out device tokens");
 
     assert!(
         eventually(|| async {
@@ -574,6 +585,7 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
                 && count("select count(*) from token_revocations where user_id = 424242").await == 0
                 && count("select count(*) from login_throttle").await == 0
                 && count("select count(*) from released_names where name = 'gone'").await == 0
+                && count("select count(*) from device_tokens where token_hash = '\\x00'").await == 0
         })
         .await,
         "nothing was pruned"
@@ -581,6 +593,11 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     // Grace's live session and the admin's are untouched, and so is a
     // name still held.
     assert_eq!(count("select count(*) from released_names").await, 1);
+    assert_eq!(
+        count("select count(*) from device_tokens").await,
+        live_devices,
+        "only the expired device token goes"
+    );
     access_token_for(&auth, &grace.refresh_token)
         .await
         .expect("a live session survives pruning");

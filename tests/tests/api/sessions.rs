@@ -13,6 +13,7 @@ fn login(username: &str, password: &str) -> pb::LoginRequest {
     pb::LoginRequest {
         username: username.into(),
         password: password.into(),
+        ..Default::default()
     }
 }
 
@@ -296,13 +297,13 @@ async fn waits_grow_with_each_failure_after_the_lock() {
             .expect_err("wrong");
     }
     let first_wait: f64 = sqlx::query_scalar(
-        "select extract(epoch from locked_until - now())::float8 from login_throttle where name_key = 'ada'",
+        "select extract(epoch from locked_until - now())::float8 from login_throttle where throttle_key = 'name:ada'",
     )
     .fetch_one(&auth.db)
     .await
     .expect("the lock");
     // Let the lock pass, then fail once more: the next lock is longer.
-    sqlx::query("update login_throttle set locked_until = now() where name_key = 'ada'")
+    sqlx::query("update login_throttle set locked_until = now() where throttle_key = 'name:ada'")
         .execute(&auth.db)
         .await
         .expect("ending the lock");
@@ -311,7 +312,7 @@ async fn waits_grow_with_each_failure_after_the_lock() {
         .await
         .expect_err("wrong");
     let second_wait: f64 = sqlx::query_scalar(
-        "select extract(epoch from locked_until - now())::float8 from login_throttle where name_key = 'ada'",
+        "select extract(epoch from locked_until - now())::float8 from login_throttle where throttle_key = 'name:ada'",
     )
     .fetch_one(&auth.db)
     .await

@@ -30,6 +30,7 @@ async fn nul_and_control_characters_are_invalid_arguments_naming_the_field() {
         .login(pb::LoginRequest {
             username: "a\0da".into(),
             password: "ada-password".into(),
+            ..Default::default()
         })
         .await
         .expect_err("a NUL in a name");

@@ -170,6 +170,7 @@ async fn ordinary_calls(auth: &TestAuth, chat: &TestChat) -> Result<(), Status> 
         .login(auth_pb::LoginRequest {
             username: "after-sweep-a".into(),
             password: password.into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -664,3 +664,140 @@ async fn names_that_hide_characters_cannot_pass_for_another() {
         );
     }
 }
+
+fn registration_with_email(name: &str, email: &str) -> pb::CreateRequest {
+    pb::CreateRequest {
+        email: email.into(),
+        ..registration(name)
+    }
+}
+
+#[tokio::test]
+async fn names_that_look_like_another_are_taken() {
+    let auth = TestAuth::spawn().await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    // A Cyrillic а, full-width letters, upper case, "rn" for "m".
+    for (n, alike) in ["\u{430}da", "ＡＤＡ", "ADA"].into_iter().enumerate() {
+        let taken = auth
+            .users()
+            .create(registration_with_email(
+                alike,
+                &format!("alike{n}@example.com"),
+            ))
+            .await
+            .expect_err(alike);
+        assert_eq!(taken.code(), Code::AlreadyExists, "{alike:?}: {taken:?}");
+        assert!(taken.message().contains("name"), "{taken:?}");
+    }
+    auth.users()
+        .create(registration_with_email("adam", "adam@example.com"))
+        .await
+        .expect("a name that only starts alike");
+    auth.users()
+        .create(registration_with_email("rnary", "rnary@example.com"))
+        .await
+        .expect("rnary");
+    let mary = auth
+        .users()
+        .create(registration_with_email("mary", "mary@example.com"))
+        .await
+        .expect_err("mary looks like rnary");
+    assert_eq!(mary.code(), Code::AlreadyExists);
+
+    // Renaming into a look-alike is refused the same way.
+    let renamed = auth
+        .users()
+        .update(grace.request(pb::UpdateRequest {
+            id: grace.id,
+            name: Some("\u{430}d\u{430}".into()),
+            email: None,
+            role: None,
+        }))
+        .await
+        .expect_err("a rename into ada's looks");
+    assert_eq!(renamed.code(), Code::AlreadyExists);
+    drop(ada);
+}
+
+#[tokio::test]
+async fn names_are_stored_in_nfkc_and_found_as_typed() {
+    let auth = TestAuth::spawn().await;
+    let id = auth
+        .users()
+        .create(registration_with_email("\u{FB01}sh", "fish@example.com"))
+        .await
+        .expect("a name with a ligature")
+        .into_inner()
+        .id;
+    let admin = auth.admin().await;
+    let stored = auth
+        .users()
+        .get(admin.request(pb::GetRequest { id }))
+        .await
+        .expect("the user")
+        .into_inner()
+        .user
+        .expect("a user")
+        .name;
+    assert_eq!(stored, "fish");
+    for typed in ["\u{FB01}sh", "fish", "ＦＩＳＨ"] {
+        auth.sessions()
+            .login(pb::LoginRequest {
+                username: typed.into(),
+                password: "long enough".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("logging in as {typed:?}: {status:?}"));
+    }
+}
+
+#[tokio::test]
+async fn names_made_before_skeletons_get_theirs_and_look_alikes_keep_working() {
+    let auth = TestAuth::spawn().await;
+    let mallory = auth.register("mallory").await;
+    let other = auth.register("someone").await;
+    // As an older release left them: one name that looks like another,
+    // neither with a skeleton.
+    sqlx::query("update users set name = 'rnallory', name_skeleton = null where id = $1")
+        .bind(other.id)
+        .execute(&auth.db)
+        .await
+        .expect("an old look-alike");
+    sqlx::query("update users set name_skeleton = null where id = $1")
+        .bind(mallory.id)
+        .execute(&auth.db)
+        .await
+        .expect("an old name");
+    let database_url = auth.database_url.clone();
+    auth.stop().await;
+
+    let auth = TestAuth::spawn_on(database_url, |_| {}).await;
+    let skeletons: Vec<(i64, Option<String>)> =
+        sqlx::query_as("select id, name_skeleton from users order by id")
+            .fetch_all(&auth.db)
+            .await
+            .expect("the skeletons");
+    assert!(
+        skeletons.iter().all(|(_, skeleton)| skeleton.is_some()),
+        "{skeletons:?}"
+    );
+    // The older name holds the skeleton; the newer keeps working.
+    let of = |id: i64| {
+        skeletons
+            .iter()
+            .find(|(user, _)| *user == id)
+            .and_then(|(_, skeleton)| skeleton.clone())
+            .expect("a skeleton")
+    };
+    let looks = of(mallory.id);
+    assert_eq!(of(other.id), format!("{looks}#{}", other.id));
+    auth.login(other.id, "rnallory", "someone-password").await;
+    let taken = auth
+        .users()
+        .create(registration_with_email("MALLORY", "m3@example.com"))
+        .await
+        .expect_err("a third look-alike");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+}

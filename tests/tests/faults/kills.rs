@@ -197,6 +197,7 @@ async fn killing_auth_mid_rotation_leaves_no_family_half_rotated() {
             .login(auth_pb::LoginRequest {
                 username: "ada".into(),
                 password: "ada-password".into(),
+                ..Default::default()
             })
             .await
             .expect("logging in")

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiSAoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgn6QgZyBBABGGQSGwoIcGFzc3dvcmQYAiABKAlCCfpCBnIEEAEYSCI8Cg1Mb2dpblJlc3BvbnNlEhUKDXJlZnJlc2hfdG9rZW4YASABKAkSFAoMYWNjZXNzX3Rva2VuGAIgASgJIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZTKlAwoLQXV0aFNlcnZpY2USUQoFTG9naW4SFS5hdXRoLnYxLkxvZ2luUmVxdWVzdBoWLmF1dGgudjEuTG9naW5SZXNwb25zZSIZgtPkkwITOgEqIg4vdjEvYXV0aC9sb2dpbhJ3Cg9HZXRSZWZyZXNoVG9rZW4SHy5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlcXVlc3QaIC5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9hdXRoL3JlZnJlc2gtdG9rZW4ScwoOR2V0QWNjZXNzVG9rZW4SHi5hdXRoLnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBofLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC9hY2Nlc3MtdG9rZW4SVQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSIagtPkkwIUOgEqIg8vdjEvYXV0aC9sb2dvdXRiBnByb3RvMw", [file_google_api_annotations, file_validate_validate]);
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiaAoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgn6QgZyBBABGGQSGwoIcGFzc3dvcmQYAiABKAlCCfpCBnIEEAEYSBIeCgxkZXZpY2VfdG9rZW4YAyABKAlCCPpCBXIDGIAEIlIKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZTKlAwoLQXV0aFNlcnZpY2USUQoFTG9naW4SFS5hdXRoLnYxLkxvZ2luUmVxdWVzdBoWLmF1dGgudjEuTG9naW5SZXNwb25zZSIZgtPkkwITOgEqIg4vdjEvYXV0aC9sb2dpbhJ3Cg9HZXRSZWZyZXNoVG9rZW4SHy5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlcXVlc3QaIC5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9hdXRoL3JlZnJlc2gtdG9rZW4ScwoOR2V0QWNjZXNzVG9rZW4SHi5hdXRoLnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBofLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC9hY2Nlc3MtdG9rZW4SVQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSIagtPkkwIUOgEqIg8vdjEvYXV0aC9sb2dvdXRiBnByb3RvMw", [file_google_api_annotations, file_validate_validate]);
 
 /**
  * @generated from message auth.v1.LoginRequest
@@ -27,6 +27,16 @@ export type LoginRequest = Message<"auth.v1.LoginRequest"> & {
    * @generated from field: string password = 2;
    */
   password: string;
+
+  /**
+   * The device token an earlier login on this device answered with, if
+   * any. It is no credential: it only lets failed attempts count against
+   * this device instead of against the name, so that others guessing the
+   * name cannot lock its owner out. Unknown or expired tokens are ignored.
+   *
+   * @generated from field: string device_token = 3;
+   */
+  deviceToken: string;
 };
 
 /**
@@ -49,6 +59,14 @@ export type LoginResponse = Message<"auth.v1.LoginResponse"> & {
    * @generated from field: string access_token = 2;
    */
   accessToken: string;
+
+  /**
+   * Keep it, and present it at the next login from this device; it
+   * replaces the one presented.
+   *
+   * @generated from field: string device_token = 3;
+   */
+  deviceToken: string;
 };
 
 /**

@@ -36,6 +36,7 @@ fn bearer(policy: &AccessPolicy, role: Role, version: i64) -> String {
         role,
         token_version: version,
         expires_at: 0,
+        session: None,
     };
     format!(
         "Bearer {}",

@@ -11,7 +11,7 @@ use crate::db;
 use crate::db::users::UserRow;
 use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
 use crate::error::{Error, Result};
-use crate::lockout::Verdict;
+use crate::lockout::{Attempt, Scope, Verdict};
 
 /// An account to create.
 pub struct NewUser {
@@ -19,6 +19,8 @@ pub struct NewUser {
     pub email: Email,
     pub password: NewPassword,
     pub role: Role,
+    /// Where a registration came from, if known.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// What to change of an account; what is `None` stays.
@@ -61,11 +63,16 @@ impl App {
                 return Err(Error::permission_denied("only admins may create admins"));
             }
         }
+        // Registrations (nobody signed in) are limited per client address;
+        // admins creating accounts are not.
+        if caller.principal().is_none() {
+            self.quotas.registration(new.address)?;
+        }
         let hash = self.passwords.hash(new.password.as_password()).await?;
         let mut tx = self.pool.begin().await?;
         let id = db::users::insert(
             &mut *tx,
-            new.name.as_str(),
+            &new.name,
             new.email.as_str(),
             &hash,
             new.role.as_str(),
@@ -121,7 +128,7 @@ impl App {
         let mut updated = db::users::update(
             &mut *tx,
             id.0,
-            name.as_ref().map(UserName::as_str),
+            name.as_ref(),
             email.as_ref().map(Email::as_str),
             role.map(Role::as_str),
         )
@@ -200,8 +207,8 @@ impl App {
     }
 
     /// Sets a new password and revokes every token issued before. Users
-    /// changing their own must give the current one, and guessing it counts
-    /// against the same limit as logins.
+    /// changing their own must give the current one, and guessing it is
+    /// limited per session as logins are per name.
     pub async fn change_password(&self, caller: &Caller, change: PasswordChange) -> Result<()> {
         let id = change.id;
         if !caller.may_act_on(id) {
@@ -212,9 +219,6 @@ impl App {
         let own_account = caller.principal().is_some_and(|p| p.user_id == id);
         if own_account {
             let current = Password::parse("current_password", change.current_password)?;
-            let user = db::users::get(&self.pool, id.0)
-                .await?
-                .ok_or_else(|| not_found(id))?;
             let (pool, passwords) = (self.pool.clone(), self.passwords.clone());
             let check = async move {
                 let stored = db::users::password_hash(&pool, id.0)
@@ -226,7 +230,17 @@ impl App {
                     Verdict::Wrong
                 })
             };
-            if let Verdict::Wrong = self.lockout.attempt(&user.name, check).await? {
+            // Counted against this session, never the name: a stolen
+            // access token cannot lock its owner out of logging in.
+            let scope = match caller.principal().and_then(|principal| principal.session) {
+                Some(session) => Scope::Session(session),
+                None => Scope::User(id.0),
+            };
+            let attempt = Attempt {
+                scope,
+                address: None,
+            };
+            if let Verdict::Wrong = self.lockout.attempt(attempt, check).await? {
                 return Err(Error::invalid(
                     "current_password",
                     "is not the account's password",

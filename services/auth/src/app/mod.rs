@@ -12,10 +12,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessPolicy;
-use crate::config::TokenConfig;
+use crate::config::{DeviceConfig, TokenConfig};
 use crate::lockout::Lockout;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
+use crate::quotas::AddressQuotas;
 
 /// What every capability works with.
 pub struct App {
@@ -24,6 +25,9 @@ pub struct App {
     pub policy: Arc<AccessPolicy>,
     pub tokens: TokenConfig,
     pub lockout: Lockout,
+    pub devices: DeviceConfig,
+    /// What one client address may ask how often.
+    pub quotas: Arc<AddressQuotas>,
     pub metrics: AuthMetrics,
     /// Cancelled when the server starts shutting down: watches end.
     pub shutdown: CancellationToken,

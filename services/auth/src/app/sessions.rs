@@ -1,6 +1,8 @@
 //! Sessions: logins, refresh token rotation with reuse detection (RFC
 //! 9700, section 4.14.2), access tokens and logout.
 
+use std::net::IpAddr;
+
 use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -9,7 +11,7 @@ use super::App;
 use crate::db;
 use crate::domain::{LoginName, Password, Role, UserId};
 use crate::error::{Error, Limit, Result};
-use crate::lockout::Verdict;
+use crate::lockout::{Attempt, Scope, Verdict};
 use crate::tokens::access::Principal;
 use crate::tokens::refresh;
 
@@ -21,27 +23,65 @@ const BAD_CREDENTIALS: &str = "wrong user name or password";
 pub struct Credentials {
     pub name: LoginName,
     pub password: Password,
+    /// The digest of the device token presented, if any.
+    pub device: Option<Vec<u8>>,
+    /// Where the login came from, if known.
+    pub address: Option<IpAddr>,
 }
 
 /// A refresh token as presented, kept only as its digest.
 pub struct PresentedToken(pub Vec<u8>);
 
-/// The tokens a login starts a session with.
+/// The tokens a login starts a session with, and the device token for the
+/// next login.
 pub struct Session {
     pub refresh_token: SecretString,
     pub access_token: String,
+    pub device_token: SecretString,
 }
 
 impl App {
-    /// Logs in: a new refresh token family and an access token. Known name
-    /// or not, the same statements, the same hash work and the same count
-    /// against the name's limit.
+    /// Logs in: a new refresh token family, an access token and a device
+    /// token. Known name or not, the same statements, the same hash work
+    /// and the same count against the limit: the device's, if the client
+    /// presents a valid device token for that user, else the name's and
+    /// the client address's.
     pub async fn login(&self, credentials: Credentials) -> Result<Session> {
-        let Credentials { name, password } = credentials;
+        let Credentials {
+            name,
+            password,
+            device,
+            address,
+        } = credentials;
+        let normalized = name.normalized();
+        let device = match device {
+            Some(digest)
+                if db::device_tokens::is_bound_to(
+                    &self.pool,
+                    &digest,
+                    name.as_str(),
+                    &normalized,
+                )
+                .await? =>
+            {
+                Some(digest)
+            }
+            _ => None,
+        };
+        let attempt = match &device {
+            Some(digest) => Attempt {
+                scope: Scope::Device(digest.clone()),
+                address: None,
+            },
+            None => Attempt {
+                scope: Scope::Name(normalized.clone()),
+                address,
+            },
+        };
         let check = {
             let (pool, passwords, name) = (self.pool.clone(), self.passwords.clone(), name.clone());
             async move {
-                let user = db::users::login_candidate(&pool, name.as_str()).await?;
+                let user = db::users::login_candidate(&pool, name.as_str(), &normalized).await?;
                 let right = passwords
                     .verify(
                         &password,
@@ -54,7 +94,7 @@ impl App {
                 })
             }
         };
-        let user = match self.lockout.attempt(name.as_str(), check).await {
+        let user = match self.lockout.attempt(attempt, check).await {
             Ok(Verdict::Right(user)) => user,
             Ok(Verdict::Wrong) => {
                 tracing::warn!(
@@ -104,15 +144,32 @@ impl App {
             ));
         };
         db::refresh_tokens::insert(&mut *tx, &digest, family_id, self.refresh_expiry()?).await?;
+        let (device_token, device_digest) = refresh::generate_device();
+        db::device_tokens::issue(
+            &mut *tx,
+            &device_digest,
+            user.id,
+            expiry(self.devices.ttl)?,
+            device.as_deref(),
+            self.devices.per_user,
+        )
+        .await?;
         tx.commit().await?;
 
-        let principal = principal(user.id, started.name, &started.role, user.token_version)?;
+        let principal = principal(
+            user.id,
+            started.name,
+            &started.role,
+            user.token_version,
+            family_id,
+        )?;
         let access_token = self.policy.tokens().issue(&principal)?;
         self.metrics.logins.with_label_values(&["success"]).inc();
         tracing::info!("logged in");
         Ok(Session {
             refresh_token: token,
             access_token,
+            device_token,
         })
     }
 
@@ -141,7 +198,13 @@ impl App {
             return Err(self.refuse_inactive(&presented.0).await);
         };
         tracing::Span::current().record("user_id", owner.user_id);
-        let principal = principal(owner.user_id, owner.name, &owner.role, owner.token_version)?;
+        let principal = principal(
+            owner.user_id,
+            owner.name,
+            &owner.role,
+            owner.token_version,
+            owner.family_id,
+        )?;
         self.policy.tokens().issue(&principal)
     }
 
@@ -158,13 +221,11 @@ impl App {
 
     /// When a family started now must end, however often it rotates.
     fn family_expiry(&self) -> Result<OffsetDateTime> {
-        let ttl = time::Duration::try_from(self.tokens.family_ttl).map_err(anyhow::Error::from)?;
-        Ok(OffsetDateTime::now_utc() + ttl)
+        expiry(self.tokens.family_ttl)
     }
 
     fn refresh_expiry(&self) -> Result<OffsetDateTime> {
-        let ttl = time::Duration::try_from(self.tokens.refresh_ttl).map_err(anyhow::Error::from)?;
-        Ok(OffsetDateTime::now_utc() + ttl)
+        expiry(self.tokens.refresh_ttl)
     }
 
     /// Why a refresh token that is not active is refused. A retired token
@@ -201,7 +262,19 @@ impl App {
     }
 }
 
-fn principal(user_id: i64, name: String, role: &str, token_version: i64) -> Result<Principal> {
+/// `ttl` from now.
+fn expiry(ttl: std::time::Duration) -> Result<OffsetDateTime> {
+    let ttl = time::Duration::try_from(ttl).map_err(anyhow::Error::from)?;
+    Ok(OffsetDateTime::now_utc() + ttl)
+}
+
+fn principal(
+    user_id: i64,
+    name: String,
+    role: &str,
+    token_version: i64,
+    session: Uuid,
+) -> Result<Principal> {
     Ok(Principal {
         user_id: UserId(user_id),
         name,
@@ -209,6 +282,7 @@ fn principal(user_id: i64, name: String, role: &str, token_version: i64) -> Resu
             .ok_or_else(|| anyhow::anyhow!("user {user_id} has unknown role {role:?}"))?,
         token_version,
         expires_at: 0,
+        session: Some(session),
     })
 }
 

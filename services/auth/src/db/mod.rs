@@ -2,6 +2,7 @@
 //! the auth schema (`migrations/auth`), from the metadata in `.sqlx/`.
 
 pub mod access_rules;
+pub mod device_tokens;
 pub mod login_throttle;
 pub mod refresh_families;
 pub mod refresh_tokens;

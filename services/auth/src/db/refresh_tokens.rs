@@ -61,12 +61,13 @@ pub struct Owner {
     pub name: String,
     pub role: String,
     pub token_version: i64,
+    pub family_id: Uuid,
 }
 
 pub async fn usable_owner(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<Option<Owner>> {
     Ok(sqlx::query_as!(
         Owner,
-        "select u.id as user_id, u.name, u.role, u.token_version
+        "select u.id as user_id, u.name, u.role, u.token_version, f.id as family_id
          from refresh_tokens t
          join refresh_families f on f.id = t.family_id
          join users u on u.id = f.user_id

@@ -4,6 +4,7 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
 use super::violated_constraint;
+use crate::domain::UserName;
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub struct LoginCandidate {
 /// Unique violations name the field that clashed.
 fn taken(error: sqlx::Error) -> Error {
     match violated_constraint(&error) {
-        Some("users_name_key") => crate::error::taken("name"),
+        Some("users_name_key" | "users_name_skeleton_key") => crate::error::taken("name"),
         Some("users_email_key") => crate::error::taken("email"),
         _ => error.into(),
     }
@@ -36,14 +37,16 @@ fn taken(error: sqlx::Error) -> Error {
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
-    name: &str,
+    name: &UserName,
     email: &str,
     password_hash: &str,
     role: &str,
 ) -> Result<i64> {
     sqlx::query_scalar!(
-        "insert into users (name, email, password_hash, role) values ($1, $2, $3, $4) returning id",
-        name,
+        "insert into users (name, name_skeleton, email, password_hash, role)
+         values ($1, $2, $3, $4, $5) returning id",
+        name.as_str(),
+        name.skeleton(),
         email,
         password_hash,
         role
@@ -56,14 +59,16 @@ pub async fn insert(
 /// Inserts unless the name or email is taken; whether it did.
 pub async fn insert_unless_taken(
     db: impl PgExecutor<'_>,
-    name: &str,
+    name: &UserName,
     email: &str,
     password_hash: &str,
     role: &str,
 ) -> Result<bool> {
     let inserted = sqlx::query!(
-        "insert into users (name, email, password_hash, role) values ($1, $2, $3, $4) on conflict do nothing",
-        name,
+        "insert into users (name, name_skeleton, email, password_hash, role)
+         values ($1, $2, $3, $4, $5) on conflict do nothing",
+        name.as_str(),
+        name.skeleton(),
         email,
         password_hash,
         role
@@ -100,7 +105,7 @@ pub async fn get_for_update(db: impl PgExecutor<'_>, id: i64) -> Result<Option<U
 pub async fn update(
     db: impl PgExecutor<'_>,
     id: i64,
-    name: Option<&str>,
+    name: Option<&UserName>,
     email: Option<&str>,
     role: Option<&str>,
 ) -> Result<Option<UserRow>> {
@@ -108,18 +113,50 @@ pub async fn update(
         UserRow,
         "update users set
             name = coalesce($2, name),
+            name_skeleton = coalesce($5, name_skeleton),
             email = coalesce($3, email),
             role = coalesce($4, role)
          where id = $1
          returning id, name, email, role, token_version, created_at, updated_at",
         id,
-        name,
+        name.map(UserName::as_str),
         email,
-        role
+        role,
+        name.map(UserName::skeleton)
     )
     .fetch_optional(db)
     .await
     .map_err(taken)
+}
+
+/// Up to `batch` users whose names have no skeleton yet (made before
+/// names had one): id and name.
+pub async fn without_skeleton(db: impl PgExecutor<'_>, batch: i64) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query!(
+        "select id, name from users where name_skeleton is null order by id limit $1",
+        batch
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|row| (row.id, row.name))
+    .collect())
+}
+
+/// Gives a user's name its skeleton; false if another name has it.
+pub async fn set_skeleton(db: impl PgExecutor<'_>, id: i64, skeleton: &str) -> Result<bool> {
+    match sqlx::query!(
+        "update users set name_skeleton = $2 where id = $1 and name_skeleton is null",
+        id,
+        skeleton
+    )
+    .execute(db)
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) if violated_constraint(&error) == Some("users_name_skeleton_key") => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Whether there was such a user.
@@ -211,15 +248,22 @@ pub async fn bump_token_version(db: impl PgExecutor<'_>, id: i64) -> Result<Opti
     .await?)
 }
 
-/// The user a login names, compared as the unique index does (`lower`).
+/// The user a login names, compared as the unique index does (`lower`):
+/// as typed, or in NFKC (`normalized`), as names are stored now. A name
+/// made before names were normalised, typed exactly, wins.
 pub async fn login_candidate(
     db: impl PgExecutor<'_>,
-    name: &str,
+    typed: &str,
+    normalized: &str,
 ) -> Result<Option<LoginCandidate>> {
     Ok(sqlx::query_as!(
         LoginCandidate,
-        "select id, token_version, password_hash from users where lower(name) = lower($1)",
-        name
+        "select id, token_version, password_hash from users
+         where lower(name) in (lower($1), lower($2))
+         order by lower(name) = lower($1) desc
+         limit 1",
+        typed,
+        normalized
     )
     .fetch_optional(db)
     .await?)

@@ -11,7 +11,7 @@ pub use email::Email;
 pub use endpoint::EndpointAddress;
 pub use password::{NewPassword, Password};
 pub use role::Role;
-pub use user_name::{LoginName, UserName};
+pub use user_name::{LoginName, UserName, skeleton};
 
 /// A user's id, as the database assigned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

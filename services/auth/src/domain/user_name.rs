@@ -1,14 +1,28 @@
+use unicode_normalization::UnicodeNormalization as _;
+
 use crate::error::Error;
 
-/// A user's name: what they log in with and others find them by. Unique
-/// regardless of case.
+/// A user's name: what they log in with and others find them by. Stored
+/// in Unicode NFKC (so `ｆｉ` and `ﬁ` are `fi`), and unique by its
+/// [`skeleton`]: regardless of case, and of letters that only look alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
+
+/// What a name looks like, for uniqueness: Unicode TR #39's confusable
+/// skeleton of its NFKC lower case, so that `аdmin` with a Cyrillic `а`,
+/// `ADMIN`, `ａｄｍｉｎ` and `adrnin` are one name.
+pub fn skeleton(name: &str) -> String {
+    let folded = name.nfkc().collect::<String>().to_lowercase();
+    unicode_security::skeleton(&folded)
+        .collect::<String>()
+        .to_lowercase()
+}
 
 impl UserName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(field: &'static str, name: String) -> Result<UserName, Error> {
+        let name: String = name.nfkc().collect();
         let chars = name.chars().count();
         if chars == 0 || chars > Self::MAX_CHARS {
             return Err(Error::invalid(
@@ -37,6 +51,11 @@ impl UserName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// See [`skeleton`].
+    pub fn skeleton(&self) -> String {
+        skeleton(&self.0)
     }
 }
 
@@ -68,6 +87,11 @@ impl LoginName {
         &self.0
     }
 
+    /// In NFKC, as names are stored now: `ＡＤＡ` finds `ADA`.
+    pub fn normalized(&self) -> String {
+        self.0.nfkc().collect()
+    }
+
     pub fn into_inner(self) -> String {
         self.0
     }
@@ -94,6 +118,30 @@ mod tests {
             let error = UserName::parse("name", name.into()).expect_err(name);
             assert!(error.to_string().contains("invalid name"), "{error}");
         }
+    }
+
+    #[test]
+    fn names_are_stored_in_nfkc() {
+        let name = UserName::parse("name", "\u{FB01}sh ＡＤＡ".into()).expect("a name");
+        assert_eq!(name.as_str(), "fish ADA");
+    }
+
+    #[test]
+    fn look_alikes_share_a_skeleton_and_others_do_not() {
+        let admin = skeleton("admin");
+        for alike in ["\u{430}dmin", "ADMIN", "Admin", "ａｄｍｉｎ", "adrnin"] {
+            assert_eq!(skeleton(alike), admin, "{alike:?}");
+        }
+        for alike in ["MALLORY", "rnallory", "ma\u{217C}lory"] {
+            assert_eq!(skeleton(alike), skeleton("mallory"), "{alike:?}");
+        }
+        for other in ["admins", "adm1n2", "grace"] {
+            assert_ne!(skeleton(other), admin, "{other:?}");
+        }
+        assert_eq!(
+            skeleton("paypal"),
+            skeleton("\u{440}\u{430}y\u{440}\u{430}l")
+        );
     }
 
     #[test]

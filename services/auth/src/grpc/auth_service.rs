@@ -25,11 +25,16 @@ type Reply<T> = Result<Response<T>, Status>;
 impl pb::auth_service_server::AuthService for AuthApi {
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
-        let credentials = Credentials::try_from(request.into_inner())?;
+        let address = self.app.quotas.client_of(&request);
+        let credentials = Credentials {
+            address,
+            ..Credentials::try_from(request.into_inner())?
+        };
         let session = self.app.login(credentials).await?;
         Ok(Response::new(pb::LoginResponse {
             refresh_token: expose(&session.refresh_token),
             access_token: session.access_token,
+            device_token: expose(&session.device_token),
         }))
     }
 

@@ -31,6 +31,8 @@ impl TryFrom<pb::CreateRequest> for NewUser {
                 ("password_confirm", request.password_confirm),
             )?,
             role: Role::from_proto("role", request.role)?.unwrap_or(Role::User),
+            // The handler knows the connection.
+            address: None,
         })
     }
 }
@@ -157,6 +159,10 @@ impl TryFrom<pb::LoginRequest> for Credentials {
         Ok(Credentials {
             name: LoginName::parse("username", request.username)?,
             password: Password::parse("password", request.password)?,
+            device: (!request.device_token.is_empty())
+                .then(|| refresh::digest(&request.device_token)),
+            // The handler knows the connection.
+            address: None,
         })
     }
 }

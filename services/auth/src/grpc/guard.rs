@@ -14,16 +14,22 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::access::AccessPolicy;
+use crate::quotas::AddressQuotas;
 
 #[derive(Clone)]
 pub struct Guarded<S> {
     inner: S,
     policy: Arc<AccessPolicy>,
+    quotas: Arc<AddressQuotas>,
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, policy: Arc<AccessPolicy>) -> Guarded<S> {
-        Guarded { inner, policy }
+    pub fn new(inner: S, policy: Arc<AccessPolicy>, quotas: Arc<AddressQuotas>) -> Guarded<S> {
+        Guarded {
+            inner,
+            policy,
+            quotas,
+        }
     }
 }
 
@@ -45,7 +51,17 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.to_str().unwrap_or_default());
-        match self.policy.authorize(authorization, request.uri().path()) {
+        let allowed = self
+            .policy
+            .authorize(authorization, request.uri().path())
+            .and_then(|caller| {
+                // Nobody vouches for an anonymous caller: its address pays.
+                if caller.principal().is_none() {
+                    self.quotas.anonymous_call(&request)?;
+                }
+                Ok(caller)
+            });
+        match allowed {
             Ok(caller) => {
                 if let Some(principal) = caller.principal() {
                     tracing::Span::current().record("user_id", principal.user_id.0);

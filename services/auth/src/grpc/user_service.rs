@@ -29,7 +29,11 @@ impl pb::user_service_server::UserService for UserApi {
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn create(&self, request: Request<pb::CreateRequest>) -> Reply<pb::CreateResponse> {
         let caller = caller(&request)?;
-        let new = NewUser::try_from(request.into_inner())?;
+        let address = self.app.quotas.client_of(&request);
+        let new = NewUser {
+            address,
+            ..NewUser::try_from(request.into_inner())?
+        };
         let id = self.app.create_user(&caller, new).await?;
         Ok(Response::new(pb::CreateResponse { id: id.0 }))
     }

@@ -30,6 +30,9 @@ pub struct Principal {
     /// When the token expires, in seconds since the Unix epoch (0 for a
     /// principal about to be issued a token).
     pub expires_at: u64,
+    /// The refresh token family (the login) the token was issued for;
+    /// none in tokens issued before tokens carried it.
+    pub session: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +42,9 @@ struct Claims {
     name: String,
     role: String,
     ver: i64,
+    /// The session (refresh token family) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<uuid::Uuid>,
     jti: String,
     iat: u64,
     exp: u64,
@@ -105,6 +111,7 @@ impl AccessTokens {
             name: principal.name.clone(),
             role: principal.role.as_str().to_owned(),
             ver: principal.token_version,
+            sid: principal.session,
             jti: uuid::Uuid::new_v4().to_string(),
             iat: now,
             exp: now + self.ttl.as_secs(),
@@ -181,6 +188,7 @@ impl AccessTokens {
                 .ok_or(TokenError::Invalid)?,
             token_version: claims.ver,
             expires_at: claims.exp,
+            session: claims.sid,
         })
     }
 }
@@ -217,6 +225,7 @@ mod tests {
             name: "ada".into(),
             role: Role::Admin,
             token_version: 3,
+            session: Some(uuid::Uuid::nil()),
             expires_at: 0,
         }
     }

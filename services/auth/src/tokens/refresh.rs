@@ -1,4 +1,4 @@
-//! Refresh tokens: 256 random bits, shown to the client once and stored
+//! Refresh tokens and device tokens: 256 random bits, shown to the client once and stored
 //! only as their SHA-256 digest. A slow hash would add nothing: the tokens
 //! are random, not chosen by people.
 
@@ -9,12 +9,23 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 
 const PREFIX: &str = "rt_";
+/// Device tokens are made the same way, and told apart by their prefix.
+const DEVICE_PREFIX: &str = "dt_";
 
 /// A new refresh token and the digest to store.
 pub fn generate() -> (SecretString, Vec<u8>) {
+    generate_with(PREFIX)
+}
+
+/// A new device token and the digest to store.
+pub fn generate_device() -> (SecretString, Vec<u8>) {
+    generate_with(DEVICE_PREFIX)
+}
+
+fn generate_with(prefix: &str) -> (SecretString, Vec<u8>) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let token: SecretString = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)).into();
+    let token: SecretString = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)).into();
     let digest = digest(token.expose_secret());
     (token, digest)
 }

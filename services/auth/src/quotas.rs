@@ -1,0 +1,96 @@
+//! What one client address may ask how often before anyone vouches for
+//! it: registrations, and calls made without an access token (logins,
+//! token refreshes, and anything else sent anonymously). Per replica (see
+//! [`host::quota`]); IPv6 clients count by their /64.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use host::client_address::{TrustedProxies, counted_as};
+use host::quota::{Quota, QuotaMetrics, Rate};
+use prometheus::Registry;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaConfig {
+    pub registrations: Option<Rate>,
+    pub anonymous_calls: Option<Rate>,
+}
+
+impl Default for QuotaConfig {
+    /// A classroom behind one address may register 20 at once, then 2 a
+    /// minute. Anonymous calls: 300 at once, then 30 a second, far above
+    /// what people logging in from one office make.
+    fn default() -> QuotaConfig {
+        QuotaConfig {
+            registrations: Some(Rate::new(20, 1.0 / 30.0)),
+            anonymous_calls: Some(Rate::new(300, 30.0)),
+        }
+    }
+}
+
+pub struct AddressQuotas {
+    trusted_proxies: TrustedProxies,
+    registrations: Arc<Quota<String>>,
+    anonymous_calls: Arc<Quota<String>>,
+}
+
+impl AddressQuotas {
+    pub fn new(
+        config: &QuotaConfig,
+        trusted_proxies: TrustedProxies,
+        registry: &Registry,
+    ) -> anyhow::Result<AddressQuotas> {
+        let metrics = QuotaMetrics::register(registry, "auth")?;
+        Ok(AddressQuotas {
+            trusted_proxies,
+            registrations: Quota::new(
+                "registrations",
+                "registrations from this address",
+                config.registrations,
+                &metrics,
+            ),
+            anonymous_calls: Quota::new(
+                "anonymous_calls",
+                "calls without an access token from this address",
+                config.anonymous_calls,
+                &metrics,
+            ),
+        })
+    }
+
+    /// The client of a gRPC request, as the trusted proxies tell it.
+    pub fn client_of<T>(&self, request: &tonic::Request<T>) -> Option<IpAddr> {
+        self.trusted_proxies.client_of(request)
+    }
+
+    /// Charges an anonymous call, made over `request`'s connection, to its
+    /// client's address. A call whose address is unknown is not counted.
+    pub fn anonymous_call<B>(&self, request: &http::Request<B>) -> Result<()> {
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|info| info.remote_addr)
+            .map(|addr| addr.ip());
+        let forwarded: Vec<&str> = request
+            .headers()
+            .get_all(host::client_address::FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        match self.trusted_proxies.client(peer, &forwarded) {
+            Some(address) => self.anonymous_calls.take(&counted_as(address), 1),
+            None => Ok(()),
+        }
+    }
+
+    /// Charges a registration to its client's address.
+    pub fn registration(&self, address: Option<IpAddr>) -> Result<()> {
+        match address {
+            Some(address) => self.registrations.take(&counted_as(address), 1),
+            None => Ok(()),
+        }
+    }
+}
