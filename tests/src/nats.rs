@@ -14,6 +14,8 @@ use crate::process::free_addr;
 pub struct NatsServer {
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// The user and password clients must give, if any.
+    credentials: Option<(String, String)>,
 }
 
 fn binary() -> PathBuf {
@@ -28,6 +30,18 @@ impl NatsServer {
         let mut server = NatsServer {
             addr: free_addr(),
             child: None,
+            credentials: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// A server that lets in only clients giving `user` and `password`.
+    pub fn start_with_credentials(user: &str, password: &str) -> NatsServer {
+        let mut server = NatsServer {
+            addr: free_addr(),
+            child: None,
+            credentials: Some((user.to_owned(), password.to_owned())),
         };
         server.restart();
         server
@@ -50,9 +64,14 @@ impl NatsServer {
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["-a", "127.0.0.1", "-p"])
-            .arg(self.addr.port().to_string())
+            .arg(self.addr.port().to_string());
+        if let Some((user, password)) = &self.credentials {
+            command.args(["--user", user, "--pass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -23,12 +23,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use host::notifications::{Event as Notice, Freshness, Notifications};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Notify;
 
-use crate::config::Fanout;
+use crate::config::{Fanout, FanoutAuth};
 use crate::db;
 
 const CHANNEL: &str = "chat_events";
@@ -110,13 +110,60 @@ pub(crate) enum Announcer {
 
 /// The listening half.
 pub(crate) enum Listener {
-    Postgres(Box<Notifications>),
+    Postgres(Box<Notifications>, Malformed),
     Nats {
         client: async_nats::Client,
         subscriber: async_nats::Subscriber,
         /// Told on every (re)connection.
         connected: Arc<Notify>,
+        malformed: Malformed,
     },
+}
+
+/// How often a malformed payload is logged at most; the others are only
+/// counted, and the next line says how many there were.
+const MALFORMED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How much of a malformed payload a log line shows.
+const MALFORMED_SHOWN_CHARS: usize = 64;
+
+/// What is heard on the bus that is no announcement: counted, and logged
+/// at most once per [`MALFORMED_LOG_INTERVAL`], truncated, so that a flood
+/// of junk floods no log.
+pub(crate) struct Malformed {
+    counter: IntCounter,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Malformed {
+    fn new(counter: IntCounter) -> Malformed {
+        Malformed {
+            counter,
+            last_logged: None,
+            unlogged: 0,
+        }
+    }
+
+    fn heard(&mut self, payload: &str, why: &'static str) {
+        self.counter.inc();
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < MALFORMED_LOG_INTERVAL)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        let shown: String = payload.chars().take(MALFORMED_SHOWN_CHARS).collect();
+        tracing::warn!(
+            payload = shown,
+            truncated = shown.len() < payload.len(),
+            unlogged_since_last = self.unlogged,
+            "{why} on the fan-out bus; ignored"
+        );
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// Connects to the bus `fanout` names. PostgreSQL's is listening when this
@@ -124,11 +171,14 @@ pub(crate) enum Listener {
 /// reconnects, in the background, `connected` telling which it is.
 pub(crate) async fn open(
     fanout: &Fanout,
+    fanout_auth: &FanoutAuth,
     pool: PgPool,
     connect: PgConnectOptions,
     start_within: Duration,
     connected: IntGauge,
+    malformed: IntCounter,
 ) -> anyhow::Result<(Announcer, Listener)> {
+    let malformed = Malformed::new(malformed);
     match fanout {
         Fanout::Postgres => {
             let mut notifications = Notifications::new(connect, &[CHANNEL], Freshness::new());
@@ -142,12 +192,23 @@ pub(crate) async fn open(
                 Announcer::Postgres(pool),
                 // The first `Listening` is consumed above: the hub starts
                 // with nothing to catch up on.
-                Listener::Postgres(Box::new(notifications)),
+                Listener::Postgres(Box::new(notifications), malformed),
             ))
         }
         Fanout::Nats(url) => {
             let ready = Arc::new(Notify::new());
-            let client = async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new();
+            if let (Some(user), Some(password)) = (&fanout_auth.user, &fanout_auth.password) {
+                use secrecy::ExposeSecret as _;
+                options =
+                    options.user_and_password(user.clone(), password.expose_secret().to_owned());
+            }
+            if let Some(ca_file) = &fanout_auth.ca_file {
+                options = options
+                    .add_root_certificates(ca_file.clone())
+                    .require_tls(true);
+            }
+            let client = options
                 .name("chat")
                 .retry_on_initial_connect()
                 .max_reconnects(None)
@@ -163,7 +224,7 @@ pub(crate) async fn open(
                 })
                 .connect(url.as_str())
                 .await
-                .with_context(|| format!("the NATS fan-out's address {url}"))?;
+                .with_context(|| format!("the NATS fan-out's address {}", fanout.redacted()))?;
             let subscriber = client
                 .subscribe(SUBJECTS)
                 .await
@@ -174,6 +235,7 @@ pub(crate) async fn open(
                     client,
                     subscriber,
                     connected: ready,
+                    malformed,
                 },
             ))
         }
@@ -247,16 +309,8 @@ impl Announcer {
             }
             Announcer::Nats(client) => tokio::time::timeout(NATS_WITHIN, async {
                 for announcement in announcements {
-                    let chat_id = match *announcement {
-                        Announcement::Message { chat_id, .. }
-                        | Announcement::Deleted { chat_id }
-                        | Announcement::Removed { chat_id, .. } => chat_id,
-                    };
                     client
-                        .publish(
-                            format!("chat.events.{chat_id}"),
-                            announcement.payload().into(),
-                        )
+                        .publish(subject_of(announcement), announcement.payload().into())
                         .await?;
                 }
                 anyhow::Ok(())
@@ -277,13 +331,15 @@ impl Listener {
     /// only a bug does.
     pub(crate) async fn next(&mut self) -> Option<Heard> {
         match self {
-            Listener::Postgres(notifications) => loop {
+            Listener::Postgres(notifications, malformed) => loop {
                 match notifications.next().await {
                     Notice::Listening { .. } => return Some(Heard::Ready),
                     Notice::Notification(notification) => {
                         match Announcement::parse(notification.payload()) {
                             Some(announcement) => return Some(Heard::Announcement(announcement)),
-                            None => unreadable(notification.payload()),
+                            None => {
+                                malformed.heard(notification.payload(), "an unreadable chat event")
+                            }
                         }
                     }
                 }
@@ -292,6 +348,7 @@ impl Listener {
                 client,
                 subscriber,
                 connected,
+                malformed,
             } => loop {
                 tokio::select! {
                     biased;
@@ -306,9 +363,17 @@ impl Listener {
                     }
                     message = subscriber.next() => {
                         let message = message?;
+                        let payload = String::from_utf8_lossy(&message.payload);
                         match std::str::from_utf8(&message.payload).ok().and_then(Announcement::parse) {
-                            Some(announcement) => return Some(Heard::Announcement(announcement)),
-                            None => unreadable(&String::from_utf8_lossy(&message.payload)),
+                            // The payload's chat must be its subject's: a
+                            // subject is what NATS permissions can limit.
+                            Some(announcement)
+                                if message.subject.as_str() == subject_of(&announcement) =>
+                            {
+                                return Some(Heard::Announcement(announcement));
+                            }
+                            Some(_) => malformed.heard(&payload, "a chat event under another chat's subject"),
+                            None => malformed.heard(&payload, "an unreadable chat event"),
                         }
                     }
                 }
@@ -317,8 +382,19 @@ impl Listener {
     }
 }
 
-fn unreadable(payload: &str) {
-    tracing::warn!(payload, "unreadable chat event");
+/// The NATS subject an announcement is published on.
+fn subject_of(announcement: &Announcement) -> String {
+    format!("chat.events.{}", announcement.chat_id())
+}
+
+impl Announcement {
+    fn chat_id(&self) -> i64 {
+        match *self {
+            Announcement::Message { chat_id, .. }
+            | Announcement::Deleted { chat_id }
+            | Announcement::Removed { chat_id, .. } => chat_id,
+        }
+    }
 }
 
 #[cfg(test)]

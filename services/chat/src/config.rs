@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use host::config::var_or;
+use host::quota::rate_var as rate;
 use host::server::Edge;
 use secrecy::SecretString;
+
+pub use crate::quotas::QuotaConfig;
 
 /// How often watched chats are compared with the database, by default.
 pub const DEFAULT_FANOUT_POLL: Duration = Duration::from_secs(1);
@@ -27,22 +30,71 @@ pub struct Config {
     pub stream_stall_timeout: Duration,
     /// How replicas tell each other of new messages and deleted chats.
     pub fanout: Fanout,
+    /// How chat proves itself to NATS, and whom it trusts there.
+    pub fanout_auth: FanoutAuth,
     /// How often open streams' chats are compared with the database, which
     /// finds whatever the fan-out lost.
     pub fanout_poll: Duration,
+    /// What one user may do how often (`CHAT_QUOTA_*`).
+    pub quotas: QuotaConfig,
 }
 
 /// How replicas tell each other of new messages and deleted chats (see
 /// [`crate::bus`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Fanout {
     /// PostgreSQL's `NOTIFY`: nothing else to run.
     Postgres,
-    /// A NATS server or cluster: `nats://host:port`, several comma-separated.
+    /// A NATS server or cluster: `nats://host:port`, several comma-separated,
+    /// each with credentials if the servers want them
+    /// (`nats://user:password@host:port`, `tls://...` for TLS).
     Nats(String),
 }
 
+/// Credentials and TLS for the NATS fan-out (`CHAT_FANOUT_USER`,
+/// `CHAT_FANOUT_PASSWORD`, `CHAT_FANOUT_CA_FILE`): kept apart from the URL,
+/// so that no address in a log carries them.
+#[derive(Debug, Clone, Default)]
+pub struct FanoutAuth {
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// PEM certificates that sign the NATS servers' own (with `tls://`
+    /// URLs); unset trusts the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Never shows the credentials a NATS URL carries.
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fanout::Postgres => f.write_str("Postgres"),
+            Fanout::Nats(_) => write!(f, "Nats({})", self.redacted()),
+        }
+    }
+}
+
 impl Fanout {
+    /// The servers' addresses, without the user names and passwords they
+    /// carry: what a log line may show.
+    pub fn redacted(&self) -> String {
+        match self {
+            Fanout::Postgres => "postgres".to_owned(),
+            Fanout::Nats(url) => url
+                .split(',')
+                .map(|server| {
+                    let server = server.trim();
+                    match (server.split_once("://"), server.rfind('@')) {
+                        (Some((scheme, _)), Some(at)) => {
+                            format!("{scheme}://***@{}", &server[at + 1..])
+                        }
+                        _ => server.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
     /// From `CHAT_FANOUT_URL`: empty or unset is PostgreSQL.
     pub fn parse(url: Option<&str>) -> anyhow::Result<Fanout> {
         let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
@@ -95,7 +147,9 @@ impl Config {
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
             fanout: Fanout::Postgres,
+            fanout_auth: FanoutAuth::default(),
             fanout_poll: DEFAULT_FANOUT_POLL,
+            quotas: QuotaConfig::default(),
         }
     }
 
@@ -151,7 +205,46 @@ impl Config {
                 &defaults.stream_stall_timeout.as_millis().to_string(),
             )?),
             fanout: Fanout::parse(var("CHAT_FANOUT_URL").as_deref())?,
+            fanout_auth: {
+                let auth = FanoutAuth {
+                    user: var("CHAT_FANOUT_USER").filter(|user| !user.is_empty()),
+                    password: var("CHAT_FANOUT_PASSWORD")
+                        .filter(|password| !password.is_empty())
+                        .map(SecretString::from),
+                    ca_file: var("CHAT_FANOUT_CA_FILE")
+                        .filter(|path| !path.is_empty())
+                        .map(std::path::PathBuf::from),
+                };
+                anyhow::ensure!(
+                    auth.user.is_some() == auth.password.is_some(),
+                    "CHAT_FANOUT_USER and CHAT_FANOUT_PASSWORD go together"
+                );
+                auth
+            },
             fanout_poll,
+            quotas: QuotaConfig {
+                sends: rate(&var, "CHAT_QUOTA_SENDS", defaults.quotas.sends)?,
+                chats_created: rate(
+                    &var,
+                    "CHAT_QUOTA_CHATS_CREATED",
+                    defaults.quotas.chats_created,
+                )?,
+                members_added: rate(
+                    &var,
+                    "CHAT_QUOTA_MEMBERS_ADDED",
+                    defaults.quotas.members_added,
+                )?,
+                open_streams: match var("CHAT_QUOTA_OPEN_STREAMS").as_deref().map(str::trim) {
+                    None => defaults.quotas.open_streams,
+                    Some("off") => None,
+                    Some(most) => Some(
+                        most.parse::<u32>()
+                            .ok()
+                            .filter(|most| *most > 0)
+                            .context("CHAT_QUOTA_OPEN_STREAMS is a number above 0, or off")?,
+                    ),
+                },
+            },
         })
     }
 }
@@ -170,6 +263,21 @@ mod tests {
         );
         for wrong in ["a:4222", "http://a:4222", "nats://", "nats://a:4222,"] {
             assert!(Fanout::parse(Some(wrong)).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn nats_credentials_never_show() {
+        let fanout = Fanout::parse(Some("nats://chat:s3cret@a:4222, tls://b:4222")).expect("valid");
+        for shown in [fanout.redacted(), format!("{fanout:?}")] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("chat:"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("a:4222") && shown.contains("tls://b:4222"),
+                "{shown}"
+            );
         }
     }
 

@@ -20,6 +20,7 @@
 //! - [`access_watch`]: ends open streams when their caller's access ends.
 //! - [`db`]: the only place SQL lives.
 //! - `metrics`: messages sent and open streams, for Prometheus.
+//! - `quotas`: what one user may do how often, per replica.
 //! - [`error`]: the one error type and its gRPC statuses.
 
 pub mod access_watch;
@@ -34,6 +35,7 @@ pub mod error;
 mod grpc;
 mod hub;
 mod metrics;
+mod quotas;
 pub mod startup;
 
 /// The database migrations, embedded at compile time.

@@ -19,6 +19,9 @@ pub(crate) struct ChatMetrics {
     /// Deletions and removals heard on the bus that the database did not
     /// confirm: forged, or a bug.
     pub(crate) unconfirmed_announcements: IntCounter,
+    /// Payloads on the bus that are no announcement, or name another chat
+    /// than their subject.
+    pub(crate) malformed_announcements: IntCounter,
 }
 
 impl ChatMetrics {
@@ -45,6 +48,10 @@ impl ChatMetrics {
                 "chat_unconfirmed_announcements_total",
                 "Deletions and removals heard on the fan-out bus that the database did not confirm, and so ignored.",
             )?,
+            malformed_announcements: IntCounter::new(
+                "chat_malformed_announcements_total",
+                "Payloads heard on the fan-out bus that are no announcement, or whose chat is not their subject's.",
+            )?,
         };
         registry.register(Box::new(metrics.messages_sent.clone()))?;
         registry.register(Box::new(metrics.fanout_connected.clone()))?;
@@ -52,6 +59,7 @@ impl ChatMetrics {
         registry.register(Box::new(metrics.watched_chats.clone()))?;
         registry.register(Box::new(metrics.membership_reads.clone()))?;
         registry.register(Box::new(metrics.unconfirmed_announcements.clone()))?;
+        registry.register(Box::new(metrics.malformed_announcements.clone()))?;
         Ok(metrics)
     }
 }

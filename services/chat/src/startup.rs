@@ -21,6 +21,7 @@ use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
 use crate::metrics::ChatMetrics;
+use crate::quotas::Quotas;
 use crate::{MIGRATOR, db};
 
 pub struct Application {
@@ -70,6 +71,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             metrics,
             stream_stall_timeout: config.stream_stall_timeout,
+            quotas: Quotas::new(&config.quotas, &registry)?,
         });
         let mut routes = RoutesBuilder::default();
         routes.add_service(Guarded::new(

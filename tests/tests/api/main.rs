@@ -10,6 +10,7 @@ mod logs;
 mod membership;
 mod metrics;
 mod nats;
+mod quotas;
 mod reflection;
 mod rest;
 mod revocation;

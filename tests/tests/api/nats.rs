@@ -180,3 +180,79 @@ async fn forged_announcements_on_the_bus_end_no_stream() {
         scrape.body
     );
 }
+
+#[tokio::test]
+async fn malformed_and_misaddressed_payloads_are_counted_and_ignored() {
+    let nats = NatsServer::start();
+    let (_auth, first, _second, ada, grace, chat_id) = two_replicas(nats_only(&nats)).await;
+    let mut stream = connect(&first, &grace, chat_id, None).await;
+    let bus = async_nats::connect(nats.url())
+        .await
+        .expect("a NATS client");
+    // A message announcement for this chat, published under another
+    // chat's subject, and a flood of junk.
+    bus.publish(
+        format!("chat.events.{}", chat_id + 1),
+        format!("message:{chat_id}:{}", i64::MAX).into(),
+    )
+    .await
+    .expect("publishing");
+    for n in 0..200 {
+        bus.publish(
+            format!("chat.events.{chat_id}"),
+            format!("{n}:{}", "x".repeat(10_000)).into(),
+        )
+        .await
+        .expect("publishing");
+    }
+    bus.flush().await.expect("flushing");
+    assert!(
+        tests::services::eventually(|| async {
+            tests::http::request(first.metrics_addr, "GET", "/metrics", None, None)
+                .await
+                .body
+                .contains("chat_malformed_announcements_total 201")
+        })
+        .await,
+        "the malformed payloads were not all counted"
+    );
+    let after = first.send(&ada, chat_id, "after").await;
+    assert_eq!(next_message(&mut stream).await, after);
+}
+
+#[tokio::test]
+async fn a_nats_server_that_wants_credentials_gets_them() {
+    let nats = NatsServer::start_with_credentials("chat", "a-nats-password");
+    let url = nats.url();
+    let with = |password: &'static str| {
+        let url = url.clone();
+        move |config: &mut Config| {
+            config.fanout = Fanout::Nats(url.clone());
+            config.fanout_poll = Duration::from_secs(3600);
+            config.fanout_auth.user = Some("chat".into());
+            config.fanout_auth.password = Some(password.to_owned().into());
+        }
+    };
+    let (auth, first, second, ada, grace, chat_id) = two_replicas(with("a-nats-password")).await;
+    let mut stream = connect(&second, &grace, chat_id, None).await;
+    let sent = first
+        .send(&ada, chat_id, "through an authenticated bus")
+        .await;
+    assert_eq!(next_message(&mut stream).await, sent);
+    let scrape = tests::http::request(first.metrics_addr, "GET", "/metrics", None, None).await;
+    assert!(
+        scrape.body.contains("chat_fanout_connected 1"),
+        "{}",
+        scrape.body
+    );
+
+    // The wrong password connects to nothing.
+    let wrong = TestChat::spawn_on(first.database_url.clone(), &auth.url(), with("wrong")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let scrape = tests::http::request(wrong.metrics_addr, "GET", "/metrics", None, None).await;
+    assert!(
+        scrape.body.contains("chat_fanout_connected 0"),
+        "{}",
+        scrape.body
+    );
+}

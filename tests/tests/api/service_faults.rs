@@ -162,8 +162,11 @@ async fn with_auth_slow_or_down_every_chat_rpc_is_unavailable_in_time_and_none_r
 #[tokio::test]
 async fn clients_of_a_replica_that_dies_resume_on_another_with_no_gap_or_duplicate() {
     let auth = TestAuth::spawn().await;
-    let dying = TestChat::spawn(&auth).await;
-    let surviving = TestChat::spawn_on(dying.database_url.clone(), &auth.url(), |_| {}).await;
+    // The sender here is a load, not a person: no send quota.
+    let no_send_quota = |config: &mut chat::config::Config| config.quotas.sends = None;
+    let dying = TestChat::spawn_with(&auth, no_send_quota).await;
+    let surviving =
+        TestChat::spawn_on(dying.database_url.clone(), &auth.url(), no_send_quota).await;
     let ada = auth.register("ada").await;
     let grace = auth.register("grace").await;
     let chat_id = dying.create_chat(&ada, &[&grace]).await;

@@ -280,6 +280,15 @@ async fn sends_through_a_postgres_kill(data_dir: &Path, access_token: &str) -> V
                 .await
             {
                 Ok(sent) => break sent.into_inner().message.expect("the message").id,
+                // Past the send quota: back when the service says.
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    use tonic_types::StatusExt as _;
+                    let wait = status
+                        .get_details_retry_info()
+                        .and_then(|info| info.retry_delay)
+                        .unwrap_or_else(|| panic!("no RetryInfo: {status:?}"));
+                    tokio::time::sleep(wait).await;
+                }
                 Err(status) => {
                     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                     assert!(attempts < 300, "PostgreSQL did not come back");

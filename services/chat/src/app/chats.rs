@@ -48,6 +48,10 @@ impl App {
         new: NewChat,
     ) -> Result<ChatId> {
         let caller_id = caller.user_id.get();
+        // Charged for what was asked, before auth is: a refused call costs
+        // nobody else anything.
+        self.quotas
+            .create_chat(caller.user_id, new.usernames.len())?;
         let mut members = self.user_ids(forwarded, new.usernames).await?;
         members.retain(|&id| id != caller_id);
         members.sort_unstable();

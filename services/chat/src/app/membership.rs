@@ -41,6 +41,8 @@ impl App {
         let chat_id = new.chat_id;
         // Who may, before anything about the names is asked or told.
         self.may_manage(chat_id, caller).await?;
+        self.quotas
+            .add_members(caller.user_id, new.usernames.len())?;
 
         let mut user_ids = self.user_ids(forwarded, new.usernames).await?;
         user_ids.sort_unstable();

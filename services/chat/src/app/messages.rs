@@ -33,6 +33,7 @@ impl App {
         caller: &Caller,
         outgoing: Outgoing,
     ) -> Result<Arc<MessageRow>> {
+        self.quotas.send(caller.user_id)?;
         let chat_id = outgoing.chat_id;
         let key = outgoing
             .client_message_id

@@ -19,6 +19,7 @@ use crate::access_watch::AccessWatch;
 use crate::auth_client::AuthClient;
 use crate::hub::Hub;
 use crate::metrics::ChatMetrics;
+use crate::quotas::Quotas;
 
 /// What every capability works with.
 pub(crate) struct App {
@@ -31,6 +32,7 @@ pub(crate) struct App {
     pub(crate) metrics: ChatMetrics,
     /// A stream whose client reads nothing for this long is ended.
     pub(crate) stream_stall_timeout: Duration,
+    pub(crate) quotas: Quotas,
 }
 
 /// What a call to auth on the caller's behalf carries on: the caller's

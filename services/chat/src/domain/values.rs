@@ -105,6 +105,10 @@ impl Usernames {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn into_vec(self) -> Vec<String> {
         self.0
     }

@@ -88,10 +88,12 @@ impl Hub {
     ) -> anyhow::Result<(Arc<Hub>, JoinHandle<()>)> {
         let (announcer, listener) = bus::open(
             &config.fanout,
+            &config.fanout_auth,
             pool.clone(),
             connect,
             START_WITHIN,
             metrics.fanout_connected.clone(),
+            metrics.malformed_announcements.clone(),
         )
         .await?;
         let hub = Arc::new(Hub {

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use host::error::Limit;
+use host::quota::Slot;
 use tokio::sync::broadcast;
 use tonic::Status;
 
@@ -20,12 +22,13 @@ use crate::domain::{ChatId, UserId};
 use crate::error::Error;
 use crate::hub::{Event, Subscription};
 use crate::metrics::OpenStream;
-use host::error::Limit;
 
 /// Messages read from the database at a time when a stream catches up.
 const CATCH_UP_BATCH: i64 = 100;
 
 pub(super) struct ChatStream {
+    /// The stream's place among its user's open streams.
+    pub(super) _slot: Slot<UserId>,
     pub(super) chat_id: ChatId,
     pub(super) user_id: UserId,
     /// The chat's members version when the user was last known to be a

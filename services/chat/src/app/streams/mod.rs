@@ -53,6 +53,7 @@ impl App {
         } = opener;
         let chat_id = start.chat_id;
         let pool = &self.pool;
+        let slot = self.quotas.open_stream(caller.user_id)?;
 
         // Subscribe first, then find where the stream starts: whatever is
         // stored after that point arrives as an event, or is read below. A
@@ -80,6 +81,7 @@ impl App {
         );
         let (queue, outbound) = outbound::queue(STREAM_QUEUE);
         let stream = ChatStream {
+            _slot: slot,
             chat_id,
             user_id: caller.user_id,
             members_version,
