@@ -249,12 +249,14 @@ async fn send(client: &mut Client, chat_id: i64, text: String) -> anyhow::Result
                     .context("no message in the answer");
             }
             Err(status) if attempt < ATTEMPTS && retryable(&status) => {
+                // The server's word on when to come back, if it gave one.
+                let wait = retry_delay(&status).unwrap_or(backoff);
                 eprintln!(
                     "send failed ({}); retrying in {} ms with the same message id",
                     display::safe(&session::describe(&status.into())),
-                    backoff.as_millis()
+                    wait.as_millis()
                 );
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait).await;
                 backoff *= 2;
             }
             Err(status) => return Err(status.into()),
@@ -323,12 +325,13 @@ async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyho
             return Err(ended.into());
         }
         let from = last.map_or_else(|| "now".to_owned(), |id| format!("message {id}"));
+        let wait = retry_delay(&ended).unwrap_or(backoff);
         eprintln!(
             "stream ended ({}); resuming after {from} in {} ms",
             display::safe(&session::describe(&ended.into())),
-            backoff.as_millis()
+            wait.as_millis()
         );
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(wait).await;
         backoff *= 2;
     }
 }
@@ -352,9 +355,24 @@ async fn newest_message_id(client: &mut Client, chat_id: i64) -> anyhow::Result<
 fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        // A quota used up: the server says when to come back.
+        tonic::Code::ResourceExhausted => retry_delay(status).is_some(),
         tonic::Code::Unknown | tonic::Code::Internal => std::error::Error::source(status).is_some(),
         _ => false,
     }
+}
+
+/// The longest a client waits because a server asked it to.
+const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// When the server asked to be tried again (`google.rpc.RetryInfo`), at
+/// most [`LONGEST_RETRY_DELAY`] away.
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .map(|delay| delay.min(LONGEST_RETRY_DELAY))
 }
 
 /// Whether reconnecting can cure what ended a stream: the service gone or

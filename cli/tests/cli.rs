@@ -529,3 +529,63 @@ async fn chats_are_listed_shown_renamed_and_members_added_removed_and_leave() {
     assert!(linus.ok(&["chat", "list"]).await.trim().is_empty());
     assert_eq!(ada.ok(&["chat", "show", &chat_id]).await.lines().count(), 2);
 }
+
+#[tokio::test]
+async fn a_send_past_the_quota_waits_as_the_server_asks_and_lands() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn_with(&auth, |config| {
+        config.quotas.sends = Some(host::quota::Rate::new(1, 2.0));
+    })
+    .await;
+    let (ada_dir, grace_dir) = (temp_dir("quota-ada"), temp_dir("quota-grace"));
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &ada_dir,
+    };
+    let grace = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &grace_dir,
+    };
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+    ada.ok(&["chat", "send", &chat_id, "first"]).await;
+    let (ok, _, stderr) = ada.run(&["chat", "send", &chat_id, "second"]).await;
+    assert!(ok, "the second send failed: {stderr}");
+    assert!(stderr.contains("quota"), "no wait was asked for: {stderr}");
+    let history = ada.ok(&["chat", "history", &chat_id]).await;
+    assert!(
+        history.contains("first") && history.contains("second"),
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn logging_out_keeps_the_device_token_for_the_next_login() {
+    let auth = TestAuth::spawn_with(|config| config.lockout.max_failures = 2).await;
+    let chat = TestChat::spawn(&auth).await;
+    let dir = temp_dir("device");
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &dir,
+    };
+    ada.ok(&["register", "ada", "ada@example.com"]).await;
+    ada.ok(&["login", "ada"]).await;
+    ada.ok(&["logout"]).await;
+    // Someone else guesses ada's password until her name is locked.
+    for _ in 0..3 {
+        let _ = auth
+            .sessions()
+            .login(api::auth::v1::LoginRequest {
+                username: "ada".into(),
+                password: "a guess".into(),
+                ..Default::default()
+            })
+            .await;
+    }
+    // chatctl presents this device's token: ada still gets in.
+    ada.ok(&["login", "ada"]).await;
+    let session = std::fs::read_to_string(dir.join("session.json")).expect("a session");
+    assert!(session.contains("dt_"), "no device token kept: {session}");
+}

@@ -4,7 +4,7 @@
 import { Code, type Client } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ChatService, type Message } from "../../gen/ts/chat/v1/chat_pb";
-import { codeOf, describe } from "./errors";
+import { codeOf, describe, retryDelayMs } from "./errors";
 import { el } from "./dom";
 
 /** Messages per history page. */
@@ -120,12 +120,17 @@ export class Conversation {
         }
         return;
       } catch (error) {
-        const retry = codeOf(error) === Code.Unavailable || codeOf(error) === Code.DeadlineExceeded;
+        // Past a quota, the server says when to come back.
+        const asked = retryDelayMs(error);
+        const retry =
+          codeOf(error) === Code.Unavailable ||
+          codeOf(error) === Code.DeadlineExceeded ||
+          (codeOf(error) === Code.ResourceExhausted && asked !== undefined);
         if (!retry || attempt >= SEND_ATTEMPTS || this.abort.signal.aborted) {
           throw error;
         }
         this.status(`sending failed (${describe(error)}); retrying`);
-        await sleep(jittered(backoff), this.abort.signal);
+        await sleep(asked ?? jittered(backoff), this.abort.signal);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }

@@ -207,8 +207,13 @@ async fn two_people_chat_live_in_two_browsers() {
     let origin = format!("http://{page_addr}");
     let origins = host::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
     let auth = TestAuth::spawn_with(|config| config.edge.cors_origins = origins.clone()).await;
-    let chat =
-        TestChat::spawn_with(&auth, |config| config.edge.cors_origins = origins.clone()).await;
+    let chat = TestChat::spawn_with(&auth, |config| {
+        config.edge.cors_origins = origins.clone();
+        // One send at once, then one a second: a quick second send must
+        // wait as the service asks, and still land.
+        config.quotas.sends = Some(host::quota::Rate::new(1, 1.0));
+    })
+    .await;
     let web = web::WebClient::on(
         listener,
         &web::Config {
@@ -264,11 +269,19 @@ async fn two_people_chat_live_in_two_browsers() {
     eventually(&ada, MESSAGES, |texts| texts == &json!(["hello ada"])).await;
     steps.shoot(&ada, "ada-sees-it-live").await;
 
+    // Past the send quota, the page waits as asked and sends.
+    fill(&grace, "message-text", "and again").await;
+    click(&grace, "#send-button").await;
+    eventually(&ada, MESSAGES, |texts| {
+        texts == &json!(["hello ada", "and again"])
+    })
+    .await;
+
     // Markup in a message is text, never HTML.
     fill(&ada, "message-text", XSS).await;
     click(&ada, "#send-button").await;
     eventually(&grace, MESSAGES, |texts| {
-        texts == &json!(["hello ada", XSS])
+        texts == &json!(["hello ada", "and again", XSS])
     })
     .await;
     let images = grace
@@ -325,6 +338,22 @@ async fn two_people_chat_live_in_two_browsers() {
         "{status}"
     );
     steps.shoot(&grace, "grace-removed").await;
+
+    // 5. The logins kept a device token, which outlives a reload.
+    ada.refresh().await.expect("reloading");
+    let device = ada
+        .execute(
+            "return localStorage.getItem('chat.deviceToken.ada')",
+            vec![],
+        )
+        .await
+        .expect("reading storage");
+    assert!(
+        device
+            .as_str()
+            .is_some_and(|token| token.starts_with("dt_")),
+        "no device token kept: {device}"
+    );
 
     ada.close().await.expect("closing ada's browser");
     grace.close().await.expect("closing grace's browser");
