@@ -49,11 +49,12 @@ pub fn auth_config(database_url: String) -> Config {
     config.passwords.memory_kib = 1024;
     config.passwords.iterations = 1;
     // Every test client calls from loopback, one address for them all:
-    // per-address quotas are tested on their own.
+    // per-address quotas and lockouts are tested on their own.
     config.quotas = auth::config::QuotaConfig {
         registrations: None,
         anonymous_calls: None,
     };
+    config.lockout.address_max_failures = 1_000_000;
     config.watch_secret = Some(WATCH_SECRET.to_owned().into());
     config.bootstrap_admin = Some(BootstrapAdmin {
         name: ADMIN_NAME.into(),

@@ -236,6 +236,9 @@ impl Config {
         if self.lockout.max_failures > 1000 {
             bail!("AUTH_LOCKOUT_MAX_FAILURES must be at most 1000");
         }
+        if self.lockout.address_max_failures > 1_000_000 {
+            bail!("AUTH_LOCKOUT_ADDRESS_MAX_FAILURES must be at most 1000000");
+        }
         if self.devices.per_user > 1000 {
             bail!("AUTH_DEVICE_TOKENS_PER_USER must be at most 1000");
         }
