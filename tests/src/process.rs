@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::services::{ADMIN_NAME, ADMIN_PASSWORD, WATCH_SECRET};
+use crate::services::{ADMIN_NAME, ADMIN_PASSWORD, SERVICE_SECRET};
 
 /// A service that runs as a process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +218,7 @@ pub fn auth_env(database_url: &str, addr: SocketAddr) -> Vec<(String, String)> {
         ("AUTH_HTTP_ADDR", "off"),
         ("AUTH_METRICS_ADDR", "off"),
         ("AUTH_JWT_KEYS", SIGNING_KEY),
-        ("AUTH_WATCH_SECRET", WATCH_SECRET),
+        ("AUTH_SERVICE_SECRET", SERVICE_SECRET),
         ("AUTH_ARGON2_MEMORY_KIB", "1024"),
         ("AUTH_ARGON2_ITERATIONS", "1"),
         ("AUTH_BOOTSTRAP_ADMIN_NAME", ADMIN_NAME),
@@ -243,7 +243,7 @@ pub fn chat_env(database_url: &str, addr: SocketAddr, auth_url: &str) -> Vec<(St
         ("CHAT_HTTP_ADDR", "off"),
         ("CHAT_METRICS_ADDR", "off"),
         ("CHAT_AUTH_URL", auth_url),
-        ("CHAT_AUTH_WATCH_SECRET", WATCH_SECRET),
+        ("CHAT_AUTH_SERVICE_SECRET", SERVICE_SECRET),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value.to_owned()))

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use crate::postgres;
 
 /// What test chat services present to watch revocations.
-pub const WATCH_SECRET: &str = "test-watch-secret-0123456789abcdef";
+pub const SERVICE_SECRET: &str = "test-service-secret-0123456789abcdef";
 
 /// An access token lifetime longer than any test runs, for tests whose
 /// tokens must stay valid across a step the machine decides the length of
@@ -55,7 +55,7 @@ pub fn auth_config(database_url: String) -> Config {
         anonymous_calls: None,
     };
     config.lockout.address_max_failures = 1_000_000;
-    config.watch_secret = Some(WATCH_SECRET.to_owned().into());
+    config.service_secret = Some(SERVICE_SECRET.to_owned().into());
     config.bootstrap_admin = Some(BootstrapAdmin {
         name: ADMIN_NAME.into(),
         email: "root@example.com".into(),
@@ -198,6 +198,18 @@ impl Spawned {
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
+
+    /// The value of one series of the service's metrics, such as
+    /// `chat_messages_sent_total` or `x_total{label="value"}`, if it is
+    /// exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let scrape = crate::http::request(self.metrics_addr, "GET", "/metrics", None, None)
+            .await
+            .body;
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 /// An auth service running in this process; stops when dropped.
@@ -330,7 +342,7 @@ pub fn chat_config(database_url: String, auth_url: String) -> chat::config::Conf
     config.edge.http_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.edge.metrics_addr = Some("127.0.0.1:0".parse().expect("a socket address"));
     config.database.max_connections = 8;
-    config.auth.watch_secret = Some(WATCH_SECRET.to_owned().into());
+    config.auth.service_secret = Some(SERVICE_SECRET.to_owned().into());
     config
 }
 

@@ -34,9 +34,11 @@ pub struct Config {
     /// How often expired refresh tokens, dead families, old revocations
     /// and idle login throttles are deleted.
     pub prune_interval: Duration,
-    /// What services present (`authorization: Bearer <secret>`) to watch
-    /// revocations; `None` leaves `WatchRevocations` open (development).
-    pub watch_secret: Option<SecretString>,
+    /// What services present (`authorization: Bearer <secret>`) to call
+    /// on their own behalf: to watch revocations and to look up names and
+    /// ids. `None` leaves `WatchRevocations` open (development), and the
+    /// lookups to what the access rules allow users.
+    pub service_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +166,7 @@ impl Config {
             bootstrap_admin: None,
             policy_max_staleness: Duration::from_secs(5),
             prune_interval: Duration::from_secs(5 * 60),
-            watch_secret: None,
+            service_secret: None,
         }
     }
 
@@ -243,11 +245,11 @@ impl Config {
             bail!("AUTH_DEVICE_TOKENS_PER_USER must be at most 1000");
         }
         if self
-            .watch_secret
+            .service_secret
             .as_ref()
             .is_some_and(|secret| secret.expose_secret().len() < MIN_SECRET_LEN)
         {
-            bail!("AUTH_WATCH_SECRET must be at least {MIN_SECRET_LEN} bytes");
+            bail!("AUTH_SERVICE_SECRET must be at least {MIN_SECRET_LEN} bytes");
         }
         let mut ids = std::collections::HashSet::new();
         for key in &self.tokens.signing_keys {
@@ -400,7 +402,10 @@ impl Config {
                 &defaults.policy_max_staleness.as_millis().to_string(),
             )?),
             prune_interval: seconds("AUTH_PRUNE_INTERVAL_SECS", defaults.prune_interval)?,
-            watch_secret: var("AUTH_WATCH_SECRET")
+            // AUTH_WATCH_SECRET is its name from when it only opened the
+            // revocation feed.
+            service_secret: var("AUTH_SERVICE_SECRET")
+                .or_else(|| var("AUTH_WATCH_SECRET"))
                 .filter(|secret| !secret.is_empty())
                 .map(SecretString::from),
         };

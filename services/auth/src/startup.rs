@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 
+use crate::access::service::ServiceSecret;
 use crate::access::{AccessPolicy, sync};
 use crate::app::App;
 use crate::config::Config;
@@ -69,10 +70,16 @@ impl Application {
         let metrics = AuthMetrics::new(&registry)?;
         let passwords = PasswordHasher::new(&config.passwords)?;
         registry.register(Box::new(passwords.in_flight().clone()))?;
-        let policy = Arc::new(AccessPolicy::new(
-            AccessTokens::new(&config.tokens)?,
-            config.policy_max_staleness,
-        ));
+        let policy = Arc::new(
+            AccessPolicy::new(
+                AccessTokens::new(&config.tokens)?,
+                config.policy_max_staleness,
+            )
+            .with_service_secret(config.service_secret.as_ref().map(|secret| {
+                use secrecy::ExposeSecret as _;
+                ServiceSecret::new(secret.expose_secret())
+            })),
+        );
         let mut background = sync::start(
             pool.clone(),
             db::connect_options(&config.database)?,
@@ -109,11 +116,6 @@ impl Application {
             quotas: quotas.clone(),
             metrics,
             shutdown: CancellationToken::new(),
-            watch_secret: config.watch_secret.as_ref().map(|secret| {
-                use secrecy::ExposeSecret as _;
-                use sha2::Digest as _;
-                sha2::Sha256::digest(secret.expose_secret().as_bytes()).into()
-            }),
             policy_max_staleness: config.policy_max_staleness,
         });
         let mut routes = RoutesBuilder::default();

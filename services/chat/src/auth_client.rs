@@ -25,8 +25,9 @@ pub(crate) struct AuthClient {
     watch: AccessServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     check_timeout: Duration,
-    /// `Bearer <secret>` for watching revocations, when auth wants one.
-    watch_authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// `Bearer <service secret>`, for calls on chat's own behalf: the
+    /// revocation feed and the lookups of names and ids.
+    service_authorization: Option<HeaderValue>,
 }
 
 impl AuthClient {
@@ -36,16 +37,17 @@ impl AuthClient {
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         let watch_channel = endpoint.connect_lazy();
-        let watch_authorization = match &config.watch_secret {
+        let service_authorization = match &config.service_secret {
             Some(secret) => {
                 use secrecy::ExposeSecret as _;
-                Some(
-                    format!("Bearer {}", secret.expose_secret())
-                        .parse()
-                        .map_err(|_| {
-                            anyhow::anyhow!("CHAT_AUTH_WATCH_SECRET must be printable ASCII")
-                        })?,
-                )
+                let mut value = HeaderValue::try_from(format!("Bearer {}", secret.expose_secret()))
+                    .ok()
+                    .filter(|value| value.to_str().is_ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("CHAT_AUTH_SERVICE_SECRET must be printable ASCII")
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
             }
             None => None,
         };
@@ -54,7 +56,7 @@ impl AuthClient {
             watch: AccessServiceClient::new(watch_channel),
             users: UserServiceClient::new(channel),
             check_timeout: config.check_timeout,
-            watch_authorization,
+            service_authorization,
         })
     }
 
@@ -114,10 +116,14 @@ impl AuthClient {
     ) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>, Status> {
         let mut access = self.watch.clone();
         let mut request = tonic::Request::new(pb::WatchRevocationsRequest {});
-        if let Some(authorization) = &self.watch_authorization {
+        if let Some(authorization) = self
+            .service_authorization
+            .as_ref()
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+        {
             request
                 .metadata_mut()
-                .insert("authorization", authorization.clone());
+                .insert("authorization", authorization);
         }
         tokio::time::timeout(self.check_timeout, access.watch_revocations(request))
             .await
@@ -131,9 +137,11 @@ impl AuthClient {
     }
 
     /// The users with these names, and the names that matched nobody, as
-    /// auth compares them. Auth's verdicts on the request (a bad name, an
-    /// unknown caller) are passed on as they are; only a failure to get an
-    /// answer is UNAVAILABLE.
+    /// auth compares them. Asked on chat's own behalf, with the service
+    /// secret; without one (a service built by hand, not from the
+    /// environment), with the caller's `authorization`. Auth's verdicts on
+    /// the request (a bad name) are passed on as they are; only a failure
+    /// to get an answer is UNAVAILABLE.
     pub(crate) async fn lookup_usernames(
         &self,
         authorization: Option<&HeaderValue>,
@@ -142,7 +150,7 @@ impl AuthClient {
     ) -> Result<pb::LookupUsernamesResponse> {
         let request = self.request(
             pb::LookupUsernamesRequest { usernames },
-            authorization,
+            self.service_authorization.as_ref().or(authorization),
             request_id,
             self.check_timeout,
         )?;
@@ -160,7 +168,7 @@ impl AuthClient {
     ) -> Result<pb::LookupUserIdsResponse> {
         let request = self.request(
             pb::LookupUserIdsRequest { ids },
-            authorization,
+            self.service_authorization.as_ref().or(authorization),
             request_id,
             self.check_timeout,
         )?;
@@ -169,15 +177,25 @@ impl AuthClient {
     }
 
     /// Auth's answer in time; its verdicts on the request passed on, any
-    /// other failure UNAVAILABLE.
+    /// other failure UNAVAILABLE. A refusal of the service secret is
+    /// chat's misconfiguration, not the caller's fault: UNAVAILABLE too.
     async fn answer<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T> {
+        let own_behalf = self.service_authorization.is_some();
         let answer = tokio::time::timeout(self.check_timeout, call)
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied if own_behalf => {
+                    tracing::error!(
+                        code = ?status.code(),
+                        message = status.message(),
+                        "auth refused the service secret: CHAT_AUTH_SERVICE_SECRET must be auth's AUTH_SERVICE_SECRET"
+                    );
+                    Error::Unavailable("the auth service is unavailable; try again".into())
+                }
                 Code::Unauthenticated
                 | Code::PermissionDenied
                 | Code::InvalidArgument
@@ -283,7 +301,7 @@ mod tests {
         let client = AuthClient::connect_lazy(&AuthConfig {
             url: "http://127.0.0.1:1".into(),
             check_timeout: Duration::from_secs(2),
-            watch_secret: None,
+            service_secret: None,
         })
         .expect("a valid URI");
         assert_eq!(client.check_deadline(None), Duration::from_secs(2));

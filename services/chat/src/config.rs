@@ -127,8 +127,10 @@ pub struct AuthConfig {
     /// The longest an access check may take; shorter when the guarded call
     /// itself has less time left.
     pub check_timeout: Duration,
-    /// Presented to auth to watch revocations (auth's `AUTH_WATCH_SECRET`).
-    pub watch_secret: Option<SecretString>,
+    /// What chat presents to auth when it calls on its own behalf: to
+    /// watch revocations and to look up names and ids (auth's
+    /// `AUTH_SERVICE_SECRET`). Required when read from the environment.
+    pub service_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -142,7 +144,7 @@ impl Config {
             auth: AuthConfig {
                 url: auth_url,
                 check_timeout: Duration::from_secs(2),
-                watch_secret: None,
+                service_secret: None,
             },
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
@@ -189,9 +191,17 @@ impl Config {
                     "CHAT_AUTH_CHECK_TIMEOUT_MS",
                     &defaults.auth.check_timeout.as_millis().to_string(),
                 )?),
-                watch_secret: var("CHAT_AUTH_WATCH_SECRET")
-                    .filter(|secret| !secret.is_empty())
-                    .map(SecretString::from),
+                // CHAT_AUTH_WATCH_SECRET is its name from when it only
+                // opened the revocation feed.
+                service_secret: Some(
+                    var("CHAT_AUTH_SERVICE_SECRET")
+                        .or_else(|| var("CHAT_AUTH_WATCH_SECRET"))
+                        .filter(|secret| !secret.is_empty())
+                        .map(SecretString::from)
+                        .context(
+                            "CHAT_AUTH_SERVICE_SECRET is not set: chat presents it to auth (auth's AUTH_SERVICE_SECRET) to look up names and ids and to watch revocations",
+                        )?,
+                ),
                 ..defaults.auth
             },
             stream_buffer: var_or(
@@ -287,11 +297,40 @@ mod tests {
             move |name: &str| match name {
                 "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
                 "CHAT_FANOUT_POLL_MS" => Some(poll.to_owned()),
+                "CHAT_AUTH_SERVICE_SECRET" => Some("a-service-secret".to_owned()),
                 _ => None,
             }
         };
         assert!(Config::from_vars(vars("0")).is_err());
         let config = Config::from_vars(vars("250")).expect("valid settings");
         assert_eq!(config.fanout_poll, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn the_service_secret_is_required_and_read_by_its_former_name_too() {
+        let vars = |secret: Option<(&'static str, &'static str)>| {
+            move |name: &str| match name {
+                "CHAT_DATABASE_URL" => Some("postgres://localhost/chat".to_owned()),
+                _ => secret
+                    .filter(|(variable, _)| *variable == name)
+                    .map(|(_, value)| value.to_owned()),
+            }
+        };
+        let missing = Config::from_vars(vars(None)).expect_err("no secret");
+        assert!(
+            missing.to_string().contains("CHAT_AUTH_SERVICE_SECRET"),
+            "{missing}"
+        );
+        assert!(Config::from_vars(vars(Some(("CHAT_AUTH_SERVICE_SECRET", "")))).is_err());
+        let former = Config::from_vars(vars(Some(("CHAT_AUTH_WATCH_SECRET", "s"))))
+            .expect("the former name");
+        assert_eq!(
+            former
+                .auth
+                .service_secret
+                .as_ref()
+                .map(secrecy::ExposeSecret::expose_secret),
+            Some("s")
+        );
     }
 }

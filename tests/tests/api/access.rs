@@ -237,3 +237,78 @@ async fn auths_own_rpcs_are_guarded_by_the_same_rules() {
     .await;
     assert!(denied, "Get is still allowed without a rule");
 }
+
+/// Names by id would list every account to anyone counting from 1: only
+/// admins, and services with the service secret, may look them up.
+#[tokio::test]
+async fn looking_names_up_by_id_takes_an_admin_or_the_service_secret() {
+    let auth = TestAuth::spawn().await;
+    let ada = auth.register("ada").await;
+    let admin = auth.admin().await;
+    let lookup = || pb::LookupUserIdsRequest { ids: vec![ada.id] };
+
+    let user = auth
+        .users()
+        .lookup_user_ids(ada.request(lookup()))
+        .await
+        .expect_err("an ordinary user");
+    assert_eq!(user.code(), Code::PermissionDenied, "{user:?}");
+    let by_admin = auth
+        .users()
+        .lookup_user_ids(admin.request(lookup()))
+        .await
+        .expect("an admin")
+        .into_inner();
+    assert_eq!(by_admin.users.len(), 1);
+    let by_service = auth
+        .users()
+        .lookup_user_ids(with_token(lookup(), tests::services::SERVICE_SECRET))
+        .await
+        .expect("a service")
+        .into_inner();
+    assert_eq!(by_service.users[0].name, "ada");
+    let wrong = auth
+        .users()
+        .lookup_user_ids(with_token(
+            lookup(),
+            "not-the-service-secret-0123456789abcdef",
+        ))
+        .await
+        .expect_err("a wrong secret");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    // The secret opens the lookups and nothing else.
+    let elsewhere = auth
+        .users()
+        .list(with_token(
+            pb::ListRequest::default(),
+            tests::services::SERVICE_SECRET,
+        ))
+        .await
+        .expect_err("listing users with the service secret");
+    assert_eq!(elsewhere.code(), Code::Unauthenticated);
+}
+
+/// Chat looks names up on its own behalf: a chat whose secret auth refuses
+/// is misconfigured, which its callers are told is an outage, not their
+/// fault.
+#[tokio::test]
+async fn a_chat_with_a_wrong_service_secret_is_unavailable_for_lookups() {
+    let auth = TestAuth::spawn().await;
+    let chat = tests::services::TestChat::spawn_with(&auth, |config| {
+        config.auth.service_secret =
+            Some("not-the-service-secret-0123456789abcdef".to_owned().into());
+    })
+    .await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+
+    let refused = chat
+        .chats()
+        .create(ada.request(api::chat::v1::CreateRequest {
+            usernames: vec![grace.name.clone()],
+            title: "a chat".into(),
+        }))
+        .await
+        .expect_err("a lookup with a wrong secret");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+}

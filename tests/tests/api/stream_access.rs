@@ -279,7 +279,7 @@ async fn only_services_with_the_secret_watch_revocations_and_few_per_address() {
     }
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut feed = watch(Some(tests::services::WATCH_SECRET))
+        let mut feed = watch(Some(tests::services::SERVICE_SECRET))
             .await
             .expect("a watch")
             .into_inner();
@@ -287,7 +287,7 @@ async fn only_services_with_the_secret_watch_revocations_and_few_per_address() {
         assert!(first.resync, "the first message is a resync");
         held.push(feed);
     }
-    let fifth = watch(Some(tests::services::WATCH_SECRET))
+    let fifth = watch(Some(tests::services::SERVICE_SECRET))
         .await
         .expect_err("a fifth watch from one address");
     assert_eq!(fifth.code(), Code::ResourceExhausted, "{fifth:?}");

@@ -71,6 +71,14 @@ fn main() -> anyhow::Result<()> {
     ] {
         defaults.insert(variable, value.to_owned());
     }
+    // Chat calls auth on its own behalf with a secret they share; one per
+    // run, since nothing outside the stack needs it.
+    let service_secret: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    defaults.insert("AUTH_SERVICE_SECRET", service_secret.clone());
+    defaults.insert("CHAT_AUTH_SERVICE_SECRET", service_secret);
     let var = |defaults: &HashMap<&str, String>, name: &str| {
         std::env::var(name)
             .ok()

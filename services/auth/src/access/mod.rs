@@ -2,6 +2,7 @@
 //! memory so that a check needs no database round trip, and kept current
 //! by [`sync`].
 
+pub mod service;
 pub mod sync;
 
 use std::collections::hash_map::Entry;
@@ -29,12 +30,15 @@ pub enum Caller {
     /// no token, unless the call needs what only a token gives, which then
     /// fails closed with this reason.
     Unconfirmed(String),
+    /// A service on its own behalf, with the service secret (see
+    /// [`service`]), on one of [`service::SERVICE_ENDPOINTS`].
+    Service,
 }
 
 impl Caller {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
-            Caller::Anonymous | Caller::Unconfirmed(_) => None,
+            Caller::Anonymous | Caller::Unconfirmed(_) | Caller::Service => None,
             Caller::User(principal) => Some(principal),
         }
     }
@@ -44,7 +48,7 @@ impl Caller {
     pub fn confirmed(&self) -> Result<(), Error> {
         match self {
             Caller::Unconfirmed(reason) => Err(Error::Unavailable(reason.clone())),
-            Caller::Anonymous | Caller::User(_) => Ok(()),
+            Caller::Anonymous | Caller::User(_) | Caller::Service => Ok(()),
         }
     }
 
@@ -78,6 +82,8 @@ pub struct AccessPolicy {
     /// Revocations as they become known, for services that hold calls
     /// open (`AccessService/WatchRevocations`).
     changes: broadcast::Sender<Change>,
+    /// What services present to call on their own behalf, if any may.
+    service: Option<service::ServiceSecret>,
 }
 
 /// What `WatchRevocations` tells.
@@ -128,7 +134,21 @@ impl AccessPolicy {
             revocation_lifetime,
             generations: AtomicU64::new(1),
             changes: broadcast::channel(CHANGES_BUFFER).0,
+            service: None,
         }
+    }
+
+    /// Lets services that present `secret` call
+    /// [`service::SERVICE_ENDPOINTS`] on their own behalf.
+    #[must_use]
+    pub fn with_service_secret(mut self, secret: Option<service::ServiceSecret>) -> AccessPolicy {
+        self.service = secret;
+        self
+    }
+
+    /// The service secret, if services may call on their own behalf.
+    pub fn service_secret(&self) -> Option<&service::ServiceSecret> {
+        self.service.as_ref()
     }
 
     /// Revocations from now on.
@@ -160,6 +180,14 @@ impl AccessPolicy {
     /// always sends its last token can still log in, even while the
     /// revocations cannot be confirmed current ([`Caller::Unconfirmed`]).
     pub fn authorize(&self, authorization: Option<&str>, endpoint: &str) -> Result<Caller, Error> {
+        if service::SERVICE_ENDPOINTS.contains(&endpoint)
+            && self
+                .service
+                .as_ref()
+                .is_some_and(|secret| secret.presented_in(authorization))
+        {
+            return Ok(Caller::Service);
+        }
         if !self.allows(endpoint, Role::Anonymous) {
             return self.check(authorization, endpoint).map(Caller::User);
         }

@@ -31,8 +31,6 @@ pub struct App {
     pub metrics: AuthMetrics,
     /// Cancelled when the server starts shutting down: watches end.
     pub shutdown: CancellationToken,
-    /// The SHA-256 of what services present to watch revocations, if any.
-    pub watch_secret: Option<[u8; 32]>,
     /// A policy older than this is not vouched for by watch heartbeats.
     pub policy_max_staleness: std::time::Duration,
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::auth::v1 as pb;
-use sha2::Digest as _;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -148,16 +147,14 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        if let Some(expected) = &self.state.watch_secret {
-            let presented = request
+        if let Some(secret) = self.state.policy.service_secret() {
+            let authorization = request
                 .metadata()
                 .get("authorization")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(|secret| <[u8; 32]>::from(sha2::Sha256::digest(secret.as_bytes())));
-            if presented.as_ref() != Some(expected) {
+                .and_then(|value| value.to_str().ok());
+            if !secret.presented_in(authorization) {
                 return Err(Status::unauthenticated(
-                    "watching revocations takes the service secret (authorization: Bearer <AUTH_WATCH_SECRET>)",
+                    "watching revocations takes the service secret (authorization: Bearer <AUTH_SERVICE_SECRET>)",
                 ));
             }
         }

@@ -13,7 +13,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
-use crate::access::AccessPolicy;
+use crate::access::{AccessPolicy, Caller};
 use crate::quotas::AddressQuotas;
 
 #[derive(Clone)]
@@ -56,7 +56,7 @@ where
             .authorize(authorization, request.uri().path())
             .and_then(|caller| {
                 // Nobody vouches for an anonymous caller: its address pays.
-                if caller.principal().is_none() {
+                if matches!(caller, Caller::Anonymous | Caller::Unconfirmed(_)) {
                     self.quotas.anonymous_call(&request)?;
                 }
                 Ok(caller)
