@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::auth_client::AuthClient;
+use crate::departures::Departures;
 
 /// How long the feed may be silent before held streams end.
 pub const FEED_LOSS_BOUND: Duration = Duration::from_secs(5);
@@ -56,6 +57,9 @@ pub(crate) struct AccessWatch {
     /// Revocations heard in the last [`REVOCATION_MEMORY`], by user: the
     /// lowest token version still valid, and when it was heard.
     revoked: Mutex<HashMap<i64, (i64, Instant)>>,
+    /// Told of every user the feed names, and of every resync: deleted
+    /// accounts leave their chats.
+    departures: Arc<Departures>,
 }
 
 /// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
@@ -88,7 +92,10 @@ impl Drop for Hold {
 
 impl AccessWatch {
     /// Starts watching auth's feed; the tasks run until aborted.
-    pub(crate) fn start(auth: AuthClient) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
+    pub(crate) fn start(
+        auth: AuthClient,
+        departures: Arc<Departures>,
+    ) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
         let watch = Arc::new(AccessWatch {
             auth,
             held: Mutex::default(),
@@ -96,6 +103,7 @@ impl AccessWatch {
             fed_at: Mutex::new(Instant::now()),
             epoch: AtomicU64::new(0),
             revoked: Mutex::default(),
+            departures,
         });
         let feeding = tokio::spawn(watch.clone().follow());
         let guarding = tokio::spawn(watch.clone().fail_closed());
@@ -229,7 +237,15 @@ impl AccessWatch {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
                 self.apply(&message.revocations);
+                self.departures.heard(
+                    message
+                        .user_ids
+                        .iter()
+                        .copied()
+                        .chain(message.revocations.iter().map(|r| r.user_id)),
+                );
                 if message.resync {
+                    self.departures.sweep();
                     self.check_again(|_| true).await;
                 } else {
                     // Users named without a version (an auth that sends

@@ -30,6 +30,7 @@ mod bus;
 pub mod cli;
 pub mod config;
 pub mod db;
+mod departures;
 mod domain;
 pub mod error;
 mod grpc;

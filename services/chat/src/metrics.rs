@@ -1,6 +1,6 @@
 //! The chat service's domain metrics, beside the per-RPC ones.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub(crate) struct ChatMetrics {
@@ -22,6 +22,11 @@ pub(crate) struct ChatMetrics {
     /// Payloads on the bus that are no announcement, or name another chat
     /// than their subject.
     pub(crate) malformed_announcements: IntCounter,
+    /// Deleted accounts this replica took out of their chats.
+    pub(crate) departed_accounts: IntCounter,
+    /// Sweeps of every member through auth, by outcome: `done`, or
+    /// `implausible` where auth knew too few of them to be believed.
+    pub(crate) member_sweeps: IntCounterVec,
 }
 
 impl ChatMetrics {
@@ -52,7 +57,20 @@ impl ChatMetrics {
                 "chat_malformed_announcements_total",
                 "Payloads heard on the fan-out bus that are no announcement, or whose chat is not their subject's.",
             )?,
+            departed_accounts: IntCounter::new(
+                "chat_departed_accounts_total",
+                "Accounts deleted in auth that this replica took out of their chats.",
+            )?,
+            member_sweeps: IntCounterVec::new(
+                Opts::new(
+                    "chat_member_sweeps_total",
+                    "Sweeps of every chat member through auth, by outcome (done; implausible: auth knew too few of them, and none left).",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(metrics.departed_accounts.clone()))?;
+        registry.register(Box::new(metrics.member_sweeps.clone()))?;
         registry.register(Box::new(metrics.messages_sent.clone()))?;
         registry.register(Box::new(metrics.fanout_connected.clone()))?;
         registry.register(Box::new(metrics.open_streams.clone()))?;

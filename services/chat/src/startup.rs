@@ -17,6 +17,7 @@ use crate::access_watch::AccessWatch;
 use crate::app::App;
 use crate::auth_client::AuthClient;
 use crate::config::Config;
+use crate::departures::Departures;
 use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
@@ -62,7 +63,8 @@ impl Application {
         .await
         .context("starting the fan-out of chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
-        let (access, access_tasks) = AccessWatch::start(auth.clone());
+        let departures = Arc::new(Departures::default());
+        let (access, mut access_tasks) = AccessWatch::start(auth.clone(), departures.clone());
         let app = Arc::new(App {
             pool,
             auth: auth.clone(),
@@ -73,6 +75,7 @@ impl Application {
             stream_stall_timeout: config.stream_stall_timeout,
             quotas: Quotas::new(&config.quotas, &registry)?,
         });
+        access_tasks.extend(departures.start(app.clone()));
         let mut routes = RoutesBuilder::default();
         routes.add_service(Guarded::new(
             ChatServiceServer::new(ChatApi::new(app.clone())),

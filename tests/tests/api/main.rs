@@ -4,6 +4,7 @@ mod access;
 mod brute_force;
 mod chats;
 mod contracts;
+mod departures;
 mod grpc_web;
 mod history;
 mod logs;

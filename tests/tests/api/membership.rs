@@ -697,13 +697,9 @@ async fn a_message_sent_after_a_removal_never_reaches_the_removed_members_stream
 
 /// The value of chat's counter `name`.
 async fn counter(chat: &TestChat, name: &str) -> f64 {
-    let scrape = tests::http::request(chat.metrics_addr, "GET", "/metrics", None, None)
+    chat.metric(name)
         .await
-        .body;
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}: {scrape}"))
+        .unwrap_or_else(|| panic!("no {name} in chat's metrics"))
 }
 
 /// Every stream of a chat must learn whether its user is still a member

@@ -85,35 +85,54 @@ impl App {
                 )
             })?;
         }
-        let removed = db::members::remove(&mut tx, chat_id.get(), user_id.get()).await?;
-        let mut chat_deleted = false;
-        if removed.is_some() && chat.member_count <= 1 {
-            chat_deleted = db::chats::delete(&mut *tx, chat_id.get()).await?;
-        } else if removed.is_some() && user_id == created_by {
-            match db::members::hand_over(&mut tx, chat_id.get()).await? {
-                Some(creator) => tracing::info!(
-                    creator,
-                    "the creator left; the longest-standing member is creator now"
-                ),
-                None => chat_deleted = db::chats::delete(&mut *tx, chat_id.get()).await?,
-            }
-        }
+        let removed = take_out(&mut tx, chat_id, user_id, &chat).await?;
         tx.commit().await?;
+        self.announce(chat_id, user_id, removed);
+        Ok(Removed {
+            removed: removed.is_some(),
+            chat_deleted: removed == Some(TakenOut::ChatDeleted),
+        })
+    }
+
+    /// Takes a departed user (an account auth deleted) out of every chat
+    /// they are in, each as if they had left it; how many chats they left.
+    pub(crate) async fn depart(&self, user_id: UserId) -> Result<usize> {
+        let mut left = 0;
+        for chat_id in db::members::chats_of(&self.pool, user_id.get()).await? {
+            let chat_id = ChatId::new(chat_id);
+            let mut tx = self.pool.begin().await?;
+            let Some(chat) = db::members::lock(&mut tx, chat_id.get(), user_id.get()).await? else {
+                continue;
+            };
+            let removed = take_out(&mut tx, chat_id, user_id, &chat).await?;
+            tx.commit().await?;
+            self.announce(chat_id, user_id, removed);
+            left += usize::from(removed.is_some());
+        }
+        if left > 0 {
+            tracing::info!(
+                user_id = user_id.get(),
+                chats = left,
+                "a deleted account left its chats"
+            );
+        }
+        Ok(left)
+    }
+
+    /// Tells the streams, here and on other replicas, of a committed
+    /// removal.
+    fn announce(&self, chat_id: ChatId, user_id: UserId, removed: Option<TakenOut>) {
         match removed {
-            Some(_) if chat_deleted => {
+            Some(TakenOut::ChatDeleted) => {
                 self.hub.deleted(chat_id);
                 tracing::info!("the last member left; chat deleted");
             }
-            Some(version) => {
+            Some(TakenOut::Removed { version }) => {
                 self.hub.removed(chat_id, user_id, version);
                 tracing::info!("member removed");
             }
             None => {}
         }
-        Ok(Removed {
-            removed: removed.is_some(),
-            chat_deleted,
-        })
     }
 
     /// Refuses a caller who may not manage the chat's members or title.
@@ -128,4 +147,44 @@ impl App {
             caller,
         )
     }
+}
+
+/// What taking a member out of a chat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TakenOut {
+    /// They were removed, raising the chat's members version to this.
+    Removed { version: i64 },
+    /// They were its last member: the chat is gone.
+    ChatDeleted,
+}
+
+/// Takes `user_id` out of the chat `chat` locked, as leaving does: the
+/// creator role passes to the longest-standing member, and a chat left
+/// empty is deleted. `None` if they were no member.
+async fn take_out(
+    tx: &mut sqlx::PgConnection,
+    chat_id: ChatId,
+    user_id: UserId,
+    chat: &db::members::Locked,
+) -> Result<Option<TakenOut>> {
+    let Some(version) = db::members::remove(&mut *tx, chat_id.get(), user_id.get()).await? else {
+        return Ok(None);
+    };
+    if chat.member_count <= 1 {
+        db::chats::delete(&mut *tx, chat_id.get()).await?;
+        return Ok(Some(TakenOut::ChatDeleted));
+    }
+    if user_id.get() == chat.created_by {
+        match db::members::hand_over(&mut *tx, chat_id.get()).await? {
+            Some(creator) => tracing::info!(
+                creator,
+                "the creator left; the longest-standing member is creator now"
+            ),
+            None => {
+                db::chats::delete(&mut *tx, chat_id.get()).await?;
+                return Ok(Some(TakenOut::ChatDeleted));
+            }
+        }
+    }
+    Ok(Some(TakenOut::Removed { version }))
 }

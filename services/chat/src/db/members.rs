@@ -172,3 +172,41 @@ pub async fn announce_removals(
     .await?;
     Ok(())
 }
+
+/// The chats the user is a member of.
+pub async fn chats_of(db: impl sqlx::PgExecutor<'_>, user_id: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        "select chat_id from chat_members where user_id = $1 order by chat_id",
+        user_id
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Of `user_ids`, those who are a member of any chat.
+pub async fn any_members(db: impl sqlx::PgExecutor<'_>, user_ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"select distinct user_id as "user_id!" from chat_members where user_id = any($1)
+           order by 1"#,
+        user_ids
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Up to `limit` users who are a member of any chat, in order of id, after
+/// `after`.
+pub async fn members_after(
+    db: impl sqlx::PgExecutor<'_>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"select distinct user_id as "user_id!" from chat_members where user_id > $1
+           order by 1 limit $2"#,
+        after,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
