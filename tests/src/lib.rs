@@ -19,6 +19,7 @@
 //! - [`sweep`]: the hostile-input sweep's generator, codec and tally.
 //! - [`fixtures`]: arrangements many tests start from (`two_members()`).
 
+pub mod certificates;
 pub mod fixtures;
 pub mod grpc_web;
 pub mod http;

@@ -113,9 +113,18 @@ impl Drop for Running {
 /// connection, so no call a test times, and no token it just minted, waits
 /// for a first connection. Should the server go away, the channel connects
 /// again on the next call, as any channel does.
-async fn connected_channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("a valid URI")
+async fn connected_channel(
+    addr: SocketAddr,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Channel {
+    let endpoint = match tls {
+        Some(tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .expect("a valid URI")
+            .tls_config(tls)
+            .expect("TLS settings"),
+        None => Channel::from_shared(format!("http://{addr}")).expect("a valid URI"),
+    };
+    endpoint
         .connect()
         .await
         .unwrap_or_else(|error| panic!("connecting to the test service at {addr}: {error}"))
@@ -135,6 +144,8 @@ pub struct Spawned {
     /// Shared by every client of the service that the test makes.
     channel: Channel,
     running: Running,
+    /// Whether the service serves TLS.
+    pub tls: bool,
 }
 
 /// What a test needs of either service's `Application`.
@@ -174,7 +185,11 @@ application!(auth::startup::Application);
 application!(chat::startup::Application);
 
 impl Spawned {
-    async fn serve(app: impl Application, database_url: String) -> Spawned {
+    async fn serve(
+        app: impl Application,
+        database_url: String,
+        tls: Option<&host::tls::TlsSettings>,
+    ) -> Spawned {
         let (addr, http_addr, metrics_addr) = app.addrs();
         let db = app.db().clone();
         let running = Running::spawn(|stop| app.serve(stop));
@@ -184,7 +199,9 @@ impl Spawned {
             metrics_addr: metrics_addr.expect("metrics are on"),
             database_url,
             db,
-            channel: connected_channel(addr).await,
+            channel: connected_channel(addr, tls.and_then(crate::certificates::client_tls_for))
+                .await,
+            tls: tls.is_some(),
             running,
         }
     }
@@ -237,10 +254,11 @@ impl TestAuth {
     pub async fn spawn_on(database_url: String, customize: impl FnOnce(&mut Config)) -> TestAuth {
         let mut config = auth_config(database_url.clone());
         customize(&mut config);
+        let tls = config.edge.tls.clone();
         let app = auth::startup::Application::build(config)
             .await
             .expect("building the auth service");
-        TestAuth(Spawned::serve(app, database_url).await)
+        TestAuth(Spawned::serve(app, database_url, tls.as_ref()).await)
     }
 
     /// Stops the service and waits until it has.
@@ -249,8 +267,13 @@ impl TestAuth {
     }
 
     /// The address chat services reach this one at.
+    /// Where chat reaches it: `https://localhost:<port>` over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn users(&self) -> UserServiceClient<Channel> {
@@ -367,10 +390,11 @@ impl TestChat {
     ) -> TestChat {
         let mut config = chat_config(database_url.clone(), auth_url.to_owned());
         customize(&mut config);
+        let tls = config.edge.tls.clone();
         let app = chat::startup::Application::build(config)
             .await
             .expect("building the chat service");
-        TestChat(Spawned::serve(app, database_url).await)
+        TestChat(Spawned::serve(app, database_url, tls.as_ref()).await)
     }
 
     /// Stops the service and waits until it has.

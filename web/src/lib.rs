@@ -35,10 +35,15 @@ pub struct Config {
     pub auth_url: String,
     /// Chat's gRPC port as the browser reaches it (gRPC-Web).
     pub chat_url: String,
+    /// TLS for the page (`WEB_TLS_CERT_FILE`, `WEB_TLS_KEY_FILE`); a page
+    /// served in plaintext can be pointed at another auth by anyone on the
+    /// way.
+    pub tls: Option<host::tls::TlsSettings>,
 }
 
 impl Config {
-    /// `WEB_ADDR`, `WEB_AUTH_URL`, `WEB_CHAT_URL`.
+    /// `WEB_ADDR`, `WEB_AUTH_URL`, `WEB_CHAT_URL`, and TLS as
+    /// [`host::tls::TlsSettings::from_vars`] reads it under `WEB`.
     pub fn from_env() -> anyhow::Result<Config> {
         let var = |name: &str| std::env::var(name).ok();
         Config::from_vars(&var)
@@ -60,6 +65,7 @@ impl Config {
             addr: host::config::var_or(var, "WEB_ADDR", "0.0.0.0:8080")?,
             auth_url: url("WEB_AUTH_URL", "http://127.0.0.1:50051")?,
             chat_url: url("WEB_CHAT_URL", "http://127.0.0.1:50052")?,
+            tls: host::tls::TlsSettings::from_vars(var, "WEB")?,
         })
     }
 }
@@ -67,6 +73,7 @@ impl Config {
 pub struct WebClient {
     listener: TcpListener,
     router: Router,
+    tls: Option<host::tls::ServerTls>,
 }
 
 impl WebClient {
@@ -79,9 +86,14 @@ impl WebClient {
     /// Serves on a listener already bound, whose origin the services must
     /// know before the client can be configured (`config.addr` is unused).
     pub fn on(listener: TcpListener, config: &Config) -> anyhow::Result<WebClient> {
+        let tls = match &config.tls {
+            Some(settings) => Some(settings.load().context("the web client's TLS")?),
+            None => None,
+        };
         Ok(WebClient {
             listener,
             router: router(config)?,
+            tls,
         })
     }
 
@@ -95,10 +107,28 @@ impl WebClient {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "web client listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let addr = self.local_addr();
+        match self.tls {
+            Some(tls) => {
+                tracing::info!(%addr, "web client listening (TLS)");
+                let stopping = tokio_util::sync::CancellationToken::new();
+                let (config, reloading) = tls.keep_current(stopping.clone());
+                let accepted = host::tls::accept(self.listener, config, stopping.clone());
+                let listener = host::tls::TlsListener::new(accepted, addr);
+                let served = axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+                stopping.cancel();
+                reloading.abort();
+                served?;
+            }
+            None => {
+                tracing::info!(%addr, "web client listening (plaintext)");
+                axum::serve(self.listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use host::client_address::{TrustedProxies, counted_as};
 use host::quota::{Quota, QuotaMetrics, Rate};
 use prometheus::Registry;
-use tonic::transport::server::TcpConnectInfo;
 
 use crate::error::Result;
 
@@ -69,11 +68,7 @@ impl AddressQuotas {
     /// Charges an anonymous call, made over `request`'s connection, to its
     /// client's address. A call whose address is unknown is not counted.
     pub fn anonymous_call<B>(&self, request: &http::Request<B>) -> Result<()> {
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|info| info.remote_addr)
-            .map(|addr| addr.ip());
+        let peer = host::client_address::peer_of(request).map(|addr| addr.ip());
         let forwarded: Vec<&str> = request
             .headers()
             .get_all(host::client_address::FORWARDED_FOR)

@@ -78,7 +78,14 @@ impl Application {
             .with_service_secret(config.service_secret.as_ref().map(|secret| {
                 use secrecy::ExposeSecret as _;
                 ServiceSecret::new(secret.expose_secret())
-            })),
+            }))
+            .with_service_certificates(
+                config
+                    .edge
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.client_ca_file.is_some()),
+            ),
         );
         let mut background = sync::start(
             pool.clone(),

@@ -8,7 +8,7 @@ use api::auth::v1 as pb;
 use api::auth::v1::access_service_client::AccessServiceClient;
 use api::auth::v1::user_service_client::UserServiceClient;
 use http::HeaderValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::config::AuthConfig;
@@ -28,13 +28,19 @@ pub(crate) struct AuthClient {
     /// `Bearer <service secret>`, for calls on chat's own behalf: the
     /// revocation feed and the lookups of names and ids.
     service_authorization: Option<HeaderValue>,
+    /// Whether lookups are made on chat's own behalf (a service secret or
+    /// a client certificate), never with the caller's token.
+    own_behalf: bool,
 }
 
 impl AuthClient {
     pub(crate) fn connect_lazy(config: &AuthConfig) -> anyhow::Result<AuthClient> {
-        let endpoint = Endpoint::from_shared(config.url.clone())?
+        let mut endpoint = Endpoint::from_shared(config.url.clone())?
             .connect_timeout(config.check_timeout)
             .tcp_nodelay(true);
+        if config.url.starts_with("https://") {
+            endpoint = endpoint.tls_config(tls_config(&config.tls)?)?;
+        }
         let channel = endpoint.connect_lazy();
         let watch_channel = endpoint.connect_lazy();
         let service_authorization = match &config.service_secret {
@@ -56,6 +62,7 @@ impl AuthClient {
             watch: AccessServiceClient::new(watch_channel),
             users: UserServiceClient::new(channel),
             check_timeout: config.check_timeout,
+            own_behalf: service_authorization.is_some() || config.tls.client_cert_file.is_some(),
             service_authorization,
         })
     }
@@ -93,6 +100,7 @@ impl AuthClient {
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
+                _ if host::error::refuses_service_credential(&status) => refused(&status),
                 Code::Unauthenticated | Code::PermissionDenied => Error::Upstream(status),
                 _ => unavailable(&status),
             })?
@@ -150,7 +158,7 @@ impl AuthClient {
     ) -> Result<pb::LookupUsernamesResponse> {
         let request = self.request(
             pb::LookupUsernamesRequest { usernames },
-            self.service_authorization.as_ref().or(authorization),
+            self.on_whose_behalf(authorization),
             request_id,
             self.check_timeout,
         )?;
@@ -168,12 +176,22 @@ impl AuthClient {
     ) -> Result<pb::LookupUserIdsResponse> {
         let request = self.request(
             pb::LookupUserIdsRequest { ids },
-            self.service_authorization.as_ref().or(authorization),
+            self.on_whose_behalf(authorization),
             request_id,
             self.check_timeout,
         )?;
         let mut users = self.users.clone();
         self.answer(users.lookup_user_ids(request)).await
+    }
+
+    /// The authorization a lookup carries: chat's own, or, for a chat with
+    /// no credential of its own, the caller's.
+    fn on_whose_behalf<'a>(&'a self, caller: Option<&'a HeaderValue>) -> Option<&'a HeaderValue> {
+        if self.own_behalf {
+            self.service_authorization.as_ref()
+        } else {
+            caller
+        }
     }
 
     /// Auth's answer in time; its verdicts on the request passed on, any
@@ -183,19 +201,12 @@ impl AuthClient {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T> {
-        let own_behalf = self.service_authorization.is_some();
+        let own_behalf = self.own_behalf;
         let answer = tokio::time::timeout(self.check_timeout, call)
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied if own_behalf => {
-                    tracing::error!(
-                        code = ?status.code(),
-                        message = status.message(),
-                        "auth refused the service secret: CHAT_AUTH_SERVICE_SECRET must be auth's AUTH_SERVICE_SECRET"
-                    );
-                    Error::Unavailable("the auth service is unavailable; try again".into())
-                }
+                Code::Unauthenticated | Code::PermissionDenied if own_behalf => refused(&status),
                 Code::Unauthenticated
                 | Code::PermissionDenied
                 | Code::InvalidArgument
@@ -236,6 +247,41 @@ impl AuthClient {
         }
         Ok(request)
     }
+}
+
+/// TLS to auth: its certificate verified against the configured CA (the
+/// system's roots without one), and chat's client certificate, if any.
+fn tls_config(tls: &crate::config::AuthTls) -> anyhow::Result<ClientTlsConfig> {
+    use anyhow::Context as _;
+    let read = |variable: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .with_context(|| format!("{variable}={}: cannot read it", path.display()))
+    };
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_file {
+        Some(path) => {
+            config.ca_certificate(Certificate::from_pem(read("CHAT_AUTH_CA_FILE", path)?))
+        }
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+        config = config.identity(Identity::from_pem(
+            read("CHAT_AUTH_CLIENT_CERT_FILE", cert)?,
+            read("CHAT_AUTH_CLIENT_KEY_FILE", key)?,
+        ));
+    }
+    Ok(config)
+}
+
+/// Auth refused chat's own credential: chat is misconfigured, and its
+/// callers are told of an outage, not of a fault of theirs.
+fn refused(status: &Status) -> Error {
+    tracing::error!(
+        code = ?status.code(),
+        message = status.message(),
+        "auth refused chat's own credential: CHAT_AUTH_SERVICE_SECRET must be auth's AUTH_SERVICE_SECRET, and under mutual TLS chat needs a client certificate from auth's client CA"
+    );
+    Error::Unavailable("the auth service is unavailable; try again".into())
 }
 
 fn unavailable(status: &Status) -> Error {
@@ -302,6 +348,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             check_timeout: Duration::from_secs(2),
             service_secret: None,
+            tls: crate::config::AuthTls::default(),
         })
         .expect("a valid URI");
         assert_eq!(client.check_deadline(None), Duration::from_secs(2));

@@ -131,6 +131,18 @@ pub struct AuthConfig {
     /// watch revocations and to look up names and ids (auth's
     /// `AUTH_SERVICE_SECRET`). Required when read from the environment.
     pub service_secret: Option<SecretString>,
+    /// How chat reaches an `https://` auth.
+    pub tls: AuthTls,
+}
+
+/// TLS to auth: the CA that issued auth's certificate (`CHAT_AUTH_CA_FILE`;
+/// the system's roots without it) and chat's own client certificate for
+/// mutual TLS (`CHAT_AUTH_CLIENT_CERT_FILE`, `CHAT_AUTH_CLIENT_KEY_FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthTls {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert_file: Option<std::path::PathBuf>,
+    pub client_key_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -145,6 +157,7 @@ impl Config {
                 url: auth_url,
                 check_timeout: Duration::from_secs(2),
                 service_secret: None,
+                tls: AuthTls::default(),
             },
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
@@ -175,6 +188,25 @@ impl Config {
             !fanout_poll.is_zero(),
             "CHAT_FANOUT_POLL_MS must be at least 1"
         );
+        let path = |name: &str| {
+            var(name)
+                .filter(|path| !path.trim().is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        let auth_tls = AuthTls {
+            ca_file: path("CHAT_AUTH_CA_FILE"),
+            client_cert_file: path("CHAT_AUTH_CLIENT_CERT_FILE"),
+            client_key_file: path("CHAT_AUTH_CLIENT_KEY_FILE"),
+        };
+        anyhow::ensure!(
+            auth_tls.client_cert_file.is_some() == auth_tls.client_key_file.is_some(),
+            "CHAT_AUTH_CLIENT_CERT_FILE and CHAT_AUTH_CLIENT_KEY_FILE go together"
+        );
+        let tls_settings = auth_tls.ca_file.is_some() || auth_tls.client_cert_file.is_some();
+        anyhow::ensure!(
+            !tls_settings || defaults.auth.url.starts_with("https://"),
+            "CHAT_AUTH_CA_FILE and CHAT_AUTH_CLIENT_CERT_FILE are for TLS: CHAT_AUTH_URL must be https://"
+        );
         Ok(Config {
             edge: Edge::from_vars(&var, "CHAT", defaults.edge.clone())?,
             database: DatabaseConfig {
@@ -191,17 +223,8 @@ impl Config {
                     "CHAT_AUTH_CHECK_TIMEOUT_MS",
                     &defaults.auth.check_timeout.as_millis().to_string(),
                 )?),
-                // CHAT_AUTH_WATCH_SECRET is its name from when it only
-                // opened the revocation feed.
-                service_secret: Some(
-                    var("CHAT_AUTH_SERVICE_SECRET")
-                        .or_else(|| var("CHAT_AUTH_WATCH_SECRET"))
-                        .filter(|secret| !secret.is_empty())
-                        .map(SecretString::from)
-                        .context(
-                            "CHAT_AUTH_SERVICE_SECRET is not set: chat presents it to auth (auth's AUTH_SERVICE_SECRET) to look up names and ids and to watch revocations",
-                        )?,
-                ),
+                service_secret: service_secret(&var, &auth_tls)?,
+                tls: auth_tls,
                 ..defaults.auth
             },
             stream_buffer: var_or(
@@ -257,6 +280,25 @@ impl Config {
             },
         })
     }
+}
+
+/// `CHAT_AUTH_SERVICE_SECRET` (or its former name,
+/// `CHAT_AUTH_WATCH_SECRET`): required, unless chat proves who it is with
+/// a client certificate.
+fn service_secret(
+    var: &impl Fn(&str) -> Option<String>,
+    tls: &AuthTls,
+) -> anyhow::Result<Option<SecretString>> {
+    let secret = var("CHAT_AUTH_SERVICE_SECRET")
+        .or_else(|| var("CHAT_AUTH_WATCH_SECRET"))
+        .filter(|secret| !secret.is_empty())
+        .map(SecretString::from);
+    if secret.is_none() && tls.client_cert_file.is_none() {
+        anyhow::bail!(
+            "CHAT_AUTH_SERVICE_SECRET is not set: chat presents it to auth (auth's AUTH_SERVICE_SECRET) to look up names and ids and to watch revocations, unless it has a client certificate for mutual TLS (CHAT_AUTH_CLIENT_CERT_FILE)"
+        );
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -109,6 +109,20 @@ impl TrustedProxies {
     }
 }
 
+/// The peer of the connection an HTTP request came over, plaintext or TLS.
+pub fn peer_of<B>(request: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+}
+
 /// IPv4-mapped IPv6 addresses as the IPv4 addresses they are.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {

@@ -63,6 +63,11 @@ pub enum Error {
 /// The `google.rpc.ErrorInfo` reason of an `UNAUTHENTICATED` status that
 /// a fresh access token cures.
 pub const TOKEN_EXPIRED: &str = "ACCESS_TOKEN_EXPIRED";
+/// The `google.rpc.ErrorInfo` reason of an `UNAUTHENTICATED` status that
+/// refuses the calling service's own credential (its client certificate or
+/// service secret), not the token of the user it calls for: the calling
+/// service is misconfigured.
+pub const SERVICE_CREDENTIAL_REFUSED: &str = "SERVICE_CREDENTIAL_REFUSED";
 /// The `google.rpc.ErrorInfo` domain of this project's reasons.
 pub const ERROR_DOMAIN: &str = "chat-backend";
 
@@ -80,6 +85,27 @@ pub enum Limit {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `UNAUTHENTICATED` for a calling service's own credential (see
+/// [`SERVICE_CREDENTIAL_REFUSED`]).
+pub fn service_credential_refused(message: &str) -> Status {
+    Status::with_error_details(
+        Code::Unauthenticated,
+        message,
+        ErrorDetails::with_error_info(
+            SERVICE_CREDENTIAL_REFUSED,
+            ERROR_DOMAIN,
+            std::collections::HashMap::<String, String>::new(),
+        ),
+    )
+}
+
+/// Whether `status` refuses the calling service's own credential.
+pub fn refuses_service_credential(status: &Status) -> bool {
+    status
+        .get_details_error_info()
+        .is_some_and(|info| info.reason == SERVICE_CREDENTIAL_REFUSED)
+}
 
 impl Error {
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Error {

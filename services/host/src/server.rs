@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -23,6 +24,7 @@ use crate::config::{Vars, incoming, optional_addr, var_or};
 use crate::gateway::Gateway;
 use crate::grpc_web::CorsOrigins;
 use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
+use crate::tls::{ServerTls, TlsListener, TlsSettings};
 
 /// Where a service listens and how its connections are kept: the same
 /// settings, under each service's prefix (`AUTH_`, `CHAT_`).
@@ -43,6 +45,8 @@ pub struct Edge {
     /// Peers whose `X-Forwarded-For` is believed (a load balancer, an
     /// ingress); nobody's by default.
     pub trusted_proxies: TrustedProxies,
+    /// TLS on the gRPC and REST listeners; off by default.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Edge {
@@ -57,13 +61,14 @@ impl Edge {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::default(),
+            tls: None,
         }
     }
 
     /// `<PREFIX>_GRPC_ADDR`, `_HTTP_ADDR`, `_METRICS_ADDR` (`off` turns the
     /// last two off), `_CORS_ORIGINS`, `_HTTP2_KEEPALIVE_INTERVAL_SECS` and
-    /// `_HTTP2_KEEPALIVE_TIMEOUT_SECS` and `_TRUSTED_PROXIES`, over
-    /// `defaults`.
+    /// `_HTTP2_KEEPALIVE_TIMEOUT_SECS`, `_TRUSTED_PROXIES` and the TLS
+    /// settings of [`TlsSettings::from_vars`], over `defaults`.
     pub fn from_vars(var: &impl Vars, prefix: &str, defaults: Edge) -> anyhow::Result<Edge> {
         let name = |setting: &str| format!("{prefix}_{setting}");
         let seconds = |setting: &str, default: Duration| -> anyhow::Result<Duration> {
@@ -91,6 +96,10 @@ impl Edge {
                     TrustedProxies::parse(&list).with_context(|| name("TRUSTED_PROXIES"))?
                 }
                 None => defaults.trusted_proxies,
+            },
+            tls: match TlsSettings::from_vars(var, prefix)? {
+                Some(tls) => Some(tls),
+                None => defaults.tls,
             },
         })
     }
@@ -141,6 +150,7 @@ pub struct Host {
     grpc_metrics: GrpcMetrics,
     health: HealthReporter,
     edge: Edge,
+    tls: Option<ServerTls>,
 }
 
 impl Host {
@@ -170,6 +180,10 @@ impl Host {
             )?),
             None => None,
         };
+        let tls = match &edge.tls {
+            Some(settings) => Some(settings.load().with_context(|| format!("{name} TLS"))?),
+            None => None,
+        };
         let listener = crate::config::bind(edge.grpc_addr, &format!("{name} gRPC")).await?;
         let http_listener = match edge.http_addr {
             Some(addr) => Some(crate::config::bind(addr, &format!("{name} REST gateway")).await?),
@@ -193,6 +207,7 @@ impl Host {
             grpc_metrics,
             health,
             edge: edge.clone(),
+            tls,
         })
     }
 
@@ -239,7 +254,6 @@ impl Host {
         let name = self.name;
         let health = self.health.clone();
         crate::health::report(&health, &self.health_names, ServingStatus::Serving).await;
-        tracing::info!(addr = %self.local_addr(), "{name} gRPC listening");
         let mut failed = None;
         let shutdown = async {
             tokio::select! {
@@ -257,7 +271,17 @@ impl Host {
             streams.cancel();
             stopping.cancel();
         };
-        let grpc = tonic::transport::Server::builder()
+        let grpc_addr = self.local_addr();
+        let (tls, tls_task) = match self.tls {
+            Some(tls) => {
+                let (config, task) = tls.keep_current(stopping.clone());
+                (Some(config), Some(task))
+            }
+            None => (None, None),
+        };
+        let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+        tracing::info!(addr = %grpc_addr, "{name} gRPC listening ({scheme})");
+        let server = tonic::transport::Server::builder()
             // gRPC-Web comes over HTTP/1.1 too; it is translated first, so
             // every layer below sees gRPC.
             .accept_http1(true)
@@ -269,26 +293,48 @@ impl Host {
                     .layer(GrpcMetricsLayer(self.grpc_metrics.clone()))
                     .layer(crate::decoding::DecodeErrorsAreInvalid),
             )
-            .add_routes(self.routes.clone())
-            .serve_with_incoming_shutdown(
+            .add_routes(self.routes.clone());
+        let grpc: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> = match &tls {
+            Some(config) => {
+                let accepted = crate::tls::accept(self.listener, config.clone(), stopping.clone());
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                    .map(|(connection, _)| Ok::<_, std::io::Error>(connection));
+                Box::pin(
+                    server
+                        .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned()),
+                )
+            }
+            None => Box::pin(server.serve_with_incoming_shutdown(
                 incoming(self.listener),
                 stopping.clone().cancelled_owned(),
-            );
+            )),
+        };
         let grpc = crate::shutdown::within_grace(grpc, stopping.clone());
         let http = async {
-            match (self.http_listener, self.gateway) {
-                (Some(listener), Some(gateway)) => {
-                    tracing::info!(addr = %listener.local_addr()?, "{name} REST gateway listening");
-                    axum::serve(
-                        listener,
-                        gateway
-                            .into_router()
-                            .into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(stopping.clone().cancelled_owned())
-                    .await
+            let (Some(listener), Some(gateway)) = (self.http_listener, self.gateway) else {
+                return Ok(());
+            };
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "{name} REST gateway listening ({scheme})");
+            let router = gateway
+                .into_router()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            let done = stopping.clone().cancelled_owned();
+            match &tls {
+                Some(config) => {
+                    let accepted = crate::tls::accept(listener, config.clone(), stopping.clone());
+                    // `tap_io` gives the listener axum's connect info.
+                    let listener =
+                        axum::serve::ListenerExt::tap_io(TlsListener::new(accepted, addr), |_| {});
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(done)
+                        .await
                 }
-                _ => Ok(()),
+                None => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(done)
+                        .await
+                }
             }
         };
         let metrics = crate::metrics::serve(
@@ -298,7 +344,12 @@ impl Host {
         );
         let ((), grpc, http, metrics) = tokio::join!(signal, grpc, http, metrics);
         on_stop.await;
-        for task in essential.iter().map(|(_, task)| task).chain(&background) {
+        for task in essential
+            .iter()
+            .map(|(_, task)| task)
+            .chain(&background)
+            .chain(&tls_task)
+        {
             task.abort();
         }
         pool.close().await;

@@ -23,4 +23,5 @@ mod stream_access;
 mod stream_faults;
 mod streams;
 mod sweep;
+mod tls;
 mod users;

@@ -84,6 +84,9 @@ pub struct AccessPolicy {
     changes: broadcast::Sender<Change>,
     /// What services present to call on their own behalf, if any may.
     service: Option<service::ServiceSecret>,
+    /// Services prove who they are with a client certificate (mutual TLS)
+    /// instead.
+    service_certificates: bool,
 }
 
 /// What `WatchRevocations` tells.
@@ -135,7 +138,23 @@ impl AccessPolicy {
             generations: AtomicU64::new(1),
             changes: broadcast::channel(CHANGES_BUFFER).0,
             service: None,
+            service_certificates: false,
         }
+    }
+
+    /// Makes services prove who they are with a client certificate, for
+    /// `Check`, `WatchRevocations` and [`service::SERVICE_ENDPOINTS`]: a
+    /// call to them without one is refused, and one with one needs no
+    /// secret.
+    #[must_use]
+    pub fn with_service_certificates(mut self, required: bool) -> AccessPolicy {
+        self.service_certificates = required;
+        self
+    }
+
+    /// Whether services prove who they are with a client certificate.
+    pub fn services_need_certificates(&self) -> bool {
+        self.service_certificates
     }
 
     /// Lets services that present `secret` call

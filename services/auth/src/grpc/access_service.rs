@@ -98,6 +98,12 @@ impl pb::access_service_server::AccessService for AccessApi {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let checks = &self.state.metrics.access_checks;
+        if self.state.policy.services_need_certificates() && request.peer_certs().is_none() {
+            checks.with_label_values(&["unauthenticated"]).inc();
+            return Err(host::error::service_credential_refused(
+                "Check takes a client certificate from auth's client CA (mutual TLS)",
+            ));
+        }
         let endpoint = match host::invalid::validate(request.get_ref()).and_then(|()| {
             EndpointAddress::parse("endpoint_address", &request.get_ref().endpoint_address)
                 .map_err(Status::from)
@@ -147,13 +153,19 @@ impl pb::access_service_server::AccessService for AccessApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        if let Some(secret) = self.state.policy.service_secret() {
+        if self.state.policy.services_need_certificates() {
+            if request.peer_certs().is_none() {
+                return Err(host::error::service_credential_refused(
+                    "watching revocations takes a client certificate from auth's client CA (mutual TLS)",
+                ));
+            }
+        } else if let Some(secret) = self.state.policy.service_secret() {
             let authorization = request
                 .metadata()
                 .get("authorization")
                 .and_then(|value| value.to_str().ok());
             if !secret.presented_in(authorization) {
-                return Err(Status::unauthenticated(
+                return Err(host::error::service_credential_refused(
                     "watching revocations takes the service secret (authorization: Bearer <AUTH_SERVICE_SECRET>)",
                 ));
             }

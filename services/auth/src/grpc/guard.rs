@@ -13,6 +13,7 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
+use crate::access::service::SERVICE_ENDPOINTS;
 use crate::access::{AccessPolicy, Caller};
 use crate::quotas::AddressQuotas;
 
@@ -51,16 +52,31 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.to_str().unwrap_or_default());
-        let allowed = self
-            .policy
-            .authorize(authorization, request.uri().path())
-            .and_then(|caller| {
-                // Nobody vouches for an anonymous caller: its address pays.
-                if matches!(caller, Caller::Anonymous | Caller::Unconfirmed(_)) {
-                    self.quotas.anonymous_call(&request)?;
-                }
-                Ok(caller)
-            });
+        let endpoint = request.uri().path();
+        let certificates = self.policy.services_need_certificates();
+        let certified = host::tls::peer_certified(&request);
+        let service_endpoint = SERVICE_ENDPOINTS.contains(&endpoint);
+        let allowed: Result<Caller, Status> = if certificates && certified && service_endpoint {
+            Ok(Caller::Service)
+        } else {
+            self.policy
+                .authorize(authorization, endpoint)
+                .map_err(Status::from)
+        }
+        .and_then(|caller| {
+            // Under mutual TLS a service is its certificate, never a
+            // secret alone.
+            if certificates && caller == Caller::Service && !certified {
+                return Err(host::error::service_credential_refused(
+                    "calls on a service's own behalf take a client certificate from auth's client CA",
+                ));
+            }
+            // Nobody vouches for an anonymous caller: its address pays.
+            if matches!(caller, Caller::Anonymous | Caller::Unconfirmed(_)) {
+                self.quotas.anonymous_call(&request).map_err(Status::from)?;
+            }
+            Ok(caller)
+        });
         match allowed {
             Ok(caller) => {
                 if let Some(principal) = caller.principal() {
@@ -69,7 +85,7 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(error) => Either::Right(ready(Ok(Status::from(error).into_http()))),
+            Err(status) => Either::Right(ready(Ok(status.into_http()))),
         }
     }
 }
