@@ -38,6 +38,10 @@ struct Cli {
         global = true
     )]
     chat_url: String,
+    /// The CA to trust for `https://` services (the system's roots without
+    /// it), such as the development stack's `.stack/tls/ca.pem`.
+    #[arg(long, env = "CHATCTL_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Where the session is kept (default: the user's config directory).
     #[arg(long, env = "CHATCTL_CONFIG_DIR", global = true)]
     config_dir: Option<PathBuf>,
@@ -103,7 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => session::default_config_dir()?,
     };
-    let mut client = Client::new(&cli.auth_url, &cli.chat_url, config_dir)?;
+    let mut client = Client::new(
+        &cli.auth_url,
+        &cli.chat_url,
+        cli.ca_file.as_deref(),
+        config_dir,
+    )?;
     match cli.command {
         Command::Register { name, email } => {
             let password = read_password()?;

@@ -36,11 +36,32 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(auth_url: &str, chat_url: &str, config_dir: PathBuf) -> anyhow::Result<Client> {
+    pub fn new(
+        auth_url: &str,
+        chat_url: &str,
+        ca_file: Option<&std::path::Path>,
+        config_dir: PathBuf,
+    ) -> anyhow::Result<Client> {
+        let ca = match ca_file {
+            Some(path) => Some(tonic::transport::Certificate::from_pem(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )),
+            None => None,
+        };
         let channel = |url: &str| -> anyhow::Result<Channel> {
-            Ok(Channel::from_shared(url.to_owned())
-                .with_context(|| format!("{url} is not a server address"))?
-                .connect_lazy())
+            let mut endpoint = Channel::from_shared(url.to_owned())
+                .with_context(|| format!("{url} is not a server address"))?;
+            if url.starts_with("https://") {
+                let tls = tonic::transport::ClientTlsConfig::new();
+                let tls = match &ca {
+                    Some(ca) => tls.ca_certificate(ca.clone()),
+                    None => tls.with_native_roots(),
+                };
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .with_context(|| format!("TLS to {url}"))?;
+            }
+            Ok(endpoint.connect_lazy())
         };
         Ok(Client {
             auth: channel(auth_url)?,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use tests::certificates::TestCa;
 use tests::services::{TestAuth, TestChat};
 use tokio::process::{Child, Command};
 
@@ -75,8 +76,10 @@ impl Driver {
         Driver { process, url }
     }
 
-    /// A browser of its own: its own profile, storage and cookies.
-    async fn browser(&self, chromium: &Path) -> Client {
+    /// A browser of its own: its own profile, storage and cookies,
+    /// trusting certificates with these keys (SHA-256 of the
+    /// SubjectPublicKeyInfo, base64) beside the system's.
+    async fn browser(&self, chromium: &Path, trusted: &[String]) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -88,6 +91,7 @@ impl Driver {
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
                     "--window-size=1280,900",
+                    format!("--ignore-certificate-errors-spki-list={}", trusted.join(",")),
                 ],
             }),
         );
@@ -199,16 +203,32 @@ async fn two_people_chat_live_in_two_browsers() {
         return;
     };
 
+    // Everything over TLS, as deployed: the page, both services, and
+    // mutual TLS from chat to auth, with certificates of the test's own CA.
+    let ca = TestCa::generate();
+    let (auth_cert, chat_cert, web_cert) = (ca.server("auth"), ca.server("chat"), ca.server("web"));
+    let chat_client = ca.client("chat-client");
+
     // The page's origin first: both services allow only it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("the web client's port");
     let page_addr: SocketAddr = listener.local_addr().expect("an address");
-    let origin = format!("http://{page_addr}");
+    let origin = format!("https://localhost:{}", page_addr.port());
     let origins = host::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
-    let auth = TestAuth::spawn_with(|config| config.edge.cors_origins = origins.clone()).await;
+    let auth = TestAuth::spawn_with(|config| {
+        config.edge.cors_origins = origins.clone();
+        let mut tls = ca.settings(&auth_cert);
+        tls.client_ca_file = Some(ca.ca_file());
+        config.edge.tls = Some(tls);
+    })
+    .await;
     let chat = TestChat::spawn_with(&auth, |config| {
         config.edge.cors_origins = origins.clone();
+        config.edge.tls = Some(ca.settings(&chat_cert));
+        config.auth.tls.ca_file = Some(ca.ca_file());
+        config.auth.tls.client_cert_file = Some(chat_client.cert_file.clone());
+        config.auth.tls.client_key_file = Some(chat_client.key_file.clone());
         // One send at once, then one a second: a quick second send must
         // wait as the service asks, and still land.
         config.quotas.sends = Some(host::quota::Rate::new(1, 1.0));
@@ -219,15 +239,21 @@ async fn two_people_chat_live_in_two_browsers() {
         &web::Config {
             addr: page_addr,
             auth_url: auth.url(),
-            chat_url: format!("http://{}", chat.addr),
+            chat_url: format!("https://localhost:{}", chat.addr.port()),
+            tls: Some(ca.settings(&web_cert)),
         },
     )
     .expect("the web client");
     tokio::spawn(web.run_until_stopped(std::future::pending()));
 
+    // The browser trusts exactly these three certificates' keys.
+    let trusted: Vec<String> = [&auth_cert, &chat_cert, &web_cert]
+        .iter()
+        .map(|issued| issued.spki_sha256_base64())
+        .collect();
     let driver = Driver::start(&chromedriver).await;
-    let ada = driver.browser(&chromium).await;
-    let grace = driver.browser(&chromium).await;
+    let ada = driver.browser(&chromium, &trusted).await;
+    let grace = driver.browser(&chromium, &trusted).await;
     let mut steps = Steps::new();
 
     // 1. Both register; ada creates a chat with grace.

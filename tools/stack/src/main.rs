@@ -14,6 +14,8 @@
 //! on, so crash recovery keeps every transaction it acknowledged, and the
 //! services reconnect by themselves.
 
+mod dev_tls;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
@@ -79,6 +81,23 @@ fn main() -> anyhow::Result<()> {
         .collect();
     defaults.insert("AUTH_SERVICE_SECRET", service_secret.clone());
     defaults.insert("CHAT_AUTH_SERVICE_SECRET", service_secret);
+    // STACK_TLS=1: every port over TLS, chat to auth with mutual TLS.
+    let tls = match std::env::var("STACK_TLS").as_deref() {
+        Ok("1" | "true") => Some(dev_tls::DevTls::in_dir(&data_dir.join("tls"))?),
+        Ok("" | "0" | "false") | Err(_) => None,
+        Ok(other) => bail!("STACK_TLS={other:?}: 1 turns TLS on, 0 (or nothing) leaves it off"),
+    };
+    for (variable, value) in tls.iter().flat_map(dev_tls::DevTls::settings) {
+        defaults.insert(variable, value);
+    }
+    let (scheme, host) = if tls.is_some() {
+        ("https", "localhost")
+    } else {
+        ("http", "127.0.0.1")
+    };
+    // Where a client reaches a port: by name under TLS, as the
+    // certificate says.
+    let url = |addr: std::net::SocketAddr| format!("{scheme}://{host}:{}", addr.port());
     let var = |defaults: &HashMap<&str, String>, name: &str| {
         std::env::var(name)
             .ok()
@@ -132,28 +151,21 @@ fn main() -> anyhow::Result<()> {
         "WEB_ADDR",
         "127.0.0.1:8080",
     )?;
-    let web_origin = format!("http://{}", connectable(web_addr));
+    let web_origin = url(web_addr);
+    let other_name = if tls.is_some() {
+        "127.0.0.1"
+    } else {
+        "localhost"
+    };
     for variable in ["AUTH_CORS_ORIGINS", "CHAT_CORS_ORIGINS"] {
-        let origins = match web_addr.port() {
-            8080 => format!("{web_origin},http://localhost:8080"),
-            _ => web_origin.clone(),
-        };
+        let origins = format!("{web_origin},{scheme}://{other_name}:{}", web_addr.port());
         defaults.insert(variable, origins);
     }
     let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
-    defaults.insert(
-        "CHAT_AUTH_URL",
-        format!("http://{}", connectable(auth_config.edge.grpc_addr)),
-    );
+    defaults.insert("CHAT_AUTH_URL", url(auth_config.edge.grpc_addr));
     let chat_config = chat::config::Config::from_vars(|name| var(&defaults, name))?;
-    defaults.insert(
-        "WEB_AUTH_URL",
-        format!("http://{}", connectable(auth_config.edge.grpc_addr)),
-    );
-    defaults.insert(
-        "WEB_CHAT_URL",
-        format!("http://{}", connectable(chat_config.edge.grpc_addr)),
-    );
+    defaults.insert("WEB_AUTH_URL", url(auth_config.edge.grpc_addr));
+    defaults.insert("WEB_CHAT_URL", url(chat_config.edge.grpc_addr));
     let web_config = web::Config::from_vars(&|name: &str| var(&defaults, name))?;
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -173,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             &auth,
             &chat,
             &web,
+            tls.as_ref().map(|tls| tls.ca.as_path()),
             postgres
                 .as_ref()
                 .map(|server| locked(server).data_dir().display().to_string()),
@@ -293,33 +306,48 @@ fn print_banner(
     auth: &auth::startup::Application,
     chat: &chat::startup::Application,
     web: &web::WebClient,
+    ca: Option<&std::path::Path>,
     postgres: Option<String>,
 ) {
-    let auth_grpc = connectable(auth.local_addr());
-    let chat_grpc = connectable(chat.local_addr());
-    let rest = auth.http_addr().map(connectable);
+    // Under TLS, by the name the certificates carry.
+    let (scheme, name) = match ca {
+        Some(_) => ("https", "localhost".to_owned()),
+        None => ("http", Ipv4Addr::LOCALHOST.to_string()),
+    };
+    let at = |addr: std::net::SocketAddr| format!("{name}:{}", connectable(addr).port());
+    let auth_grpc = at(auth.local_addr());
+    let rest = auth.http_addr().map(at);
     let line = |what: &str, where_: String| println!("  {what:<16} {where_}");
     println!();
     println!("The chat backend is up. Ctrl-C stops it.");
     line(
         "web client",
         format!(
-            "http://{}  (open it in a browser)",
-            connectable(web.local_addr())
+            "{scheme}://{}  (open it in a browser)",
+            at(web.local_addr())
         ),
     );
-    line("auth gRPC", auth_grpc.to_string());
-    if let Some(rest) = rest {
+    line("auth gRPC", auth_grpc.clone());
+    if let Some(rest) = &rest {
         line(
             "auth REST",
-            format!("http://{rest}  (OpenAPI: http://{rest}/openapi.json)"),
+            format!("{scheme}://{rest}  (OpenAPI: {scheme}://{rest}/openapi.json)"),
         );
     }
-    line("chat gRPC", chat_grpc.to_string());
-    if let Some(rest) = chat.http_addr().map(connectable) {
+    line("chat gRPC", at(chat.local_addr()));
+    if let Some(rest) = chat.http_addr().map(at) {
         line(
             "chat REST",
-            format!("http://{rest}  (OpenAPI: http://{rest}/openapi.json)"),
+            format!("{scheme}://{rest}  (OpenAPI: {scheme}://{rest}/openapi.json)"),
+        );
+    }
+    if let Some(ca) = ca {
+        line(
+            "TLS",
+            format!(
+                "every port but metrics; chat to auth with mutual TLS; the CA is {}",
+                ca.display()
+            ),
         );
     }
     if let Some(metrics) = auth.metrics_addr() {
@@ -341,10 +369,17 @@ fn print_banner(
     println!("Try it:");
     println!("  cargo run -p chatctl -- register ada ada@example.com");
     println!("  cargo run -p chatctl -- login ada");
-    println!("  grpcurl -plaintext {auth_grpc} list");
+    let (grpcurl, curl) = match ca {
+        Some(ca) => (
+            format!("-cacert {}", ca.display()),
+            format!("--cacert {} ", ca.display()),
+        ),
+        None => ("-plaintext".to_owned(), String::new()),
+    };
+    println!("  grpcurl {grpcurl} {auth_grpc} list");
     if let Some(rest) = rest {
         println!(
-            "  curl -s -X POST http://{rest}/v1/auth/login -d '{{\"username\":\"admin\",\"password\":\"admin-password\"}}'"
+            "  curl -s {curl}-X POST {scheme}://{rest}/v1/auth/login -d '{{\"username\":\"admin\",\"password\":\"admin-password\"}}'"
         );
     }
     println!();

@@ -46,9 +46,13 @@ async fn start(data_dir: &Path, postgres_port: u16) -> Child {
 /// Starts the stack, waits for its "up" banner, and keeps what it prints
 /// on standard output from then on.
 async fn start_capturing(data_dir: &Path, postgres_port: u16) -> (Child, Output) {
-    let mut child = stack(data_dir, postgres_port)
-        .spawn()
-        .expect("starting the stack");
+    launch(stack(data_dir, postgres_port)).await
+}
+
+/// Runs `command`, waits for the stack's "up" banner, and keeps what it
+/// prints on standard output from then on.
+async fn launch(mut command: Command) -> (Child, Output) {
+    let mut child = command.spawn().expect("starting the stack");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -299,4 +303,76 @@ async fn sends_through_a_postgres_kill(data_dir: &Path, access_token: &str) -> V
         acknowledged.push(id);
     }
     acknowledged
+}
+
+/// `STACK_TLS=1`: every port over TLS with a development CA kept in the
+/// data directory, and chat reaching auth with mutual TLS.
+#[tokio::test]
+async fn stack_tls_serves_every_port_over_tls_with_a_development_ca() {
+    use api::auth::v1 as auth_pb;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let data_dir = std::env::temp_dir().join(format!("stack-tls-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let (auth_port, chat_port) = (free_port(), free_port());
+    let mut command = stack(&data_dir, free_port());
+    command.env("STACK_TLS", "1");
+    for (variable, port) in [
+        ("AUTH_GRPC_ADDR", auth_port),
+        ("AUTH_HTTP_ADDR", free_port()),
+        ("CHAT_GRPC_ADDR", chat_port),
+        ("CHAT_HTTP_ADDR", free_port()),
+        ("WEB_ADDR", free_port()),
+    ] {
+        command.env(variable, format!("127.0.0.1:{port}"));
+    }
+    command
+        .env("AUTH_METRICS_ADDR", "off")
+        .env("CHAT_METRICS_ADDR", "off");
+    let (running, _) = launch(command).await;
+
+    let ca = std::fs::read(data_dir.join("tls/ca.pem")).expect("the development CA");
+    let channel = |port: u16| {
+        Channel::from_shared(format!("https://localhost:{port}"))
+            .expect("a URI")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
+            .expect("TLS settings")
+            .connect_lazy()
+    };
+    assert!(!serving(auth_port).await, "auth answers in plaintext");
+    let mut users = auth_pb::user_service_client::UserServiceClient::new(channel(auth_port));
+    users
+        .create(auth_pb::CreateRequest {
+            name: "ada".into(),
+            email: "ada@example.com".into(),
+            password: "correct horse".into(),
+            password_confirm: "correct horse".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("registering over TLS");
+    let token = auth_pb::auth_service_client::AuthServiceClient::new(channel(auth_port))
+        .login(auth_pb::LoginRequest {
+            username: "ada".into(),
+            password: "correct horse".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("logging in over TLS")
+        .into_inner()
+        .access_token;
+    // Chat checks the token with auth, over mutual TLS.
+    let mut request = tonic::Request::new(pb::ListChatsRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    let chats = pb::chat_service_client::ChatServiceClient::new(channel(chat_port))
+        .list_chats(request)
+        .await
+        .expect("a chat call checked by auth over mutual TLS")
+        .into_inner();
+    assert!(chats.chats.is_empty());
+    interrupt(running).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
