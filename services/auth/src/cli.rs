@@ -46,7 +46,7 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Common(Common::Healthcheck) => {
-            host::cli::healthcheck("AUTH_GRPC_ADDR", "0.0.0.0:50051").await
+            host::cli::healthcheck("AUTH", "0.0.0.0:50051").await
         }
         Command::Common(Common::Serve) => {
             Application::build(Config::from_env()?)

@@ -21,7 +21,7 @@ pub fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command.unwrap_or(Common::Serve);
     host::cli::main(|| async move {
         match command {
-            Common::Healthcheck => host::cli::healthcheck("CHAT_GRPC_ADDR", "0.0.0.0:50052").await,
+            Common::Healthcheck => host::cli::healthcheck("CHAT", "0.0.0.0:50052").await,
             Common::Serve => {
                 Application::build(Config::from_env()?)
                     .await?

@@ -26,9 +26,14 @@ where
         .block_on(run())
 }
 
-/// The `healthcheck` command: asks the server at `addr_var` (or at
-/// `default_addr` when unset) whether it is serving.
-pub async fn healthcheck(addr_var: &str, default_addr: &str) -> anyhow::Result<()> {
-    let addr = std::env::var(addr_var).unwrap_or_else(|_| default_addr.to_owned());
-    crate::health::probe(addr.parse()?).await
+/// The `healthcheck` command: asks the server at `<prefix>_GRPC_ADDR` (or
+/// at `default_addr` when unset) whether it is serving, over TLS when
+/// `<prefix>_TLS_CERT_FILE` is set.
+pub async fn healthcheck(prefix: &str, default_addr: &str) -> anyhow::Result<()> {
+    let addr =
+        std::env::var(format!("{prefix}_GRPC_ADDR")).unwrap_or_else(|_| default_addr.to_owned());
+    let cert_file = std::env::var_os(format!("{prefix}_TLS_CERT_FILE"))
+        .filter(|path| !path.is_empty())
+        .map(std::path::PathBuf::from);
+    crate::health::probe(addr.parse()?, cert_file.as_deref()).await
 }

@@ -330,3 +330,30 @@ async fn bad_tls_settings_stop_the_service_at_start_naming_the_file() {
     .expect_err("a certificate without a key");
     assert!(half.to_string().contains("AUTH_TLS_KEY_FILE"), "{half}");
 }
+
+/// The container health check (`auth healthcheck`) speaks TLS to a TLS
+/// port, trusting only the certificate in the service's own file.
+#[tokio::test]
+async fn the_health_check_probes_a_tls_port_trusting_only_its_own_certificate() {
+    let ca = TestCa::generate();
+    let cert = ca.server("auth");
+    let auth = TestAuth::spawn_with(|config| config.edge.tls = Some(ca.settings(&cert))).await;
+    let probe = |cert_file: Option<&std::path::Path>| {
+        let mut command =
+            tokio::process::Command::new(tests::process::binary(tests::process::Service::Auth));
+        command
+            .arg("healthcheck")
+            .env("AUTH_GRPC_ADDR", auth.addr.to_string())
+            .env_remove("AUTH_TLS_CERT_FILE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(cert_file) = cert_file {
+            command.env("AUTH_TLS_CERT_FILE", cert_file);
+        }
+        async move { command.status().await.expect("running auth healthcheck").success() }
+    };
+    assert!(probe(Some(&cert.cert_file)).await, "the probe over TLS fails");
+    assert!(!probe(None).await, "a plaintext probe of a TLS port passes");
+    let other = ca.server("other");
+    assert!(!probe(Some(&other.cert_file)).await, "the probe trusts another certificate");
+}
