@@ -59,7 +59,10 @@ impl TestCa {
     pub fn expired_server(&self, name: &str) -> Issued {
         let now = time::OffsetDateTime::now_utc();
         let validity = (now - time::Duration::days(2), now - time::Duration::days(1));
-        self.written(name, self.ca.issue_between(name, Usage::Server, validity))
+        self.written(
+            name,
+            self.ca.issue_between(name, Usage::Server, validity, &[]),
+        )
     }
 
     fn written(&self, name: &str, issued: Result<dev_ca::Issued, dev_ca::Error>) -> Issued {

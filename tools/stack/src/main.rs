@@ -83,11 +83,11 @@ fn main() -> anyhow::Result<()> {
     defaults.insert("CHAT_AUTH_SERVICE_SECRET", service_secret);
     // STACK_TLS=1: every port over TLS, chat to auth with mutual TLS.
     let tls = match std::env::var("STACK_TLS").as_deref() {
-        Ok("1" | "true") => Some(dev_tls::DevTls::in_dir(&data_dir.join("tls"))?),
+        Ok("1" | "true") => Some(dev_tls::in_dir(&data_dir.join("tls"))?),
         Ok("" | "0" | "false") | Err(_) => None,
         Ok(other) => bail!("STACK_TLS={other:?}: 1 turns TLS on, 0 (or nothing) leaves it off"),
     };
-    for (variable, value) in tls.iter().flat_map(dev_tls::DevTls::settings) {
+    for (variable, value) in tls.iter().flat_map(dev_tls::settings) {
         defaults.insert(variable, value);
     }
     let (scheme, host) = if tls.is_some() {
