@@ -159,7 +159,7 @@ pub(crate) async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::R
             remove(client, chat_id, user_id).await?;
         }
         ChatCommand::Leave { chat_id } => {
-            let me = client.whoami().await?.user_id;
+            let me = client.whoami().await?.id;
             remove(client, chat_id, me).await?;
         }
         ChatCommand::Rename { chat_id, title } => {

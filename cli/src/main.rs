@@ -142,8 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let me = client.whoami().await?;
             println!(
                 "{} (id {}, {})",
-                display::safe(&me.username),
-                me.user_id,
+                display::safe(&me.name),
+                me.id,
                 role_name(me.role())
             );
         }
@@ -158,7 +158,7 @@ async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()>
         UsersCommand::Get { id } => {
             let id = match id {
                 Some(id) => id,
-                None => client.whoami().await?.user_id,
+                None => client.whoami().await?.id,
             };
             let request = client.authorized(auth_pb::GetRequest { id }).await?;
             let user = client

@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use api::auth::v1 as auth_pb;
-use api::auth::v1::access_service_client::AccessServiceClient;
 use api::auth::v1::auth_service_client::AuthServiceClient;
 use api::auth::v1::user_service_client::UserServiceClient;
 use api::chat::v1::chat_service_client::ChatServiceClient;
@@ -114,20 +113,23 @@ impl Client {
         })
     }
 
-    pub async fn whoami(&mut self) -> anyhow::Result<auth_pb::CheckResponse> {
-        let request = self
-            .authorized(auth_pb::CheckRequest {
-                endpoint_address: "/auth.v1.UserService/Get".to_owned(),
-            })
-            .await?;
-        Ok(AccessServiceClient::new(self.auth.clone())
-            .check(request)
+    /// The signed-in user, as auth has them now: the access token names
+    /// the id, and `UserService/Get` answers for it. (`AccessService/Check`
+    /// is for services, and under mutual TLS refuses clients like this.)
+    pub async fn whoami(&mut self) -> anyhow::Result<auth_pb::User> {
+        let session = self.load()?;
+        let id: i64 = claims(&session.access_token)
+            .and_then(|claims| claims["sub"].as_str()?.parse().ok())
+            .context("not logged in (the session holds no access token)")?;
+        let request = self.authorized(auth_pb::GetRequest { id }).await?;
+        UserServiceClient::new(self.auth.clone())
+            .get(request)
             .await?
-            .into_inner())
+            .into_inner()
+            .user
+            .context("no user in the answer")
     }
 
-    /// `message` with the session's access token, refreshed first if it is
-    /// about to expire (which rotates the refresh token too).
     pub async fn authorized<T>(&mut self, message: T) -> anyhow::Result<tonic::Request<T>> {
         let mut session = self.load()?;
         if expires_within(&session.access_token, REFRESH_MARGIN_SECS) {
@@ -223,17 +225,18 @@ fn stage(staged: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Whether a JWT's `exp` is less than `margin` seconds away. The token is
 /// not verified here; the server does that.
+/// A JWT's claims, read without checking its signature: what the client
+/// learns of its own token (auth checks it on every call).
+fn claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
 fn expires_within(token: &str, margin: u64) -> bool {
-    let exp = token
-        .split('.')
-        .nth(1)
-        .and_then(|payload| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .ok()
-        })
-        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
-        .and_then(|claims| claims["exp"].as_u64());
+    let exp = claims(token).and_then(|claims| claims["exp"].as_u64());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

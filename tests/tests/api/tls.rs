@@ -350,10 +350,22 @@ async fn the_health_check_probes_a_tls_port_trusting_only_its_own_certificate() 
         if let Some(cert_file) = cert_file {
             command.env("AUTH_TLS_CERT_FILE", cert_file);
         }
-        async move { command.status().await.expect("running auth healthcheck").success() }
+        async move {
+            command
+                .status()
+                .await
+                .expect("running auth healthcheck")
+                .success()
+        }
     };
-    assert!(probe(Some(&cert.cert_file)).await, "the probe over TLS fails");
+    assert!(
+        probe(Some(&cert.cert_file)).await,
+        "the probe over TLS fails"
+    );
     assert!(!probe(None).await, "a plaintext probe of a TLS port passes");
     let other = ca.server("other");
-    assert!(!probe(Some(&other.cert_file)).await, "the probe trusts another certificate");
+    assert!(
+        !probe(Some(&other.cert_file)).await,
+        "the probe trusts another certificate"
+    );
 }
