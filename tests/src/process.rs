@@ -174,7 +174,8 @@ impl Process {
         }
     }
 
-    fn log_text(&self) -> String {
+    /// What the process has written to its log so far.
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

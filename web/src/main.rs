@@ -19,7 +19,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _logs = host::telemetry::init();
+    let _logs = host::telemetry::init("web");
     let config = web::Config::from_env()?;
     match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Healthcheck => {

@@ -40,7 +40,7 @@ pub fn main() -> anyhow::Result<()> {
     let command = Cli::parse()
         .command
         .unwrap_or(Command::Common(Common::Serve));
-    host::cli::main(|| run(command))
+    host::cli::main("auth", || run(command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use api::auth::v1::user_service_client::UserServiceClient;
 use http::HeaderValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use crate::config::AuthConfig;
 use crate::domain::Caller;
@@ -87,16 +88,25 @@ impl AuthClient {
         endpoint: &str,
         deadline: Duration,
     ) -> Result<Caller> {
-        let request = self.request(
-            pb::CheckRequest {
-                endpoint_address: endpoint.to_owned(),
-            },
-            authorization,
-            request_id,
-            deadline,
-        )?;
+        let span = tracing::info_span!(
+            "auth check",
+            otel.name = "/auth.v1.AccessService/Check",
+            otel.kind = "client",
+            endpoint,
+        );
+        let request = span.in_scope(|| {
+            self.request(
+                pb::CheckRequest {
+                    endpoint_address: endpoint.to_owned(),
+                },
+                authorization,
+                request_id,
+                deadline,
+            )
+        })?;
         let mut access = self.access.clone();
         let answer = tokio::time::timeout(deadline, access.check(request))
+            .instrument(span)
             .await
             .map_err(|_| unavailable(&Status::deadline_exceeded("no answer in time")))?
             .map_err(|status| match status.code() {
@@ -230,6 +240,7 @@ impl AuthClient {
     ) -> Result<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(deadline);
+        host::trace_context::inject(request.metadata_mut());
         if let Some(id) = request_id.and_then(|id| id.to_str().ok()?.parse().ok()) {
             request.metadata_mut().insert(host::metrics::REQUEST_ID, id);
         }

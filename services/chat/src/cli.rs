@@ -19,7 +19,7 @@ struct Cli {
 /// Parses the command line and runs it to the end.
 pub fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command.unwrap_or(Common::Serve);
-    host::cli::main(|| async move {
+    host::cli::main("chat", || async move {
         match command {
             Common::Healthcheck => host::cli::healthcheck("CHAT", "0.0.0.0:50052").await,
             Common::Serve => {

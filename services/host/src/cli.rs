@@ -13,17 +13,20 @@ pub enum Common {
     Healthcheck,
 }
 
-/// A service's `main`: logs, a multi-threaded runtime, and `run` on it to
-/// its end.
-pub fn main<F>(run: impl FnOnce() -> F) -> anyhow::Result<()>
+/// A service's `main`: a multi-threaded runtime, logs and traces (as
+/// `service`), and `run` on it to its end.
+pub fn main<F>(service: &str, run: impl FnOnce() -> F) -> anyhow::Result<()>
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let _logs = crate::telemetry::init();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()?;
+    let _logs = {
+        let _entered = runtime.enter();
+        crate::telemetry::init(service)
+    };
+    runtime.block_on(run())
 }
 
 /// The `healthcheck` command: asks the server at `<prefix>_GRPC_ADDR` (or

@@ -48,3 +48,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
+pub mod trace_context;

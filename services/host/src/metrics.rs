@@ -253,11 +253,15 @@ where
         };
         let span = tracing::info_span!(
             "rpc",
+            otel.name = %request.uri().path(),
+            otel.kind = "server",
             rpc.method = %request.uri().path(),
             request_id = %request_id,
+            trace_id = tracing::field::Empty,
             user_id = tracing::field::Empty,
             grpc.code = tracing::field::Empty,
         );
+        crate::trace_context::adopt(&span, request.headers());
         let call = Call {
             metrics: self.metrics.clone(),
             route,

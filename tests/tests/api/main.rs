@@ -24,4 +24,5 @@ mod stream_faults;
 mod streams;
 mod sweep;
 mod tls;
+mod traces;
 mod users;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 const DEFAULT_POSTGRES_PORT: u16 = 54329;
 
 fn main() -> anyhow::Result<()> {
-    let _logs = host::telemetry::init();
+    let _logs = host::telemetry::init("stack");
     let data_dir = std::env::var_os("STACK_DATA_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.stack"),
         PathBuf::from,

@@ -43,6 +43,11 @@ pub enum Sent {
 /// if the chat does not exist or the sender is not a member. With an
 /// idempotency key the sender already used in the chat, nothing is stored
 /// and the earlier message comes back.
+#[tracing::instrument(
+    name = "store message",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql")
+)]
 pub async fn send(db: &sqlx::PgPool, message: NewMessage<'_>) -> Result<Option<Sent>> {
     // Two sends with one new key at once: the second fails on the key's
     // unique index (storing nothing, its sequence number update undone
