@@ -9,10 +9,11 @@
 //! Every replica does this; a second replica to take a user out finds them
 //! gone and does nothing. Lookups are made with the service secret.
 //!
-//! A sweep believes auth only while auth knows most of the members it is
-//! asked about: should chat be pointed at the wrong auth (an empty one), a
-//! sweep would otherwise empty every chat. Deletions the feed names one by
-//! one are always acted on.
+//! A sweep asks about every member first and acts only after: if auth
+//! knows fewer than half of them (of 10 or more), it is not believed, and
+//! nobody leaves. Should chat be pointed at the wrong auth (an empty one),
+//! a sweep would otherwise empty every chat. Deletions the feed names one
+//! by one are always acted on.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -35,11 +36,14 @@ const LOOKUP_BATCH: usize = 1000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 /// The longest wait before a failed round is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A sweep acts on no batch in which more than this share of the members
+/// A sweep acts on nobody when more than this share of all the members it
 /// asked about are unknown to auth, once it asked about at least
 /// [`IMPLAUSIBLE_AFTER`].
 const IMPLAUSIBLE_SHARE: f64 = 0.5;
-const IMPLAUSIBLE_AFTER: usize = 100;
+const IMPLAUSIBLE_AFTER: usize = 10;
+/// Unknown members one sweep remembers before acting; past it, the rest
+/// are left for the next sweep.
+const MAX_UNKNOWN: usize = 100_000;
 
 /// What the revocation feed has said and no round has looked into yet.
 #[derive(Default)]
@@ -119,9 +123,7 @@ impl Departures {
                     sweep(&app).await
                 } else {
                     let users: Vec<i64> = round.users.iter().copied().collect();
-                    depart_unknown(&app, &users, false)
-                        .await
-                        .map(|left| left.unwrap_or(0))
+                    depart_unknown(&app, &users).await
                 };
                 match outcome {
                     Ok(_) => backoff = Duration::ZERO,
@@ -139,69 +141,71 @@ impl Departures {
     }
 }
 
-/// Looks every member up in auth, in order of id; how many left.
+/// Looks every member up in auth, in order of id, then takes out those
+/// auth no longer knows, if auth is believed; how many left.
 async fn sweep(app: &App) -> Result<usize> {
     let mut after = 0;
-    let mut left = 0;
-    let mut believed = true;
+    let mut asked = 0;
+    let mut unknown = Vec::new();
     loop {
         let batch = db::members::members_after(&app.pool, after, LOOKUP_BATCH as i64).await?;
         let Some(&last) = batch.last() else {
             break;
         };
-        match depart_unknown(app, &batch, true).await? {
-            Some(count) => left += count,
-            None => believed = false,
-        }
+        asked += batch.len();
+        let missing = app
+            .auth
+            .lookup_user_ids(None, None, batch)
+            .await?
+            .missing_ids;
+        let room = MAX_UNKNOWN.saturating_sub(unknown.len());
+        unknown.extend(missing.into_iter().take(room));
         after = last;
     }
-    let outcome = if believed { "done" } else { "implausible" };
-    app.metrics
-        .member_sweeps
-        .with_label_values(&[outcome])
-        .inc();
-    tracing::debug!(left, outcome, "every member looked up in auth");
-    Ok(left)
+    if asked >= IMPLAUSIBLE_AFTER && unknown.len() as f64 > asked as f64 * IMPLAUSIBLE_SHARE {
+        tracing::error!(
+            asked,
+            unknown = unknown.len(),
+            "auth knows few of chat's members: none leave; is CHAT_AUTH_URL this chat's auth?"
+        );
+        app.metrics
+            .member_sweeps
+            .with_label_values(&["implausible"])
+            .inc();
+        return Ok(0);
+    }
+    for user in &unknown {
+        app.depart(UserId::new(*user)).await?;
+        app.metrics.departed_accounts.inc();
+    }
+    app.metrics.member_sweeps.with_label_values(&["done"]).inc();
+    tracing::debug!(
+        asked,
+        left = unknown.len(),
+        "every member looked up in auth"
+    );
+    Ok(unknown.len())
 }
 
-/// Of `users`, those who are members anywhere and whom auth no longer
-/// knows leave their chats; how many did. `sweeping`: the users were not
-/// named by the feed, and an implausible answer is not acted on (`None`).
-async fn depart_unknown(app: &App, users: &[i64], sweeping: bool) -> Result<Option<usize>> {
+/// Of `users`, named by the feed, those who are members anywhere and whom
+/// auth no longer knows leave their chats; how many did.
+async fn depart_unknown(app: &App, users: &[i64]) -> Result<usize> {
     let mut left = 0;
-    let mut believed = true;
     for batch in users.chunks(LOOKUP_BATCH) {
-        let members = if sweeping {
-            batch.to_vec()
-        } else {
-            db::members::any_members(&app.pool, batch).await?
-        };
+        let members = db::members::any_members(&app.pool, batch).await?;
         if members.is_empty() {
             continue;
         }
-        let asked = members.len();
         let missing = app
             .auth
             .lookup_user_ids(None, None, members)
             .await?
             .missing_ids;
-        if sweeping
-            && asked >= IMPLAUSIBLE_AFTER
-            && missing.len() as f64 > asked as f64 * IMPLAUSIBLE_SHARE
-        {
-            tracing::error!(
-                asked,
-                unknown = missing.len(),
-                "auth knows few of chat's members: none leave; is CHAT_AUTH_URL this chat's auth?"
-            );
-            believed = false;
-            continue;
-        }
         for user in missing {
             app.depart(UserId::new(user)).await?;
             app.metrics.departed_accounts.inc();
             left += 1;
         }
     }
-    Ok(believed.then_some(left))
+    Ok(left)
 }

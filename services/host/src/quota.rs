@@ -178,7 +178,22 @@ impl<K: Hash + Eq + Clone> Quota<K> {
         if !buckets.contains_key(key) && buckets.len() >= self.max_buckets {
             buckets.retain(|_, bucket| bucket.level(now, rate) < burst);
             if buckets.len() >= self.max_buckets {
-                buckets.clear();
+                // Still full: the fuller half goes (those who took least
+                // lately), never the emptiest, whose callers are the ones
+                // being held back.
+                let mut levels: Vec<f64> = buckets
+                    .values()
+                    .map(|bucket| bucket.level(now, rate))
+                    .collect();
+                levels.sort_by(f64::total_cmp);
+                let keep_below = levels[levels.len() / 2];
+                let mut kept = 0;
+                buckets.retain(|_, bucket| {
+                    let keep = bucket.level(now, rate) < keep_below
+                        || (bucket.level(now, rate) == keep_below && kept < levels.len() / 2);
+                    kept += usize::from(keep);
+                    keep
+                });
                 self.metrics.forgotten.with_label_values(&[self.name]).inc();
             }
         }
@@ -378,6 +393,28 @@ mod tests {
             quota.take(&caller, 1).expect("a new caller");
             assert!(quota.remembered() <= 10);
         }
+    }
+
+    /// A full table forgets those who took least, never the one held
+    /// back: a flood of new callers does not refill an abuser's bucket.
+    #[test]
+    fn a_full_table_keeps_the_emptiest_buckets() {
+        let quota = Quota::bounded(
+            "sends",
+            "messages",
+            Some(Rate::new(4, 0.001)),
+            &metrics(),
+            10,
+        );
+        for _ in 0..4 {
+            quota.take(&0, 1).expect("the abuser's burst");
+        }
+        assert!(quota.take(&0, 1).is_err(), "the abuser is held back");
+        for caller in 1..1000 {
+            quota.take(&caller, 1).expect("a new caller");
+            assert!(quota.remembered() <= 10);
+        }
+        assert!(quota.take(&0, 1).is_err(), "the flood refilled the abuser");
     }
 
     #[test]

@@ -335,3 +335,50 @@ async fn logins_are_served_ahead_of_a_registration_flood() {
         "{stored_while_the_login_waited} queued registrations were served before the login"
     );
 }
+
+/// A token of one's own account vouches for nothing: registrations and
+/// logins made with it are paid for by the address all the same, or one
+/// account would make unlimited others, and flood the password checks.
+#[tokio::test]
+async fn a_signed_in_caller_pays_the_address_quotas_too() {
+    let auth = TestAuth::spawn_with(|config| {
+        config.quotas.registrations = Some(Rate::new(2, 0.01));
+        config.quotas.anonymous_calls = Some(Rate::new(5, 0.01));
+    })
+    .await;
+    // One registration and one login.
+    let ada = auth.register("ada").await;
+    let register = |name: &str| auth_pb::CreateRequest {
+        name: name.into(),
+        email: format!("{name}@example.com"),
+        password: "a password".into(),
+        password_confirm: "a password".into(),
+        role: auth_pb::Role::Unspecified.into(),
+    };
+    auth.users()
+        .create(ada.request(register("sybil1")))
+        .await
+        .expect("a second registration, with ada's token");
+    let third = auth
+        .users()
+        .create(ada.request(register("sybil2")))
+        .await
+        .expect_err("past the registration quota, token or not");
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    // Four calls to open endpoints so far; a fifth, then refused.
+    let login = || {
+        ada.request(auth_pb::LoginRequest {
+            username: "ada".into(),
+            password: "ada-password".into(),
+            ..Default::default()
+        })
+    };
+    auth.sessions().login(login()).await.expect("a fifth call");
+    let refused = auth
+        .sessions()
+        .login(login())
+        .await
+        .expect_err("past the quota of open calls, token or not");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(retry_after(&refused).is_some(), "{refused:?}");
+}

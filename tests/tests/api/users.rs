@@ -758,6 +758,15 @@ async fn names_made_before_skeletons_get_theirs_and_look_alikes_keep_working() {
     let auth = TestAuth::spawn().await;
     let mallory = auth.register("mallory").await;
     let other = auth.register("someone").await;
+    // A name that spells what a grandfathered skeleton once was: it must
+    // not keep the look-alike from getting one.
+    auth.users()
+        .create(registration_with_email(
+            &format!("mallory#{}", other.id),
+            "m2@example.com",
+        ))
+        .await
+        .expect("a name with a # in it");
     // As an older release left them: one name that looks like another,
     // neither with a skeleton.
     sqlx::query("update users set name = 'rnallory', name_skeleton = null where id = $1")
@@ -792,7 +801,7 @@ async fn names_made_before_skeletons_get_theirs_and_look_alikes_keep_working() {
             .expect("a skeleton")
     };
     let looks = of(mallory.id);
-    assert_eq!(of(other.id), format!("{looks}#{}", other.id));
+    assert_eq!(of(other.id), format!("{looks}\u{1}{}", other.id));
     auth.login(other.id, "rnallory", "someone-password").await;
     let taken = auth
         .users()

@@ -248,6 +248,12 @@ impl AccessPolicy {
         }
     }
 
+    /// Whether `endpoint` may be called without a token (logging in,
+    /// registering, refreshing).
+    pub fn is_open(&self, endpoint: &str) -> bool {
+        self.allows(endpoint, Role::Anonymous)
+    }
+
     fn allows(&self, endpoint: &str, role: Role) -> bool {
         let rules = self
             .rules

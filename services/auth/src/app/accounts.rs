@@ -63,9 +63,10 @@ impl App {
                 return Err(Error::permission_denied("only admins may create admins"));
             }
         }
-        // Registrations (nobody signed in) are limited per client address;
-        // admins creating accounts are not.
-        if caller.principal().is_none() {
+        // Registrations are limited per client address, whoever makes
+        // them (a user's own token vouches for nothing); admins creating
+        // accounts are not.
+        if !caller.is_admin() {
             self.quotas.registration(new.address)?;
         }
         let hash = self.passwords.hash(new.password.as_password()).await?;

@@ -54,19 +54,21 @@ impl App {
             address,
         } = credentials;
         let normalized = name.normalized();
-        let device = match device {
-            Some(digest)
-                if db::device_tokens::is_bound_to(
+        let (device, device_user) = match device {
+            Some(digest) => {
+                match db::device_tokens::is_bound_to(
                     &self.pool,
                     &digest,
                     name.as_str(),
                     &normalized,
                 )
-                .await? =>
-            {
-                Some(digest)
+                .await?
+                {
+                    Some(user) => (Some(digest), Some(user)),
+                    None => (None, None),
+                }
             }
-            _ => None,
+            None => (None, None),
         };
         let attempt = match &device {
             Some(digest) => Attempt {
@@ -82,6 +84,10 @@ impl App {
             let (pool, passwords, name) = (self.pool.clone(), self.passwords.clone(), name.clone());
             async move {
                 let user = db::users::login_candidate(&pool, name.as_str(), &normalized).await?;
+                // A device's guesses are counted for the device only while
+                // they are at its own user's password: a name that reaches
+                // another user (a grandfathered look-alike) gets no answer.
+                let user = user.filter(|user| device_user.is_none_or(|owner| owner == user.id));
                 let right = passwords
                     .verify(
                         &password,

@@ -7,25 +7,23 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 
-/// Whether `digest` is an unexpired device token of the user a login
-/// names (as typed, or in NFKC; see `users::login_candidate`).
+/// The user whose unexpired device token `digest` is, if a login names
+/// them (as typed, or in NFKC; see `users::login_candidate`).
 pub async fn is_bound_to(
     db: impl PgExecutor<'_>,
     digest: &[u8],
     typed: &str,
     normalized: &str,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar!(
-        r#"select exists (
-            select 1 from device_tokens d join users u on u.id = d.user_id
-            where d.token_hash = $1 and d.expires_at > now()
-              and lower(u.name) in (lower($2), lower($3))
-        ) as "bound!""#,
+        "select d.user_id from device_tokens d join users u on u.id = d.user_id
+         where d.token_hash = $1 and d.expires_at > now()
+           and lower(u.name) in (lower($2), lower($3))",
         digest,
         typed,
         normalized
     )
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?)
 }
 

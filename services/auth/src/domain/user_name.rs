@@ -9,13 +9,36 @@ use crate::error::Error;
 pub struct UserName(String);
 
 /// What a name looks like, for uniqueness: Unicode TR #39's confusable
-/// skeleton of its NFKC lower case, so that `аdmin` with a Cyrillic `а`,
-/// `ADMIN`, `ａｄｍｉｎ` and `adrnin` are one name.
+/// skeleton of its NFKC lower case, lowercased and taken again until it
+/// stops changing, with every run of white space as one space, and `i`
+/// counted as `l`; so that `аdmin` with a Cyrillic `а`, `ADMIN`,
+/// `ａｄｍｉｎ`, `adrnin`, `aIice` with a capital `I` beside `alice`, and
+/// `Ada  Lovelace` with two spaces are each one name with their
+/// look-alike. A capital `I` looks like an `l` and is the same letter as
+/// an `i`: so `i` and `l` are one, at the price of a few names that only
+/// differ by them (`aiice`) being taken by each other.
 pub fn skeleton(name: &str) -> String {
-    let folded = name.nfkc().collect::<String>().to_lowercase();
-    unicode_security::skeleton(&folded)
-        .collect::<String>()
-        .to_lowercase()
+    let mut looks = one_space(&name.nfkc().collect::<String>().to_lowercase());
+    // Each round maps more characters to their prototypes; a few suffice
+    // for any text, and the bound keeps it so.
+    for _ in 0..8 {
+        let next = one_space(
+            &unicode_security::skeleton(&looks)
+                .collect::<String>()
+                .to_lowercase()
+                .replace('i', "l"),
+        );
+        if next == looks {
+            break;
+        }
+        looks = next;
+    }
+    looks
+}
+
+/// `text` with every run of white space as one space.
+fn one_space(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl UserName {
@@ -124,6 +147,18 @@ mod tests {
     fn names_are_stored_in_nfkc() {
         let name = UserName::parse("name", "\u{FB01}sh ＡＤＡ".into()).expect("a name");
         assert_eq!(name.as_str(), "fish ADA");
+    }
+
+    /// A capital `I` passes for an `l` (and is an `i`), and a second
+    /// space is not seen.
+    #[test]
+    fn capitals_and_runs_of_spaces_pass_for_their_look_alikes() {
+        assert_eq!(skeleton("aIice"), skeleton("alice"));
+        assert_eq!(skeleton("Ivan"), skeleton("lvan"));
+        assert_eq!(skeleton("Ivan"), skeleton("ivan"));
+        assert_eq!(skeleton("Ada  Lovelace"), skeleton("Ada Lovelace"));
+        assert_eq!(skeleton("Ada\u{3000}Lovelace"), skeleton("Ada Lovelace"));
+        assert_ne!(skeleton("Ada Lovelace"), skeleton("AdaLovelace"));
     }
 
     #[test]

@@ -71,8 +71,12 @@ where
                     "calls on a service's own behalf take a client certificate from auth's client CA",
                 ));
             }
-            // Nobody vouches for an anonymous caller: its address pays.
-            if matches!(caller, Caller::Anonymous | Caller::Unconfirmed(_)) {
+            // The endpoints open to anyone are paid for by the caller's
+            // address, token or not: a token of one's own account vouches
+            // for nothing. Only admins are exempt.
+            let open = matches!(caller, Caller::Anonymous | Caller::Unconfirmed(_))
+                || self.policy.is_open(endpoint);
+            if open && !caller.is_admin() && caller != Caller::Service {
                 self.quotas.anonymous_call(&request).map_err(Status::from)?;
             }
             Ok(caller)

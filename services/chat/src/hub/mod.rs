@@ -72,6 +72,9 @@ pub(crate) struct Hub {
     /// Deletions and removals heard on the bus that the database did not
     /// confirm.
     unconfirmed: IntCounter,
+    /// When an unconfirmed announcement was last logged: a flood of forged
+    /// ones is counted, and logged at most once per interval.
+    unconfirmed_logged: Mutex<Option<std::time::Instant>>,
 }
 
 impl Hub {
@@ -104,6 +107,7 @@ impl Hub {
             poll_every: config.fanout_poll,
             membership_reads: metrics.membership_reads.clone(),
             unconfirmed: metrics.unconfirmed_announcements.clone(),
+            unconfirmed_logged: Mutex::default(),
         });
         let task = tokio::spawn({
             let hub = hub.clone();

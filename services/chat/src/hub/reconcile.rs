@@ -182,6 +182,21 @@ impl Hub {
     /// could otherwise end any chat's streams. A deletion heard ends the
     /// chat's streams here only once the database has no such chat; if the
     /// database cannot be asked, the poll finds a real deletion later.
+    /// Whether an unconfirmed announcement may be logged now: at most one
+    /// every 10 s.
+    fn log_unconfirmed(&self) -> bool {
+        let mut last = self
+            .unconfirmed_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(10)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     async fn confirm_deletion(&self, pool: &PgPool, chat_id: ChatId) {
         if !self.chats().contains_key(&chat_id) {
             return;
@@ -190,10 +205,12 @@ impl Hub {
             Ok(None) => self.publish(chat_id, Event::Deleted),
             Ok(Some(_)) => {
                 self.unconfirmed.inc();
-                tracing::warn!(
-                    chat_id = chat_id.get(),
-                    "a deletion announced on the bus is not in the database; ignored"
-                );
+                if self.log_unconfirmed() {
+                    tracing::warn!(
+                        chat_id = chat_id.get(),
+                        "a deletion announced on the bus is not in the database; ignored (logged at most every 10 s; chat_unconfirmed_announcements_total counts them)"
+                    );
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, chat_id = chat_id.get(), "confirming an announced deletion failed; the poll will find it");
@@ -212,11 +229,13 @@ impl Hub {
             Ok(None) => self.publish(chat_id, Event::Removed { user_id, version }),
             Ok(Some(_)) => {
                 self.unconfirmed.inc();
-                tracing::warn!(
-                    chat_id = chat_id.get(),
-                    user_id = user_id.get(),
-                    "a removal announced on the bus is not in the database; ignored"
-                );
+                if self.log_unconfirmed() {
+                    tracing::warn!(
+                        chat_id = chat_id.get(),
+                        user_id = user_id.get(),
+                        "a removal announced on the bus is not in the database; ignored (logged at most every 10 s; chat_unconfirmed_announcements_total counts them)"
+                    );
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, chat_id = chat_id.get(), "confirming an announced removal failed; the poll will find it");
