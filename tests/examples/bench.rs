@@ -91,7 +91,7 @@ fn channel(addr: std::net::SocketAddr) -> Channel {
 }
 
 /// Whether the command line asks for the scenarios of `group` (`check`,
-/// `chat`, `logins`, `nats`): all of them when it names none.
+/// `chat`, `logins`, `traces`, `nats`): all of them when it names none.
 fn wanted(group: &str) -> bool {
     let named: Vec<String> = std::env::args().skip(1).collect();
     named.is_empty() || named.iter().any(|name| name == group)
@@ -221,6 +221,22 @@ async fn main() {
     }
     if wanted("logins") {
         rows.push(logins(auth_addr, &users).await);
+    }
+    if wanted("traces") {
+        // The same sends through a replica that exports every span to a
+        // real OTLP receiver, against the untraced one, alternating.
+        let receiver = tests::otlp::Receiver::default();
+        let otlp = receiver.start().await;
+        let traced_addr = free_addr();
+        let mut traced_env = with_addr(&env, traced_addr);
+        traced_env.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{otlp}"),
+        ));
+        let traced = Process::start("chat", &chat_binary, traced_addr, &traced_env).await;
+        let sender = logged_in(auth_addr, &users[0]).await;
+        rows.push(tracing_cost(chat_addr, traced_addr, &sender, &chats, &receiver).await);
+        drop(traced);
     }
     let (auth_after, chat_after) = (auth.rss(), chat.rss());
     drop(replica);
@@ -485,6 +501,58 @@ fn with_addr(env: &[(String, String)], addr: std::net::SocketAddr) -> Vec<(Strin
 /// The scenarios a fan-out between replicas can change: sends (which
 /// announce to the other replicas), and delivery to streams on another
 /// replica than the sender's.
+/// Sends into `chats` through the chat at `plain` and through the one at
+/// `traced` (exporting its spans), alternating windows: what tracing costs
+/// a send.
+async fn tracing_cost(
+    plain: std::net::SocketAddr,
+    traced: std::net::SocketAddr,
+    sender: &Arc<User>,
+    chats: &[i64],
+    receiver: &tests::otlp::Receiver,
+) -> Row {
+    let chats: Arc<Vec<i64>> = Arc::new(chats.to_vec());
+    let through = |addr: std::net::SocketAddr| {
+        let channels: Arc<Vec<Channel>> = Arc::new((0..8).map(|_| channel(addr)).collect());
+        let (chats, sender) = (chats.clone(), sender.clone());
+        move |n: usize| {
+            let (channel, sender, chats) = (
+                channels[n % channels.len()].clone(),
+                sender.clone(),
+                chats.clone(),
+            );
+            async move {
+                ChatServiceClient::new(channel)
+                    .send_message(sender.request(pb::SendMessageRequest {
+                        chat_id: chats[n % chats.len()],
+                        text: format!("bench message {n}"),
+                        client_message_id: String::new(),
+                    }))
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.to_string())
+            }
+        }
+    };
+    let (with_traces, without) =
+        alternating(SEND_CONCURRENCY, through(traced), through(plain)).await;
+    // Let the last batch arrive before counting.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let spans = receiver.spans().len();
+    let ratio = with_traces / without;
+    println!(
+        "traces: {with_traces:.0} sends/s exporting spans, {without:.0}/s without; {ratio:.2}x; {spans} spans received"
+    );
+    Row {
+        scenario: "SendMessage, 100 chats, every span exported over OTLP".into(),
+        result: format!("{with_traces:.0} sends/s; {spans} spans received"),
+        limit: format!("the same sends, traces off, {without:.0}/s"),
+        ratio: Some(ratio),
+        goal: ">= 0.8x",
+        met: ratio >= 0.8,
+    }
+}
+
 async fn chat_rows(
     fanout: &str,
     sends: &Sends,

@@ -24,6 +24,7 @@ pub mod fixtures;
 pub mod grpc_web;
 pub mod http;
 pub mod nats;
+pub mod otlp;
 pub mod outage;
 pub mod postgres;
 pub mod process;

@@ -5,85 +5,13 @@
 //! the caller's trace under the send; and chat logs the call with its
 //! trace id.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::auth::v1 as auth_pb;
 use api::chat::v1 as pb;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tests::otlp::{Received, Receiver};
 use tests::process::{Process, Service, auth_env, binary, chat_env, free_addr};
 use tonic::transport::Channel;
-
-/// Every export the receiver got.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0
-            .lock()
-            .expect("the exports")
-            .push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-/// A span as received: which service sent it, and where it sits.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-}
-
-impl Receiver {
-    fn spans(&self) -> Vec<Received> {
-        let exports = self.0.lock().expect("the exports");
-        let mut spans = Vec::new();
-        for export in exports.iter() {
-            for resource_spans in &export.resource_spans {
-                let service = resource_spans
-                    .resource
-                    .iter()
-                    .flat_map(|resource| &resource.attributes)
-                    .find(|attribute| attribute.key == "service.name")
-                    .and_then(
-                        |attribute| match attribute.value.as_ref()?.value.as_ref()? {
-                            Value::StringValue(name) => Some(name.clone()),
-                            _ => None,
-                        },
-                    )
-                    .unwrap_or_default();
-                for scope in &resource_spans.scope_spans {
-                    for span in &scope.spans {
-                        spans.push(Received {
-                            service: service.clone(),
-                            name: span.name.clone(),
-                            trace_id: span.trace_id.clone(),
-                            span_id: span.span_id.clone(),
-                            parent_span_id: span.parent_span_id.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        spans
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -100,15 +28,7 @@ fn with_trace<T>(message: T, token: &str, traceparent: &str) -> tonic::Request<T
 #[tokio::test]
 async fn a_send_is_one_trace_across_chat_auth_and_the_database() {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("the receiver's port");
-    let otlp = listener.local_addr().expect("an address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let otlp = receiver.start().await;
     let traced = |service: &str| {
         vec![
             (
