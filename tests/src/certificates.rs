@@ -50,9 +50,14 @@ impl TestCa {
         self.written(name, self.ca.issue(name, Usage::Server, 1))
     }
 
-    /// A client certificate, for mutual TLS.
+    /// A client certificate named `name` (its common name), for mutual
+    /// TLS, written as `<name>-client.pem` and `<name>-client-key.pem`, so
+    /// that it never overwrites a server certificate of the same name.
     pub fn client(&self, name: &str) -> Issued {
-        self.written(name, self.ca.issue(name, Usage::Client, 1))
+        self.written(
+            &format!("{name}-client"),
+            self.ca.issue(name, Usage::Client, 1),
+        )
     }
 
     /// A server certificate that expired yesterday.

@@ -61,12 +61,26 @@ impl Config {
             );
             Ok(url.trim_end_matches('/').to_owned())
         };
-        Ok(Config {
+        let config = Config {
             addr: host::config::var_or(var, "WEB_ADDR", "0.0.0.0:8080")?,
             auth_url: url("WEB_AUTH_URL", "http://127.0.0.1:50051")?,
             chat_url: url("WEB_CHAT_URL", "http://127.0.0.1:50052")?,
             tls: host::tls::TlsSettings::from_vars(var, "WEB")?,
-        })
+        };
+        // A page served over TLS may not call the services in plaintext:
+        // browsers refuse it, and the tokens would cross in clear.
+        if config.tls.is_some() {
+            for (name, url) in [
+                ("WEB_AUTH_URL", &config.auth_url),
+                ("WEB_CHAT_URL", &config.chat_url),
+            ] {
+                anyhow::ensure!(
+                    url.starts_with("https://"),
+                    "{name}={url:?} must be https:// when the page is served over TLS"
+                );
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -226,6 +240,22 @@ mod tests {
         for bad in ["chat.example.com", "ftp://x", "http://"] {
             assert!(with("WEB_AUTH_URL", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_served_over_tls_calls_the_services_over_tls() {
+        let vars = |auth_url: &'static str| {
+            move |name: &str| match name {
+                "WEB_TLS_CERT_FILE" => Some("cert.pem".to_owned()),
+                "WEB_TLS_KEY_FILE" => Some("key.pem".to_owned()),
+                "WEB_AUTH_URL" => Some(auth_url.to_owned()),
+                "WEB_CHAT_URL" => Some("https://chat.example.com".to_owned()),
+                _ => None,
+            }
+        };
+        let refused = Config::from_vars(&vars("http://auth.example.com")).expect_err("plaintext");
+        assert!(refused.to_string().contains("WEB_AUTH_URL"), "{refused}");
+        assert!(Config::from_vars(&vars("https://auth.example.com")).is_ok());
     }
 
     #[test]

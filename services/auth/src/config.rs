@@ -39,6 +39,11 @@ pub struct Config {
     /// ids. `None` leaves `WatchRevocations` open (development), and the
     /// lookups to what the access rules allow users.
     pub service_secret: Option<SecretString>,
+    /// Under mutual TLS (`AUTH_CLIENT_CA_FILE`), the common names of the
+    /// client certificates that are services (`AUTH_SERVICE_CLIENT_NAMES`,
+    /// comma-separated; `chat`): of the certificates the client CA issues,
+    /// only these open what services may call.
+    pub service_client_names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +172,7 @@ impl Config {
             policy_max_staleness: Duration::from_secs(5),
             prune_interval: Duration::from_secs(5 * 60),
             service_secret: None,
+            service_client_names: vec!["chat".to_owned()],
         }
     }
 
@@ -408,6 +414,15 @@ impl Config {
                 .or_else(|| var("AUTH_WATCH_SECRET"))
                 .filter(|secret| !secret.is_empty())
                 .map(SecretString::from),
+            service_client_names: match var("AUTH_SERVICE_CLIENT_NAMES") {
+                Some(names) => names
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None => defaults.service_client_names.clone(),
+            },
         };
         config.validate()?;
         Ok(config)

@@ -84,7 +84,8 @@ impl Application {
                     .edge
                     .tls
                     .as_ref()
-                    .is_some_and(|tls| tls.client_ca_file.is_some()),
+                    .is_some_and(|tls| tls.client_ca_file.is_some())
+                    .then(|| config.service_client_names.clone()),
             ),
         );
         let mut background = sync::start(

@@ -35,8 +35,7 @@ where
 pub async fn healthcheck(prefix: &str, default_addr: &str) -> anyhow::Result<()> {
     let addr =
         std::env::var(format!("{prefix}_GRPC_ADDR")).unwrap_or_else(|_| default_addr.to_owned());
-    let cert_file = std::env::var_os(format!("{prefix}_TLS_CERT_FILE"))
-        .filter(|path| !path.is_empty())
-        .map(std::path::PathBuf::from);
-    crate::health::probe(addr.parse()?, cert_file.as_deref()).await
+    let tls =
+        std::env::var_os(format!("{prefix}_TLS_CERT_FILE")).is_some_and(|path| !path.is_empty());
+    crate::health::probe(addr.parse()?, tls).await
 }

@@ -97,6 +97,8 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             header("x-grpc-web"),
             header("x-user-agent"),
             header("x-request-id"),
+            header("traceparent"),
+            header("tracestate"),
         ])
         .expose_headers([
             header("grpc-status"),

@@ -10,12 +10,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// Asks the gRPC server listening on `listen_addr` (0.0.0.0 meaning this
-/// machine) whether it is serving; over TLS when it serves the certificate
-/// in `tls_cert_file`, which is all the probe trusts.
-pub async fn probe(
-    listen_addr: SocketAddr,
-    tls_cert_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+/// machine) whether it is serving; over TLS when `tls` (the service has a
+/// certificate), taking whatever certificate it serves (see
+/// [`crate::tls::connect_to_self`]).
+pub async fn probe(listen_addr: SocketAddr, tls: bool) -> anyhow::Result<()> {
     let addr = if listen_addr.ip().is_unspecified() {
         SocketAddr::from((Ipv4Addr::LOCALHOST, listen_addr.port()))
     } else {
@@ -24,22 +22,17 @@ pub async fn probe(
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2));
-    let channel = match tls_cert_file {
-        None => endpoint.connect().await?,
-        Some(cert_file) => {
-            let cert_file = cert_file.to_owned();
-            endpoint
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let cert_file = cert_file.clone();
-                    async move {
-                        crate::tls::connect_to_self(addr, &cert_file)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                            .map_err(|error| std::io::Error::other(format!("{error:#}")))
-                    }
-                }))
-                .await?
-        }
+    let channel = if tls {
+        endpoint
+            .connect_with_connector(tower::service_fn(move |_| async move {
+                crate::tls::connect_to_self(addr)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+                    .map_err(|error| std::io::Error::other(format!("{error:#}")))
+            }))
+            .await?
+    } else {
+        endpoint.connect().await?
     };
     let status = HealthClient::new(channel)
         .check(HealthCheckRequest {

@@ -27,8 +27,9 @@ use anyhow::{Context as _, bail};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
+pub use rustls_pki_types::CertificateDer;
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -38,10 +39,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Vars;
 
 /// How long a client has to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once, per listener; further connections wait
-/// to be accepted.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once, per listener; a connection beyond them
+/// is closed at once, so that idle connections cannot hold the listener.
 const CONCURRENT_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one client address: no one address
+/// takes the listener's handshakes for itself.
+const HANDSHAKES_PER_ADDRESS: usize = 16;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 64;
 
@@ -322,7 +326,9 @@ impl ServerTls {
 /// Connections on `listener` that finished a TLS handshake, with their
 /// peers' addresses. Handshakes run beside each other, each given
 /// [`HANDSHAKE_TIMEOUT`]; one that fails (a plaintext client, say) only
-/// closes its connection.
+/// closes its connection. Connections keep being accepted however many
+/// handshakes are under way: one beyond [`CONCURRENT_HANDSHAKES`], or
+/// beyond [`HANDSHAKES_PER_ADDRESS`] from its address, is closed at once.
 pub fn accept(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -331,11 +337,10 @@ pub fn accept(
     let (sender, receiver) = mpsc::channel(ACCEPTED_BACKLOG);
     let acceptor = TlsAcceptor::from(config);
     let handshakes = Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+    let per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = stopping.cancelled() => return,
@@ -350,12 +355,22 @@ pub fn accept(
                     continue;
                 }
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many TLS handshakes under way; connection closed");
+                continue;
+            };
+            let Some(slot) = AddressSlot::take(&per_address, peer.ip()) else {
+                tracing::debug!(%peer, "too many TLS handshakes from this address; connection closed");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                drop((permit, slot));
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = sender.send((tls, peer)).await;
                     }
@@ -368,6 +383,48 @@ pub fn accept(
         }
     });
     receiver
+}
+
+/// One handshake of an address under way; the address's count goes down
+/// when it is dropped, and its entry goes with its last handshake.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        address: std::net::IpAddr,
+    ) -> Option<AddressSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(address).or_insert(0);
+        if *count >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// The handshaken connections of [`accept`] as an axum listener.
@@ -405,30 +462,25 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Whether the call came with a client certificate that the service's
-/// client CA issued (the handshake refuses any other).
-pub fn peer_certified<B>(request: &http::Request<B>) -> bool {
-    request
-        .extensions()
-        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
-        .and_then(tonic::transport::server::TlsConnectInfo::peer_certs)
-        .is_some_and(|certs| !certs.is_empty())
-}
-
-/// Connects to this machine's own TLS server on `addr`, accepting only a
-/// certificate found in `cert_file`, whoever issued it and whatever names
-/// it carries: a service probing itself (its health check) has no CA to
-/// ask, and needs none to know its own certificate.
+/// Connects to this machine's own TLS server on `addr` (loopback), taking
+/// whatever certificate it serves: a service probing itself (its health
+/// check) asks whether it serves, not who it is, and nothing but itself
+/// answers on its own loopback port. It must not trust only the files on
+/// disk: after a rotation that does not load, the server rightly goes on
+/// serving the pair it loaded before, and a probe that refused it would
+/// have the orchestrator restart a healthy service into a failing start.
 pub async fn connect_to_self(
     addr: SocketAddr,
-    cert_file: &Path,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let certs = read_certs(cert_file, "TLS_CERT_FILE")?;
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "a service probes itself on loopback only, not {addr}"
+    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { certs, provider }))
+        .with_custom_certificate_verifier(Arc::new(OwnServer { provider }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(addr).await?;
@@ -438,33 +490,23 @@ pub async fn connect_to_self(
         .await?)
 }
 
-/// Trusts exactly these certificates (see [`connect_to_self`]).
+/// Takes the certificate of the service's own server on loopback (see
+/// [`connect_to_self`]); the handshake's signatures are still checked.
 #[derive(Debug)]
-struct Pinned {
-    certs: Vec<CertificateDer<'static>>,
+struct OwnServer {
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl rustls::client::danger::ServerCertVerifier for Pinned {
+impl rustls::client::danger::ServerCertVerifier for OwnServer {
     fn verify_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
+        _end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &rustls_pki_types::ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if self
-            .certs
-            .iter()
-            .any(|cert| cert.as_ref() == end_entity.as_ref())
-        {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the server's certificate is not in this service's certificate file".into(),
-            ))
-        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -500,4 +542,56 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The common names in a certificate's subject (DER).
+pub fn common_names(cert: &[u8]) -> Vec<String> {
+    use x509_cert::der::Decode as _;
+    use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
+    const COMMON_NAME: x509_cert::der::asn1::ObjectIdentifier =
+        x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    let Ok(cert) = x509_cert::Certificate::from_der(cert) else {
+        return Vec::new();
+    };
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|attribute| attribute.oid == COMMON_NAME)
+        .filter_map(|attribute| {
+            Utf8StringRef::try_from(&attribute.value)
+                .map(|name| name.as_str().to_owned())
+                .or_else(|_| {
+                    PrintableStringRef::try_from(&attribute.value)
+                        .map(|name| name.as_str().to_owned())
+                })
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether the connection's client certificate (which the handshake
+/// verified against the client CA) names one of `allowed` as its common
+/// name: of the certificates a CA issues, only the services' open what
+/// services may call.
+pub fn peer_named(
+    certs: Option<&std::sync::Arc<Vec<CertificateDer<'static>>>>,
+    allowed: &[String],
+) -> bool {
+    certs.and_then(|certs| certs.first()).is_some_and(|leaf| {
+        common_names(leaf.as_ref())
+            .iter()
+            .any(|name| allowed.iter().any(|allowed| allowed == name))
+    })
+}
+
+/// The client certificates of the connection an HTTP request came over.
+pub fn peer_certs<B>(
+    request: &http::Request<B>,
+) -> Option<std::sync::Arc<Vec<CertificateDer<'static>>>> {
+    request
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+        .and_then(tonic::transport::server::TlsConnectInfo::peer_certs)
 }

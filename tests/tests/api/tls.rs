@@ -186,6 +186,22 @@ async fn mutual_tls_refuses_a_check_without_a_client_certificate() {
         .expect_err("a secret without a certificate");
     assert_eq!(secret_only.code(), Code::Unauthenticated);
 
+    // Of the certificates the client CA issues, only a service's (by its
+    // common name, AUTH_SERVICE_CLIENT_NAMES) stands for a service.
+    let ingress = ca.client("ingress");
+    let not_a_service = auth_pb::access_service_client::AccessServiceClient::new(
+        ca.channel(auth.addr, Some(&ingress))
+            .await
+            .expect("a certified connection"),
+    )
+    .check(check())
+    .await
+    .expect_err("a certificate that is no service's");
+    assert!(
+        host::error::refuses_service_credential(&not_a_service),
+        "{not_a_service:?}"
+    );
+
     // A certificate from another CA gets no connection at all.
     let stranger = TestCa::generate();
     let forged = stranger.client("chat");
@@ -332,13 +348,21 @@ async fn bad_tls_settings_stop_the_service_at_start_naming_the_file() {
 }
 
 /// The container health check (`auth healthcheck`) speaks TLS to a TLS
-/// port, trusting only the certificate in the service's own file.
+/// port, and goes on passing while a rotation that does not load leaves
+/// the server on its previous certificate: it asks whether the service
+/// serves, and a failing probe would restart a healthy service into a
+/// start that fails on the same files.
 #[tokio::test]
-async fn the_health_check_probes_a_tls_port_trusting_only_its_own_certificate() {
+async fn the_health_check_probes_a_tls_port_and_survives_a_rotation_that_does_not_load() {
     let ca = TestCa::generate();
     let cert = ca.server("auth");
-    let auth = TestAuth::spawn_with(|config| config.edge.tls = Some(ca.settings(&cert))).await;
-    let probe = |cert_file: Option<&std::path::Path>| {
+    let auth = TestAuth::spawn_with(|config| {
+        let mut tls = ca.settings(&cert);
+        tls.reload_interval = Duration::from_millis(200);
+        config.edge.tls = Some(tls);
+    })
+    .await;
+    let probe = |tls: bool| {
         let mut command =
             tokio::process::Command::new(tests::process::binary(tests::process::Service::Auth));
         command
@@ -347,8 +371,8 @@ async fn the_health_check_probes_a_tls_port_trusting_only_its_own_certificate() 
             .env_remove("AUTH_TLS_CERT_FILE")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        if let Some(cert_file) = cert_file {
-            command.env("AUTH_TLS_CERT_FILE", cert_file);
+        if tls {
+            command.env("AUTH_TLS_CERT_FILE", &cert.cert_file);
         }
         async move {
             command
@@ -358,14 +382,86 @@ async fn the_health_check_probes_a_tls_port_trusting_only_its_own_certificate() 
                 .success()
         }
     };
+    assert!(probe(true).await, "the probe over TLS fails");
     assert!(
-        probe(Some(&cert.cert_file)).await,
-        "the probe over TLS fails"
+        !probe(false).await,
+        "a plaintext probe of a TLS port passes"
     );
-    assert!(!probe(None).await, "a plaintext probe of a TLS port passes");
+    // Another certificate over the old key: it does not load, and the
+    // server goes on with the pair it had.
     let other = ca.server("other");
+    std::fs::write(&cert.cert_file, &other.cert_pem).expect("a bad rotation");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(served_certificate(&ca, auth.addr).await, cert.cert_der);
+    assert!(probe(true).await, "the probe fails while the server serves");
+}
+
+/// Idle connections that never finish a handshake cannot hold a TLS port:
+/// past 16 under way from one address, that address's next connection is
+/// closed at once, and other addresses still get in.
+#[tokio::test]
+async fn one_address_cannot_hold_a_tls_port_with_idle_handshakes() {
+    let ca = TestCa::generate();
+    let cert = ca.server("auth");
+    let auth = TestAuth::spawn_with(|config| config.edge.tls = Some(ca.settings(&cert))).await;
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(
+            tokio::net::TcpStream::connect(auth.addr)
+                .await
+                .expect("connecting"),
+        );
+    }
+    // Let the listener take them all in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let same = handshake_from(&ca, auth.addr, "127.0.0.1").await;
+    assert!(same.is_err(), "a 17th handshake from one address went on");
+    let other = handshake_from(&ca, auth.addr, "127.0.0.2")
+        .await
+        .expect("another address gets in");
+    assert_eq!(other, cert.cert_der);
+    drop(idle);
+    let again =
+        eventually(|| async { handshake_from(&ca, auth.addr, "127.0.0.1").await.is_ok() }).await;
     assert!(
-        !probe(Some(&other.cert_file)).await,
-        "the probe trusts another certificate"
+        again,
+        "the address gets in once its idle connections are gone"
     );
+}
+
+/// A TLS handshake with the server at `addr` from the local address
+/// `from`; the certificate it served.
+async fn handshake_from(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+    from: &str,
+) -> Result<Vec<u8>, String> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("the CA"))
+        .expect("trusting the CA");
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|error| error.to_string())?;
+    socket
+        .bind(format!("{from}:0").parse().expect("an address"))
+        .map_err(|error| error.to_string())?;
+    let tcp = socket
+        .connect(addr)
+        .await
+        .map_err(|error| error.to_string())?;
+    let tls = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("a name"), tcp),
+    )
+    .await
+    .map_err(|_| "no handshake in time".to_owned())?
+    .map_err(|error| error.to_string())?;
+    Ok(tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec())
 }

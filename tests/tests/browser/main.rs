@@ -207,7 +207,7 @@ async fn two_people_chat_live_in_two_browsers() {
     // mutual TLS from chat to auth, with certificates of the test's own CA.
     let ca = TestCa::generate();
     let (auth_cert, chat_cert, web_cert) = (ca.server("auth"), ca.server("chat"), ca.server("web"));
-    let chat_client = ca.client("chat-client");
+    let chat_client = ca.client("chat");
 
     // The page's origin first: both services allow only it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -85,8 +85,8 @@ pub struct AccessPolicy {
     /// What services present to call on their own behalf, if any may.
     service: Option<service::ServiceSecret>,
     /// Services prove who they are with a client certificate (mutual TLS)
-    /// instead.
-    service_certificates: bool,
+    /// instead: one whose common name is one of these.
+    service_certificates: Option<Vec<String>>,
 }
 
 /// What `WatchRevocations` tells.
@@ -138,23 +138,34 @@ impl AccessPolicy {
             generations: AtomicU64::new(1),
             changes: broadcast::channel(CHANGES_BUFFER).0,
             service: None,
-            service_certificates: false,
+            service_certificates: None,
         }
     }
 
-    /// Makes services prove who they are with a client certificate, for
-    /// `Check`, `WatchRevocations` and [`service::SERVICE_ENDPOINTS`]: a
-    /// call to them without one is refused, and one with one needs no
-    /// secret.
+    /// Makes services prove who they are with a client certificate whose
+    /// common name is one of `names`, for `Check`, `WatchRevocations` and
+    /// [`service::SERVICE_ENDPOINTS`]: a call to them without one is
+    /// refused, and one with one needs no secret.
     #[must_use]
-    pub fn with_service_certificates(mut self, required: bool) -> AccessPolicy {
-        self.service_certificates = required;
+    pub fn with_service_certificates(mut self, names: Option<Vec<String>>) -> AccessPolicy {
+        self.service_certificates = names;
         self
     }
 
     /// Whether services prove who they are with a client certificate.
     pub fn services_need_certificates(&self) -> bool {
+        self.service_certificates.is_some()
+    }
+
+    /// Whether `certs` (a connection's verified client certificates) are a
+    /// service's.
+    pub fn is_service_certificate(
+        &self,
+        certs: Option<&std::sync::Arc<Vec<host::tls::CertificateDer<'static>>>>,
+    ) -> bool {
         self.service_certificates
+            .as_deref()
+            .is_some_and(|names| host::tls::peer_named(certs, names))
     }
 
     /// Lets services that present `secret` call

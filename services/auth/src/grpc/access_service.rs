@@ -98,10 +98,13 @@ impl pb::access_service_server::AccessService for AccessApi {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let checks = &self.state.metrics.access_checks;
-        if self.state.policy.services_need_certificates() && request.peer_certs().is_none() {
+        let policy = &self.state.policy;
+        if policy.services_need_certificates()
+            && !policy.is_service_certificate(request.peer_certs().as_ref())
+        {
             checks.with_label_values(&["unauthenticated"]).inc();
             return Err(host::error::service_credential_refused(
-                "Check takes a client certificate from auth's client CA (mutual TLS)",
+                "Check takes a service's client certificate from auth's client CA (mutual TLS; AUTH_SERVICE_CLIENT_NAMES)",
             ));
         }
         let endpoint = match host::invalid::validate(request.get_ref()).and_then(|()| {
@@ -154,9 +157,13 @@ impl pb::access_service_server::AccessService for AccessApi {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         if self.state.policy.services_need_certificates() {
-            if request.peer_certs().is_none() {
+            if !self
+                .state
+                .policy
+                .is_service_certificate(request.peer_certs().as_ref())
+            {
                 return Err(host::error::service_credential_refused(
-                    "watching revocations takes a client certificate from auth's client CA (mutual TLS)",
+                    "watching revocations takes a service's client certificate from auth's client CA (mutual TLS; AUTH_SERVICE_CLIENT_NAMES)",
                 ));
             }
         } else if let Some(secret) = self.state.policy.service_secret() {

@@ -54,7 +54,9 @@ where
             .map(|value| value.to_str().unwrap_or_default());
         let endpoint = request.uri().path();
         let certificates = self.policy.services_need_certificates();
-        let certified = host::tls::peer_certified(&request);
+        let certified = self
+            .policy
+            .is_service_certificate(host::tls::peer_certs(&request).as_ref());
         let service_endpoint = SERVICE_ENDPOINTS.contains(&endpoint);
         let allowed: Result<Caller, Status> = if certificates && certified && service_endpoint {
             Ok(Caller::Service)
@@ -68,7 +70,7 @@ where
             // secret alone.
             if certificates && caller == Caller::Service && !certified {
                 return Err(host::error::service_credential_refused(
-                    "calls on a service's own behalf take a client certificate from auth's client CA",
+                    "calls on a service's own behalf take a service's client certificate from auth's client CA",
                 ));
             }
             // The endpoints open to anyone are paid for by the caller's
