@@ -511,29 +511,7 @@ async fn tracing_cost(
     chats: &[i64],
     receiver: &tests::otlp::Receiver,
 ) -> Row {
-    let chats: Arc<Vec<i64>> = Arc::new(chats.to_vec());
-    let through = |addr: std::net::SocketAddr| {
-        let channels: Arc<Vec<Channel>> = Arc::new((0..8).map(|_| channel(addr)).collect());
-        let (chats, sender) = (chats.clone(), sender.clone());
-        move |n: usize| {
-            let (channel, sender, chats) = (
-                channels[n % channels.len()].clone(),
-                sender.clone(),
-                chats.clone(),
-            );
-            async move {
-                ChatServiceClient::new(channel)
-                    .send_message(sender.request(pb::SendMessageRequest {
-                        chat_id: chats[n % chats.len()],
-                        text: format!("bench message {n}"),
-                        client_message_id: String::new(),
-                    }))
-                    .await
-                    .map(drop)
-                    .map_err(|status| status.to_string())
-            }
-        }
-    };
+    let through = |addr| sends_through(addr, sender, chats);
     let (with_traces, without) =
         alternating(SEND_CONCURRENCY, through(traced), through(plain)).await;
     // Let the last batch arrive before counting.
@@ -550,6 +528,38 @@ async fn tracing_cost(
         ratio: Some(ratio),
         goal: ">= 0.8x",
         met: ratio >= 0.8,
+    }
+}
+
+/// Sends as `sender` into `chats`, in turn, through eight connections to
+/// the chat service at `addr`: the `n`th call sends the `n`th message.
+fn sends_through(
+    addr: std::net::SocketAddr,
+    sender: &Arc<User>,
+    chats: &[i64],
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
++ Clone
++ Send
++ 'static {
+    let channels: Arc<Vec<Channel>> = Arc::new((0..8).map(|_| channel(addr)).collect());
+    let (chats, sender): (Arc<Vec<i64>>, Arc<User>) = (Arc::new(chats.to_vec()), sender.clone());
+    move |n: usize| {
+        let (channel, sender, chats) = (
+            channels[n % channels.len()].clone(),
+            sender.clone(),
+            chats.clone(),
+        );
+        Box::pin(async move {
+            ChatServiceClient::new(channel)
+                .send_message(sender.request(pb::SendMessageRequest {
+                    chat_id: chats[n % chats.len()],
+                    text: format!("bench message {n}"),
+                    client_message_id: String::new(),
+                }))
+                .await
+                .map(drop)
+                .map_err(|status| status.to_string())
+        })
     }
 }
 
@@ -593,30 +603,8 @@ impl Sends {
     /// notification (the second for the record: it is the ceiling a
     /// notifying send would have).
     async fn compare(&self, scenario: String, chats: &[i64], goal: f64) -> Row {
+        let service = sends_through(self.chat_addr, &self.sender, chats);
         let chats: Arc<Vec<i64>> = Arc::new(chats.to_vec());
-        let channels: Arc<Vec<Channel>> =
-            Arc::new((0..8).map(|_| channel(self.chat_addr)).collect());
-        let service = {
-            let (chats, sender) = (chats.clone(), self.sender.clone());
-            move |n: usize| {
-                let (channel, sender, chats) = (
-                    channels[n % channels.len()].clone(),
-                    sender.clone(),
-                    chats.clone(),
-                );
-                async move {
-                    ChatServiceClient::new(channel)
-                        .send_message(sender.request(pb::SendMessageRequest {
-                            chat_id: chats[n % chats.len()],
-                            text: format!("bench message {n}"),
-                            client_message_id: String::new(),
-                        }))
-                        .await
-                        .map(drop)
-                        .map_err(|status| status.to_string())
-                }
-            }
-        };
         let database = |notify: bool| {
             let (chats, db, sender) = (chats.clone(), self.db.clone(), self.sender.clone());
             move |n: usize| {

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::auth_client::AuthClient;
-use crate::departures::Departures;
+use crate::departures::pending::Departures;
 
 /// How long the feed may be silent before held streams end.
 pub const FEED_LOSS_BOUND: Duration = Duration::from_secs(5);

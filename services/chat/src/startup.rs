@@ -17,7 +17,7 @@ use crate::access_watch::AccessWatch;
 use crate::app::App;
 use crate::auth_client::AuthClient;
 use crate::config::Config;
-use crate::departures::Departures;
+use crate::departures::pending::Departures;
 use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
@@ -75,7 +75,7 @@ impl Application {
             stream_stall_timeout: config.stream_stall_timeout,
             quotas: Quotas::new(&config.quotas, &registry)?,
         });
-        access_tasks.extend(departures.start(app.clone()));
+        access_tasks.extend(crate::departures::start(departures, app.clone()));
         let mut routes = RoutesBuilder::default();
         routes.add_service(Guarded::new(
             ChatServiceServer::new(ChatApi::new(app.clone())),

@@ -21,25 +21,9 @@ use crate::streams::{connect, next_message};
 
 /// The certificate a TLS server at `addr` hands a client that trusts `ca`.
 async fn served_certificate(ca: &TestCa, addr: std::net::SocketAddr) -> Vec<u8> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("the CA"))
-        .expect("trusting the CA");
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr)
+    handshake_from(ca, addr, "127.0.0.1")
         .await
-        .expect("connecting");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("a name"), tcp)
-        .await
-        .expect("a TLS handshake");
-    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+        .unwrap_or_else(|error| panic!("a TLS handshake with {addr}: {error}"))
 }
 
 async fn health(channel: Channel) -> Result<(), tonic::Status> {

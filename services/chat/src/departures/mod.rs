@@ -15,11 +15,11 @@
 //! a sweep would otherwise empty every chat. Deletions the feed names one
 //! by one are always acted on.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+pub(crate) mod pending;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
@@ -27,9 +27,8 @@ use crate::db;
 use crate::domain::UserId;
 use crate::error::Result;
 
-/// Users heard of and not yet looked into; past this, a sweep is due
-/// instead.
-const MAX_PENDING: usize = 10_000;
+use pending::Departures;
+
 /// Users looked up in one call to auth (its limit).
 const LOOKUP_BATCH: usize = 1000;
 /// How often every member is swept, besides each resync of the feed.
@@ -45,100 +44,43 @@ const IMPLAUSIBLE_AFTER: usize = 10;
 /// are left for the next sweep.
 const MAX_UNKNOWN: usize = 100_000;
 
-/// What the revocation feed has said and no round has looked into yet.
-#[derive(Default)]
-pub(crate) struct Departures {
-    pending: Mutex<Pending>,
-    wake: Notify,
-}
-
-#[derive(Default)]
-struct Pending {
-    users: HashSet<i64>,
-    sweep: bool,
-}
-
-impl Departures {
-    /// Users whose tokens were revoked: some may have been deleted.
-    pub(crate) fn heard(&self, users: impl IntoIterator<Item = i64>) {
-        let mut pending = self.pending();
-        for user in users {
-            if pending.users.len() >= MAX_PENDING {
-                pending.users.clear();
-                pending.sweep = true;
-                break;
-            }
-            pending.users.insert(user);
-        }
-        drop(pending);
-        self.wake.notify_one();
-    }
-
-    /// The feed resynced: anything may have been missed.
-    pub(crate) fn sweep(&self) {
-        self.pending().sweep = true;
-        self.wake.notify_one();
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending())
-    }
-
-    /// Puts back what a failed round took, for the next.
-    fn restore(&self, round: Pending) {
-        let mut pending = self.pending();
-        pending.sweep |= round.sweep;
-        if pending.sweep {
-            pending.users.clear();
-        } else {
-            pending.users.extend(round.users);
-        }
-    }
-
-    /// Looks into what was heard, round after round, until aborted.
-    pub(crate) fn start(self: Arc<Self>, app: Arc<App>) -> Vec<JoinHandle<()>> {
-        let timer = {
-            let departures = self.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(SWEEP_INTERVAL);
-                every.tick().await;
-                loop {
-                    every.tick().await;
-                    departures.sweep();
-                }
-            })
-        };
-        let rounds = tokio::spawn(async move {
-            let mut backoff = Duration::ZERO;
+/// Looks into what `departures` heard, round after round, until aborted.
+pub(crate) fn start(departures: Arc<Departures>, app: Arc<App>) -> Vec<JoinHandle<()>> {
+    let timer = {
+        let departures = departures.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_INTERVAL);
+            every.tick().await;
             loop {
-                self.wake.notified().await;
-                let round = self.take();
-                let outcome = if round.sweep {
-                    sweep(&app).await
-                } else {
-                    let users: Vec<i64> = round.users.iter().copied().collect();
-                    depart_unknown(&app, &users).await
-                };
-                match outcome {
-                    Ok(_) => backoff = Duration::ZERO,
-                    Err(error) => {
-                        backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                        tracing::warn!(%error, retry_in = ?backoff, "departed accounts could not be looked into");
-                        self.restore(round);
-                        tokio::time::sleep(backoff).await;
-                        self.wake.notify_one();
-                    }
+                every.tick().await;
+                departures.sweep();
+            }
+        })
+    };
+    let rounds = tokio::spawn(async move {
+        let mut backoff = Duration::ZERO;
+        loop {
+            departures.heard_of().await;
+            let round = departures.take();
+            let outcome = if round.sweep {
+                sweep(&app).await
+            } else {
+                let users: Vec<i64> = round.users.iter().copied().collect();
+                depart_unknown(&app, &users).await
+            };
+            match outcome {
+                Ok(_) => backoff = Duration::ZERO,
+                Err(error) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    tracing::warn!(%error, retry_in = ?backoff, "departed accounts could not be looked into");
+                    departures.restore(round);
+                    tokio::time::sleep(backoff).await;
+                    departures.wake();
                 }
             }
-        });
-        vec![timer, rounds]
-    }
+        }
+    });
+    vec![timer, rounds]
 }
 
 /// Looks every member up in auth, in order of id, then takes out those
