@@ -1,5 +1,6 @@
 //! How replicas tell each other what they committed: each chat's newest
-//! message id, deleted chats and removed members.
+//! message id, deleted chats and removed members; and what is never
+//! stored or only coalesced: read markers that moved, and who is typing.
 //!
 //! Two buses, chosen by [`Fanout`]:
 //! - **PostgreSQL** (the default, nothing else to run): announcements are
@@ -54,11 +55,28 @@ pub(crate) enum Announcement {
         user_id: i64,
         version: i64,
     },
+    /// The user's read marker in the chat moved to this message, whose
+    /// sequence number is `seq`.
+    Read {
+        chat_id: i64,
+        user_id: i64,
+        message_id: i64,
+        seq: i64,
+    },
+    /// The user is typing in the chat for the next `for_ms` milliseconds
+    /// (0: stopped).
+    Typing {
+        chat_id: i64,
+        user_id: i64,
+        for_ms: u32,
+    },
 }
 
 impl Announcement {
-    /// `message:<chat_id>:<message_id>`, `deleted:<chat_id>` or
-    /// `removed:<chat_id>:<user_id>:<members_version>`.
+    /// `message:<chat_id>:<message_id>`, `deleted:<chat_id>`,
+    /// `removed:<chat_id>:<user_id>:<members_version>`,
+    /// `read:<chat_id>:<user_id>:<message_id>:<seq>` or
+    /// `typing:<chat_id>:<user_id>:<for_ms>`.
     fn payload(&self) -> String {
         match self {
             Announcement::Message {
@@ -71,6 +89,17 @@ impl Announcement {
                 user_id,
                 version,
             } => format!("removed:{chat_id}:{user_id}:{version}"),
+            Announcement::Read {
+                chat_id,
+                user_id,
+                message_id,
+                seq,
+            } => format!("read:{chat_id}:{user_id}:{message_id}:{seq}"),
+            Announcement::Typing {
+                chat_id,
+                user_id,
+                for_ms,
+            } => format!("typing:{chat_id}:{user_id}:{for_ms}"),
         }
     }
 
@@ -86,6 +115,17 @@ impl Announcement {
                 chat_id,
                 user_id: user_id.parse().ok()?,
                 version: parts.next()?.parse().ok()?,
+            },
+            ("read", chat_id, Some(user_id)) => Announcement::Read {
+                chat_id,
+                user_id: user_id.parse().ok()?,
+                message_id: parts.next()?.parse().ok()?,
+                seq: parts.next()?.parse().ok()?,
+            },
+            ("typing", chat_id, Some(user_id)) => Announcement::Typing {
+                chat_id,
+                user_id: user_id.parse().ok()?,
+                for_ms: parts.next()?.parse().ok()?,
             },
             _ => return None,
         };
@@ -277,6 +317,8 @@ impl Announcer {
                     (Vec::new(), Vec::new()),
                     (Vec::new(), Vec::new(), Vec::new()),
                 );
+                let mut markers = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut typing = (Vec::new(), Vec::new(), Vec::new());
                 for announcement in announcements {
                     match *announcement {
                         Announcement::Message {
@@ -295,6 +337,26 @@ impl Announcer {
                             removals.1.push(user_id);
                             removals.2.push(version);
                         }
+                        Announcement::Read {
+                            chat_id,
+                            user_id,
+                            message_id,
+                            seq,
+                        } => {
+                            markers.0.push(chat_id);
+                            markers.1.push(user_id);
+                            markers.2.push(message_id);
+                            markers.3.push(seq);
+                        }
+                        Announcement::Typing {
+                            chat_id,
+                            user_id,
+                            for_ms,
+                        } => {
+                            typing.0.push(chat_id);
+                            typing.1.push(user_id);
+                            typing.2.push(i64::from(for_ms));
+                        }
                         Announcement::Deleted { .. } => {}
                     }
                 }
@@ -304,6 +366,15 @@ impl Announcer {
                 }
                 if !messages.0.is_empty() {
                     db::messages::announce(pool, &messages.0, &messages.1).await?;
+                }
+                if !markers.0.is_empty() {
+                    db::read_markers::announce(
+                        pool, &markers.0, &markers.1, &markers.2, &markers.3,
+                    )
+                    .await?;
+                }
+                if !typing.0.is_empty() {
+                    db::typing::announce_typing(pool, &typing.0, &typing.1, &typing.2).await?;
                 }
                 Ok(())
             }
@@ -392,7 +463,9 @@ impl Announcement {
         match *self {
             Announcement::Message { chat_id, .. }
             | Announcement::Deleted { chat_id }
-            | Announcement::Removed { chat_id, .. } => chat_id,
+            | Announcement::Removed { chat_id, .. }
+            | Announcement::Read { chat_id, .. }
+            | Announcement::Typing { chat_id, .. } => chat_id,
         }
     }
 }
@@ -413,6 +486,17 @@ mod tests {
                 chat_id: 3,
                 user_id: 7,
                 version: 2,
+            },
+            Announcement::Read {
+                chat_id: 3,
+                user_id: 7,
+                message_id: 42,
+                seq: 9,
+            },
+            Announcement::Typing {
+                chat_id: 3,
+                user_id: 7,
+                for_ms: 6000,
             },
         ] {
             assert_eq!(
@@ -436,6 +520,11 @@ mod tests {
             "removed:3",
             "removed:3:7",
             "removed:3:7:2:1",
+            "read:3:7:42",
+            "read:3:7:42:9:1",
+            "typing:3:7",
+            "typing:3:7:-1",
+            "typing:3:7:6000:1",
         ] {
             assert_eq!(Announcement::parse(junk), None, "{junk:?}");
         }

@@ -277,6 +277,8 @@ impl Config {
                             .context("CHAT_QUOTA_OPEN_STREAMS is a number above 0, or off")?,
                     ),
                 },
+                read_marks: rate(&var, "CHAT_QUOTA_READ_MARKS", defaults.quotas.read_marks)?,
+                typing: rate(&var, "CHAT_QUOTA_TYPING", defaults.quotas.typing)?,
             },
         })
     }

@@ -1,5 +1,6 @@
 //! What one user may do how often: sends, chats created, members added
-//! (each added member counts one), and streams open at once. Per replica
+//! (each added member counts one), read markers moved, typing passed on,
+//! and streams open at once. Per replica
 //! (see [`host::quota`]): with N replicas, a user may get up to N times
 //! each limit.
 
@@ -19,19 +20,26 @@ pub struct QuotaConfig {
     pub chats_created: Option<Rate>,
     pub members_added: Option<Rate>,
     pub open_streams: Option<u32>,
+    pub read_marks: Option<Rate>,
+    pub typing: Option<Rate>,
 }
 
 impl Default for QuotaConfig {
     /// A person types a message every few seconds at most; a bot may
     /// burst 50, then send 5 a second. Thirty chats at once, then one
     /// every 5 s. A full chat's worth of members at once (1,000), then 2 a
-    /// second. Twenty streams: tabs and devices enough.
+    /// second. Twenty streams: tabs and devices enough. Read markers: a
+    /// client that marks as messages show, 200 at once (a long scroll),
+    /// then 20 a second. Typing passed on: once per chat every 2 s at most
+    /// anyway; 30 at once, then one a second, is several chats at a time.
     fn default() -> QuotaConfig {
         QuotaConfig {
             sends: Some(Rate::new(50, 5.0)),
             chats_created: Some(Rate::new(30, 0.2)),
             members_added: Some(Rate::new(1_000, 2.0)),
             open_streams: Some(20),
+            read_marks: Some(Rate::new(200, 20.0)),
+            typing: Some(Rate::new(30, 1.0)),
         }
     }
 }
@@ -43,6 +51,8 @@ pub(crate) struct Quotas {
     sends: Arc<Quota<UserId>>,
     chats_created: Arc<Quota<UserId>>,
     members_added: Arc<Quota<UserId>>,
+    read_marks: Arc<Quota<UserId>>,
+    typing: Arc<Quota<UserId>>,
     streams: Arc<Slots<UserId>>,
 }
 
@@ -63,6 +73,13 @@ impl Quotas {
                 config.members_added,
                 &metrics,
             ),
+            read_marks: Quota::new(
+                "read_marks",
+                "read markers moved",
+                config.read_marks,
+                &metrics,
+            ),
+            typing: Quota::new("typing", "typing passed on", config.typing, &metrics),
             streams: Slots::new("open_streams", config.open_streams, &metrics, STREAM_RETRY),
         })
     }
@@ -83,6 +100,14 @@ impl Quotas {
             Ok(count) => self.members_added.take(&user, count),
             Err(_) => self.members_added.take(&user, u32::MAX),
         }
+    }
+
+    pub(crate) fn mark_read(&self, user: UserId) -> Result<()> {
+        self.read_marks.take(&user, 1)
+    }
+
+    pub(crate) fn typing(&self, user: UserId) -> Result<()> {
+        self.typing.take(&user, 1)
     }
 
     /// A stream's place among the user's open streams, held until dropped.

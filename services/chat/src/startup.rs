@@ -74,6 +74,7 @@ impl Application {
             metrics,
             stream_stall_timeout: config.stream_stall_timeout,
             quotas: Quotas::new(&config.quotas, &registry)?,
+            typists: crate::app::typing::Typists::default(),
         });
         access_tasks.extend(crate::departures::start(departures, app.clone()));
         let mut routes = RoutesBuilder::default();

@@ -117,6 +117,20 @@ async fn call_every_rpc(chat: &TestChat, token: Option<&str>) -> serde_json::Val
         ))
         .await
         .expect_err("UpdateChat");
+    let mark_read = chats
+        .mark_read(wrap(
+            pb::MarkReadRequest {
+                chat_id: 1,
+                message_id: 1,
+            },
+            token,
+        ))
+        .await
+        .expect_err("MarkRead");
+    let set_typing = chats
+        .set_typing(wrap(pb::SetTypingRequest { chat_id: 1 }, token))
+        .await
+        .expect_err("SetTyping");
     json!({
         "Create": snapshot::status(&create),
         "Delete": snapshot::status(&delete),
@@ -128,6 +142,8 @@ async fn call_every_rpc(chat: &TestChat, token: Option<&str>) -> serde_json::Val
         "AddMembers": snapshot::status(&add_members),
         "RemoveMember": snapshot::status(&remove_member),
         "UpdateChat": snapshot::status(&update_chat),
+        "MarkRead": snapshot::status(&mark_read),
+        "SetTyping": snapshot::status(&set_typing),
     })
 }
 

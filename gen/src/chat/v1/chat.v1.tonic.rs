@@ -324,6 +324,54 @@ pub mod chat_service_client {
                 .insert(GrpcMethod::new("chat.v1.ChatService", "UpdateChat"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn mark_read(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MarkReadRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MarkReadResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/chat.v1.ChatService/MarkRead",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("chat.v1.ChatService", "MarkRead"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn set_typing(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetTypingRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetTypingResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/chat.v1.ChatService/SetTyping",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("chat.v1.ChatService", "SetTyping"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -404,6 +452,20 @@ pub mod chat_service_server {
             request: tonic::Request<super::UpdateChatRequest>,
         ) -> std::result::Result<
             tonic::Response<super::UpdateChatResponse>,
+            tonic::Status,
+        >;
+        async fn mark_read(
+            &self,
+            request: tonic::Request<super::MarkReadRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::MarkReadResponse>,
+            tonic::Status,
+        >;
+        async fn set_typing(
+            &self,
+            request: tonic::Request<super::SetTypingRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetTypingResponse>,
             tonic::Status,
         >;
     }
@@ -919,6 +981,96 @@ pub mod chat_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateChatSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/chat.v1.ChatService/MarkRead" => {
+                    #[allow(non_camel_case_types)]
+                    struct MarkReadSvc<T: ChatService>(pub Arc<T>);
+                    impl<
+                        T: ChatService,
+                    > tonic::server::UnaryService<super::MarkReadRequest>
+                    for MarkReadSvc<T> {
+                        type Response = super::MarkReadResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MarkReadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ChatService>::mark_read(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MarkReadSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/chat.v1.ChatService/SetTyping" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetTypingSvc<T: ChatService>(pub Arc<T>);
+                    impl<
+                        T: ChatService,
+                    > tonic::server::UnaryService<super::SetTypingRequest>
+                    for SetTypingSvc<T> {
+                        type Response = super::SetTypingResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetTypingRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ChatService>::set_typing(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetTypingSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -14,7 +14,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEikQEKB01lc3NhZ2USCgoCaWQYASABKAMSDwoHY2hhdF9pZBgCIAEoAxIUCgxmcm9tX3VzZXJfaWQYAyABKAMSFQoNZnJvbV91c2VybmFtZRgEIAEoCRIMCgR0ZXh0GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlMKDUNyZWF0ZVJlcXVlc3QSJwoJdXNlcm5hbWVzGAEgAygJQhT6QhGSAQ4IARAKGAEiBnIEEAEYZBIZCgV0aXRsZRgCIAEoCUIK+kIHcgUQARj/ASIcCg5DcmVhdGVSZXNwb25zZRIKCgJpZBgBIAEoAyIkCg1EZWxldGVSZXF1ZXN0EhMKAmlkGAEgASgDQgf6QgQiAiAAIhAKDkRlbGV0ZVJlc3BvbnNlImwKElNlbmRNZXNzYWdlUmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEhgKBHRleHQYAiABKAlCCvpCB3IFEAEYgCASIgoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAlCB/pCBHICGEAiOAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIhCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlImkKE0xpc3RNZXNzYWdlc1JlcXVlc3QSGAoHY2hhdF9pZBgBIAEoA0IH+kIEIgIgABIaCglwYWdlX3NpemUYAiABKA1CB/pCBCoCGGQSHAoKcGFnZV90b2tlbhgDIAEoCUII+kIFcgMYgAQiUwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USIgoIbWVzc2FnZXMYASADKAsyEC5jaGF0LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImsKEkNvbm5lY3RDaGF0UmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEiYKEHNpbmNlX21lc3NhZ2VfaWQYAiABKANCB/pCBCICKABIAIgBAUITChFfc2luY2VfbWVzc2FnZV9pZCI4ChNDb25uZWN0Q2hhdFJlc3BvbnNlEiEKB21lc3NhZ2UYASABKAsyEC5jaGF0LnYxLk1lc3NhZ2UivQEKC0NoYXRTdW1tYXJ5EgoKAmlkGAEgASgDEg0KBXRpdGxlGAIgASgJEhQKDG1lbWJlcl9jb3VudBgDIAEoDRImCgxsYXN0X21lc3NhZ2UYBCABKAsyEC5jaGF0LnYxLk1lc3NhZ2USHwoEcm9sZRgFIAEoDjIRLmNoYXQudjEuQ2hhdFJvbGUSNAoQbGFzdF9hY3Rpdml0eV9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoQTGlzdENoYXRzUmVxdWVzdBIaCglwYWdlX3NpemUYASABKA1CB/pCBCoCGGQSHAoKcGFnZV90b2tlbhgCIAEoCUII+kIFcgMYgAQiUQoRTGlzdENoYXRzUmVzcG9uc2USIwoFY2hhdHMYASADKAsyFC5jaGF0LnYxLkNoYXRTdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJaCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoAxIQCgh1c2VybmFtZRgCIAEoCRItCglqb2luZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIocBCgRDaGF0EgoKAmlkGAEgASgDEg0KBXRpdGxlGAIgASgJEhIKCmNyZWF0b3JfaWQYAyABKAMSIAoHbWVtYmVycxgEIAMoCzIPLmNoYXQudjEuTWVtYmVyEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiUKDkdldENoYXRSZXF1ZXN0EhMKAmlkGAEgASgDQgf6QgQiAiAAIk8KD0dldENoYXRSZXNwb25zZRIbCgRjaGF0GAEgASgLMg0uY2hhdC52MS5DaGF0Eh8KBHJvbGUYAiABKA4yES5jaGF0LnYxLkNoYXRSb2xlIlYKEUFkZE1lbWJlcnNSZXF1ZXN0EhgKB2NoYXRfaWQYASABKANCB/pCBCICIAASJwoJdXNlcm5hbWVzGAIgAygJQhT6QhGSAQ4IARBkGAEiBnIEEAEYZCIsChJBZGRNZW1iZXJzUmVzcG9uc2USFgoOYWRkZWRfdXNlcl9pZHMYASADKAMiSQoTUmVtb3ZlTWVtYmVyUmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEhgKB3VzZXJfaWQYAiABKANCB/pCBCICIAAiPQoUUmVtb3ZlTWVtYmVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCBIUCgxjaGF0X2RlbGV0ZWQYAiABKAgiQwoRVXBkYXRlQ2hhdFJlcXVlc3QSEwoCaWQYASABKANCB/pCBCICIAASGQoFdGl0bGUYAiABKAlCCvpCB3IFEAEY/wEiMQoSVXBkYXRlQ2hhdFJlc3BvbnNlEhsKBGNoYXQYASABKAsyDS5jaGF0LnYxLkNoYXQqUgoIQ2hhdFJvbGUSGQoVQ0hBVF9ST0xFX1VOU1BFQ0lGSUVEEAASFAoQQ0hBVF9ST0xFX01FTUJFUhABEhUKEUNIQVRfUk9MRV9DUkVBVE9SEAIy3QcKC0NoYXRTZXJ2aWNlEk8KBkNyZWF0ZRIWLmNoYXQudjEuQ3JlYXRlUmVxdWVzdBoXLmNoYXQudjEuQ3JlYXRlUmVzcG9uc2UiFILT5JMCDjoBKiIJL3YxL2NoYXRzElEKBkRlbGV0ZRIWLmNoYXQudjEuRGVsZXRlUmVxdWVzdBoXLmNoYXQudjEuRGVsZXRlUmVzcG9uc2UiFoLT5JMCECoOL3YxL2NoYXRzL3tpZH0ScQoLU2VuZE1lc3NhZ2USGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBocLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIngtPkkwIhOgEqIhwvdjEvY2hhdHMve2NoYXRfaWR9L21lc3NhZ2VzEnEKDExpc3RNZXNzYWdlcxIcLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBodLmNoYXQudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiJILT5JMCHhIcL3YxL2NoYXRzL3tjaGF0X2lkfS9tZXNzYWdlcxJKCgtDb25uZWN0Q2hhdBIbLmNoYXQudjEuQ29ubmVjdENoYXRSZXF1ZXN0GhwuY2hhdC52MS5Db25uZWN0Q2hhdFJlc3BvbnNlMAESVQoJTGlzdENoYXRzEhkuY2hhdC52MS5MaXN0Q2hhdHNSZXF1ZXN0GhouY2hhdC52MS5MaXN0Q2hhdHNSZXNwb25zZSIRgtPkkwILEgkvdjEvY2hhdHMSVAoHR2V0Q2hhdBIXLmNoYXQudjEuR2V0Q2hhdFJlcXVlc3QaGC5jaGF0LnYxLkdldENoYXRSZXNwb25zZSIWgtPkkwIQEg4vdjEvY2hhdHMve2lkfRJtCgpBZGRNZW1iZXJzEhouY2hhdC52MS5BZGRNZW1iZXJzUmVxdWVzdBobLmNoYXQudjEuQWRkTWVtYmVyc1Jlc3BvbnNlIiaC0+STAiA6ASoiGy92MS9jaGF0cy97Y2hhdF9pZH0vbWVtYmVycxJ6CgxSZW1vdmVNZW1iZXISHC5jaGF0LnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaHS5jaGF0LnYxLlJlbW92ZU1lbWJlclJlc3BvbnNlIi2C0+STAicqJS92MS9jaGF0cy97Y2hhdF9pZH0vbWVtYmVycy97dXNlcl9pZH0SYAoKVXBkYXRlQ2hhdBIaLmNoYXQudjEuVXBkYXRlQ2hhdFJlcXVlc3QaGy5jaGF0LnYxLlVwZGF0ZUNoYXRSZXNwb25zZSIZgtPkkwITOgEqMg4vdjEvY2hhdHMve2lkfWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEikQEKB01lc3NhZ2USCgoCaWQYASABKAMSDwoHY2hhdF9pZBgCIAEoAxIUCgxmcm9tX3VzZXJfaWQYAyABKAMSFQoNZnJvbV91c2VybmFtZRgEIAEoCRIMCgR0ZXh0GAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlMKDUNyZWF0ZVJlcXVlc3QSJwoJdXNlcm5hbWVzGAEgAygJQhT6QhGSAQ4IARAKGAEiBnIEEAEYZBIZCgV0aXRsZRgCIAEoCUIK+kIHcgUQARj/ASIcCg5DcmVhdGVSZXNwb25zZRIKCgJpZBgBIAEoAyIkCg1EZWxldGVSZXF1ZXN0EhMKAmlkGAEgASgDQgf6QgQiAiAAIhAKDkRlbGV0ZVJlc3BvbnNlImwKElNlbmRNZXNzYWdlUmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEhgKBHRleHQYAiABKAlCCvpCB3IFEAEYgCASIgoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAlCB/pCBHICGEAiOAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIhCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlImkKE0xpc3RNZXNzYWdlc1JlcXVlc3QSGAoHY2hhdF9pZBgBIAEoA0IH+kIEIgIgABIaCglwYWdlX3NpemUYAiABKA1CB/pCBCoCGGQSHAoKcGFnZV90b2tlbhgDIAEoCUII+kIFcgMYgAQiUwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USIgoIbWVzc2FnZXMYASADKAsyEC5jaGF0LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImsKEkNvbm5lY3RDaGF0UmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEiYKEHNpbmNlX21lc3NhZ2VfaWQYAiABKANCB/pCBCICKABIAIgBAUITChFfc2luY2VfbWVzc2FnZV9pZCKDAQoTQ29ubmVjdENoYXRSZXNwb25zZRIhCgdtZXNzYWdlGAEgASgLMhAuY2hhdC52MS5NZXNzYWdlEigKC3JlYWRfbWFya2VyGAIgASgLMhMuY2hhdC52MS5SZWFkTWFya2VyEh8KBnR5cGluZxgDIAEoCzIPLmNoYXQudjEuVHlwaW5nIkIKClJlYWRNYXJrZXISDwoHY2hhdF9pZBgBIAEoAxIPCgd1c2VyX2lkGAIgASgDEhIKCm1lc3NhZ2VfaWQYAyABKAMiOgoGVHlwaW5nEg8KB2NoYXRfaWQYASABKAMSDwoHdXNlcl9pZBgCIAEoAxIOCgZmb3JfbXMYAyABKA0i7AEKC0NoYXRTdW1tYXJ5EgoKAmlkGAEgASgDEg0KBXRpdGxlGAIgASgJEhQKDG1lbWJlcl9jb3VudBgDIAEoDRImCgxsYXN0X21lc3NhZ2UYBCABKAsyEC5jaGF0LnYxLk1lc3NhZ2USHwoEcm9sZRgFIAEoDjIRLmNoYXQudjEuQ2hhdFJvbGUSNAoQbGFzdF9hY3Rpdml0eV9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdW5yZWFkX2NvdW50GAcgASgEEhcKD3JlYWRfbWVzc2FnZV9pZBgIIAEoAyJMChBMaXN0Q2hhdHNSZXF1ZXN0EhoKCXBhZ2Vfc2l6ZRgBIAEoDUIH+kIEKgIYZBIcCgpwYWdlX3Rva2VuGAIgASgJQgj6QgVyAxiABCJRChFMaXN0Q2hhdHNSZXNwb25zZRIjCgVjaGF0cxgBIAMoCzIULmNoYXQudjEuQ2hhdFN1bW1hcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInMKBk1lbWJlchIPCgd1c2VyX2lkGAEgASgDEhAKCHVzZXJuYW1lGAIgASgJEi0KCWpvaW5lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVhZF9tZXNzYWdlX2lkGAQgASgDIocBCgRDaGF0EgoKAmlkGAEgASgDEg0KBXRpdGxlGAIgASgJEhIKCmNyZWF0b3JfaWQYAyABKAMSIAoHbWVtYmVycxgEIAMoCzIPLmNoYXQudjEuTWVtYmVyEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiUKDkdldENoYXRSZXF1ZXN0EhMKAmlkGAEgASgDQgf6QgQiAiAAIk8KD0dldENoYXRSZXNwb25zZRIbCgRjaGF0GAEgASgLMg0uY2hhdC52MS5DaGF0Eh8KBHJvbGUYAiABKA4yES5jaGF0LnYxLkNoYXRSb2xlIlYKEUFkZE1lbWJlcnNSZXF1ZXN0EhgKB2NoYXRfaWQYASABKANCB/pCBCICIAASJwoJdXNlcm5hbWVzGAIgAygJQhT6QhGSAQ4IARBkGAEiBnIEEAEYZCIsChJBZGRNZW1iZXJzUmVzcG9uc2USFgoOYWRkZWRfdXNlcl9pZHMYASADKAMiSQoTUmVtb3ZlTWVtYmVyUmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAEhgKB3VzZXJfaWQYAiABKANCB/pCBCICIAAiPQoUUmVtb3ZlTWVtYmVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCBIUCgxjaGF0X2RlbGV0ZWQYAiABKAgiQwoRVXBkYXRlQ2hhdFJlcXVlc3QSEwoCaWQYASABKANCB/pCBCICIAASGQoFdGl0bGUYAiABKAlCCvpCB3IFEAEY/wEiMQoSVXBkYXRlQ2hhdFJlc3BvbnNlEhsKBGNoYXQYASABKAsyDS5jaGF0LnYxLkNoYXQiSAoPTWFya1JlYWRSZXF1ZXN0EhgKB2NoYXRfaWQYASABKANCB/pCBCICIAASGwoKbWVzc2FnZV9pZBgCIAEoA0IH+kIEIgIgACJBChBNYXJrUmVhZFJlc3BvbnNlEhcKD3JlYWRfbWVzc2FnZV9pZBgBIAEoAxIUCgx1bnJlYWRfY291bnQYAiABKAQiLAoQU2V0VHlwaW5nUmVxdWVzdBIYCgdjaGF0X2lkGAEgASgDQgf6QgQiAiAAIhMKEVNldFR5cGluZ1Jlc3BvbnNlKlIKCENoYXRSb2xlEhkKFUNIQVRfUk9MRV9VTlNQRUNJRklFRBAAEhQKEENIQVRfUk9MRV9NRU1CRVIQARIVChFDSEFUX1JPTEVfQ1JFQVRPUhACMq4JCgtDaGF0U2VydmljZRJPCgZDcmVhdGUSFi5jaGF0LnYxLkNyZWF0ZVJlcXVlc3QaFy5jaGF0LnYxLkNyZWF0ZVJlc3BvbnNlIhSC0+STAg46ASoiCS92MS9jaGF0cxJRCgZEZWxldGUSFi5jaGF0LnYxLkRlbGV0ZVJlcXVlc3QaFy5jaGF0LnYxLkRlbGV0ZVJlc3BvbnNlIhaC0+STAhAqDi92MS9jaGF0cy97aWR9EnEKC1NlbmRNZXNzYWdlEhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UiJ4LT5JMCIToBKiIcL3YxL2NoYXRzL3tjaGF0X2lkfS9tZXNzYWdlcxJxCgxMaXN0TWVzc2FnZXMSHC5jaGF0LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHS5jaGF0LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIiSC0+STAh4SHC92MS9jaGF0cy97Y2hhdF9pZH0vbWVzc2FnZXMSSgoLQ29ubmVjdENoYXQSGy5jaGF0LnYxLkNvbm5lY3RDaGF0UmVxdWVzdBocLmNoYXQudjEuQ29ubmVjdENoYXRSZXNwb25zZTABElUKCUxpc3RDaGF0cxIZLmNoYXQudjEuTGlzdENoYXRzUmVxdWVzdBoaLmNoYXQudjEuTGlzdENoYXRzUmVzcG9uc2UiEYLT5JMCCxIJL3YxL2NoYXRzElQKB0dldENoYXQSFy5jaGF0LnYxLkdldENoYXRSZXF1ZXN0GhguY2hhdC52MS5HZXRDaGF0UmVzcG9uc2UiFoLT5JMCEBIOL3YxL2NoYXRzL3tpZH0SbQoKQWRkTWVtYmVycxIaLmNoYXQudjEuQWRkTWVtYmVyc1JlcXVlc3QaGy5jaGF0LnYxLkFkZE1lbWJlcnNSZXNwb25zZSImgtPkkwIgOgEqIhsvdjEvY2hhdHMve2NoYXRfaWR9L21lbWJlcnMSegoMUmVtb3ZlTWVtYmVyEhwuY2hhdC52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0Gh0uY2hhdC52MS5SZW1vdmVNZW1iZXJSZXNwb25zZSItgtPkkwInKiUvdjEvY2hhdHMve2NoYXRfaWR9L21lbWJlcnMve3VzZXJfaWR9EmAKClVwZGF0ZUNoYXQSGi5jaGF0LnYxLlVwZGF0ZUNoYXRSZXF1ZXN0GhsuY2hhdC52MS5VcGRhdGVDaGF0UmVzcG9uc2UiGYLT5JMCEzoBKjIOL3YxL2NoYXRzL3tpZH0SZAoITWFya1JlYWQSGC5jaGF0LnYxLk1hcmtSZWFkUmVxdWVzdBoZLmNoYXQudjEuTWFya1JlYWRSZXNwb25zZSIjgtPkkwIdOgEqIhgvdjEvY2hhdHMve2NoYXRfaWR9L3JlYWQSaQoJU2V0VHlwaW5nEhkuY2hhdC52MS5TZXRUeXBpbmdSZXF1ZXN0GhouY2hhdC52MS5TZXRUeXBpbmdSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvY2hhdHMve2NoYXRfaWR9L3R5cGluZ2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
 
 /**
  * @generated from message chat.v1.Message
@@ -257,15 +257,34 @@ export const ConnectChatRequestSchema: GenMessage<ConnectChatRequest> = /*@__PUR
   messageDesc(file_chat_v1_chat, 9);
 
 /**
- * One event of a chat stream.
+ * One event of a chat stream: exactly one field is set.
  *
  * @generated from message chat.v1.ConnectChatResponse
  */
 export type ConnectChatResponse = Message$1<"chat.v1.ConnectChatResponse"> & {
   /**
+   * A new message, in the chat's order. A message also moves its sender's
+   * read marker to it, with no read_marker event of its own.
+   *
    * @generated from field: chat.v1.Message message = 1;
    */
   message?: Message | undefined;
+
+  /**
+   * A member's read marker moved forward. Live only: a stream that
+   * resumes gets messages, not the markers that moved meanwhile (GetChat
+   * has them all).
+   *
+   * @generated from field: chat.v1.ReadMarker read_marker = 2;
+   */
+  readMarker?: ReadMarker | undefined;
+
+  /**
+   * A member is typing, or stopped. Live only.
+   *
+   * @generated from field: chat.v1.Typing typing = 3;
+   */
+  typing?: Typing | undefined;
 };
 
 /**
@@ -274,6 +293,69 @@ export type ConnectChatResponse = Message$1<"chat.v1.ConnectChatResponse"> & {
  */
 export const ConnectChatResponseSchema: GenMessage<ConnectChatResponse> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 10);
+
+/**
+ * Where a member has read a chat up to.
+ *
+ * @generated from message chat.v1.ReadMarker
+ */
+export type ReadMarker = Message$1<"chat.v1.ReadMarker"> & {
+  /**
+   * @generated from field: int64 chat_id = 1;
+   */
+  chatId: bigint;
+
+  /**
+   * @generated from field: int64 user_id = 2;
+   */
+  userId: bigint;
+
+  /**
+   * The last message the member has read.
+   *
+   * @generated from field: int64 message_id = 3;
+   */
+  messageId: bigint;
+};
+
+/**
+ * Describes the message chat.v1.ReadMarker.
+ * Use `create(ReadMarkerSchema)` to create a new message.
+ */
+export const ReadMarkerSchema: GenMessage<ReadMarker> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 11);
+
+/**
+ * A member typing in a chat.
+ *
+ * @generated from message chat.v1.Typing
+ */
+export type Typing = Message$1<"chat.v1.Typing"> & {
+  /**
+   * @generated from field: int64 chat_id = 1;
+   */
+  chatId: bigint;
+
+  /**
+   * @generated from field: int64 user_id = 2;
+   */
+  userId: bigint;
+
+  /**
+   * How long from now to show it, in milliseconds; 0 when the member
+   * stopped (they sent a message). A message from the member ends it too.
+   *
+   * @generated from field: uint32 for_ms = 3;
+   */
+  forMs: number;
+};
+
+/**
+ * Describes the message chat.v1.Typing.
+ * Use `create(TypingSchema)` to create a new message.
+ */
+export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * A chat as one of its members lists it.
@@ -314,6 +396,22 @@ export type ChatSummary = Message$1<"chat.v1.ChatSummary"> & {
    * @generated from field: google.protobuf.Timestamp last_activity_at = 6;
    */
   lastActivityAt?: Timestamp | undefined;
+
+  /**
+   * Messages after the caller's read marker. The caller's own messages
+   * are never among them: sending moves the marker.
+   *
+   * @generated from field: uint64 unread_count = 7;
+   */
+  unreadCount: bigint;
+
+  /**
+   * The last message the caller has read; 0 if none. A member added to a
+   * chat starts with its history read.
+   *
+   * @generated from field: int64 read_message_id = 8;
+   */
+  readMessageId: bigint;
 };
 
 /**
@@ -321,7 +419,7 @@ export type ChatSummary = Message$1<"chat.v1.ChatSummary"> & {
  * Use `create(ChatSummarySchema)` to create a new message.
  */
 export const ChatSummarySchema: GenMessage<ChatSummary> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * @generated from message chat.v1.ListChatsRequest
@@ -347,7 +445,7 @@ export type ListChatsRequest = Message$1<"chat.v1.ListChatsRequest"> & {
  * Use `create(ListChatsRequestSchema)` to create a new message.
  */
 export const ListChatsRequestSchema: GenMessage<ListChatsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * @generated from message chat.v1.ListChatsResponse
@@ -371,7 +469,7 @@ export type ListChatsResponse = Message$1<"chat.v1.ListChatsResponse"> & {
  * Use `create(ListChatsResponseSchema)` to create a new message.
  */
 export const ListChatsResponseSchema: GenMessage<ListChatsResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * A member of a chat, with their name as auth knows it now.
@@ -395,6 +493,13 @@ export type Member = Message$1<"chat.v1.Member"> & {
    * @generated from field: google.protobuf.Timestamp joined_at = 3;
    */
   joinedAt?: Timestamp | undefined;
+
+  /**
+   * The last message the member has read ("seen by"); 0 if none.
+   *
+   * @generated from field: int64 read_message_id = 4;
+   */
+  readMessageId: bigint;
 };
 
 /**
@@ -402,7 +507,7 @@ export type Member = Message$1<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * @generated from message chat.v1.Chat
@@ -443,7 +548,7 @@ export type Chat = Message$1<"chat.v1.Chat"> & {
  * Use `create(ChatSchema)` to create a new message.
  */
 export const ChatSchema: GenMessage<Chat> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * @generated from message chat.v1.GetChatRequest
@@ -460,7 +565,7 @@ export type GetChatRequest = Message$1<"chat.v1.GetChatRequest"> & {
  * Use `create(GetChatRequestSchema)` to create a new message.
  */
 export const GetChatRequestSchema: GenMessage<GetChatRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * @generated from message chat.v1.GetChatResponse
@@ -484,7 +589,7 @@ export type GetChatResponse = Message$1<"chat.v1.GetChatResponse"> & {
  * Use `create(GetChatResponseSchema)` to create a new message.
  */
 export const GetChatResponseSchema: GenMessage<GetChatResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * @generated from message chat.v1.AddMembersRequest
@@ -506,7 +611,7 @@ export type AddMembersRequest = Message$1<"chat.v1.AddMembersRequest"> & {
  * Use `create(AddMembersRequestSchema)` to create a new message.
  */
 export const AddMembersRequestSchema: GenMessage<AddMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * @generated from message chat.v1.AddMembersResponse
@@ -525,7 +630,7 @@ export type AddMembersResponse = Message$1<"chat.v1.AddMembersResponse"> & {
  * Use `create(AddMembersResponseSchema)` to create a new message.
  */
 export const AddMembersResponseSchema: GenMessage<AddMembersResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * @generated from message chat.v1.RemoveMemberRequest
@@ -547,7 +652,7 @@ export type RemoveMemberRequest = Message$1<"chat.v1.RemoveMemberRequest"> & {
  * Use `create(RemoveMemberRequestSchema)` to create a new message.
  */
 export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * @generated from message chat.v1.RemoveMemberResponse
@@ -573,7 +678,7 @@ export type RemoveMemberResponse = Message$1<"chat.v1.RemoveMemberResponse"> & {
  * Use `create(RemoveMemberResponseSchema)` to create a new message.
  */
 export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * @generated from message chat.v1.UpdateChatRequest
@@ -595,7 +700,7 @@ export type UpdateChatRequest = Message$1<"chat.v1.UpdateChatRequest"> & {
  * Use `create(UpdateChatRequestSchema)` to create a new message.
  */
 export const UpdateChatRequestSchema: GenMessage<UpdateChatRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * @generated from message chat.v1.UpdateChatResponse
@@ -612,7 +717,88 @@ export type UpdateChatResponse = Message$1<"chat.v1.UpdateChatResponse"> & {
  * Use `create(UpdateChatResponseSchema)` to create a new message.
  */
 export const UpdateChatResponseSchema: GenMessage<UpdateChatResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 25);
+
+/**
+ * @generated from message chat.v1.MarkReadRequest
+ */
+export type MarkReadRequest = Message$1<"chat.v1.MarkReadRequest"> & {
+  /**
+   * @generated from field: int64 chat_id = 1;
+   */
+  chatId: bigint;
+
+  /**
+   * A message of the chat.
+   *
+   * @generated from field: int64 message_id = 2;
+   */
+  messageId: bigint;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadRequest.
+ * Use `create(MarkReadRequestSchema)` to create a new message.
+ */
+export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 26);
+
+/**
+ * @generated from message chat.v1.MarkReadResponse
+ */
+export type MarkReadResponse = Message$1<"chat.v1.MarkReadResponse"> & {
+  /**
+   * The caller's marker after the call: message_id, or a later message
+   * it had already reached.
+   *
+   * @generated from field: int64 read_message_id = 1;
+   */
+  readMessageId: bigint;
+
+  /**
+   * Messages after the marker.
+   *
+   * @generated from field: uint64 unread_count = 2;
+   */
+  unreadCount: bigint;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadResponse.
+ * Use `create(MarkReadResponseSchema)` to create a new message.
+ */
+export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 27);
+
+/**
+ * @generated from message chat.v1.SetTypingRequest
+ */
+export type SetTypingRequest = Message$1<"chat.v1.SetTypingRequest"> & {
+  /**
+   * @generated from field: int64 chat_id = 1;
+   */
+  chatId: bigint;
+};
+
+/**
+ * Describes the message chat.v1.SetTypingRequest.
+ * Use `create(SetTypingRequestSchema)` to create a new message.
+ */
+export const SetTypingRequestSchema: GenMessage<SetTypingRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 28);
+
+/**
+ * @generated from message chat.v1.SetTypingResponse
+ */
+export type SetTypingResponse = Message$1<"chat.v1.SetTypingResponse"> & {
+};
+
+/**
+ * Describes the message chat.v1.SetTypingResponse.
+ * Use `create(SetTypingResponseSchema)` to create a new message.
+ */
+export const SetTypingResponseSchema: GenMessage<SetTypingResponse> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * The caller's place in a chat.
@@ -757,6 +943,33 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof UpdateChatRequestSchema;
     output: typeof UpdateChatResponseSchema;
+  },
+  /**
+   * Moves the caller's read marker in a chat forward to one of its
+   * messages. The marker only moves forward: a message at or before it is
+   * accepted and changes nothing. Sending a message moves the sender's
+   * marker to it. The chat's members' streams hear of each move,
+   * coalesced: at most one event per member and chat every 250 ms.
+   *
+   * @generated from rpc chat.v1.ChatService.MarkRead
+   */
+  markRead: {
+    methodKind: "unary";
+    input: typeof MarkReadRequestSchema;
+    output: typeof MarkReadResponseSchema;
+  },
+  /**
+   * Tells the chat's other members that the caller is typing, for the
+   * next 6 seconds; calling again extends it. Nothing is stored. At most
+   * one call per member and chat every 2 s is passed on; calls in between
+   * succeed and change nothing.
+   *
+   * @generated from rpc chat.v1.ChatService.SetTyping
+   */
+  setTyping: {
+    methodKind: "unary";
+    input: typeof SetTypingRequestSchema;
+    output: typeof SetTypingResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_chat_v1_chat, 0);

@@ -68,6 +68,7 @@ impl App {
         tracing::Span::current().record("message_id", message.id);
         let message = Arc::new(message);
         self.hub.committed(message.clone());
+        self.stop_typing(chat_id, caller.user_id);
         Ok(message)
     }
 

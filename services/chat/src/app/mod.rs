@@ -6,8 +6,10 @@
 pub(crate) mod chats;
 pub(crate) mod membership;
 pub(crate) mod messages;
+pub(crate) mod reading;
 pub(crate) mod rules;
 pub(crate) mod streams;
+pub(crate) mod typing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,8 @@ pub(crate) struct App {
     /// A stream whose client reads nothing for this long is ended.
     pub(crate) stream_stall_timeout: Duration,
     pub(crate) quotas: Quotas,
+    /// Who is typing where, as passed on from this replica.
+    pub(crate) typists: typing::Typists,
 }
 
 /// What a call to auth on the caller's behalf carries on: the caller's

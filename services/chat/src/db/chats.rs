@@ -132,6 +132,11 @@ pub struct Listed {
     pub message_text: Option<String>,
     pub message_created_at: Option<OffsetDateTime>,
     pub members_version: i64,
+    /// The user's read marker.
+    pub read_message_id: i64,
+    /// Messages after it: the chat's last sequence number less the
+    /// marker's, so constant work per chat.
+    pub unread: i64,
 }
 
 /// Up to `limit` of the user's chats, most recent activity first, after
@@ -150,8 +155,9 @@ pub async fn list_for_user(
                   m.id as "message_id?", m.seq as "message_seq?",
                   m.from_user_id as "message_from_user_id?",
                   m.from_username as "message_from_username?",
-m.text as "message_text?", m.created_at as "message_created_at?",
-                  c.members_version
+                  m.text as "message_text?", m.created_at as "message_created_at?",
+                  c.members_version, me.read_message_id,
+                  greatest(c.last_seq - me.read_seq, 0) as "unread!"
            from chat_members me
            join chats c on c.id = me.chat_id
            left join messages m on m.chat_id = c.id and m.seq = c.last_seq

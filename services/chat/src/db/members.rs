@@ -46,10 +46,16 @@ pub async fn lock(db: &mut PgConnection, chat_id: i64, caller: i64) -> Result<Op
     }))
 }
 
-/// Adds the users who are not members yet; returns those added.
+/// Adds the users who are not members yet; returns those added. A new
+/// member starts with the chat's history read: their read marker is at its
+/// last message (the chat's row is locked, so it stays the last).
 pub async fn add(db: &mut PgConnection, chat_id: i64, user_ids: &[i64]) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar!(
-        "insert into chat_members (chat_id, user_id) select $1, unnest($2::bigint[])
+        "insert into chat_members (chat_id, user_id, read_seq, read_message_id)
+         select $1, u, c.last_seq,
+                coalesce((select id from messages s where s.chat_id = $1 and s.seq = c.last_seq), 0)
+         from unnest($2::bigint[]) as u, chats c
+         where c.id = $1
          on conflict do nothing returning user_id",
         chat_id,
         user_ids
@@ -103,13 +109,16 @@ pub async fn hand_over(db: &mut PgConnection, chat_id: i64) -> Result<Option<i64
 pub struct MemberRow {
     pub user_id: i64,
     pub joined_at: OffsetDateTime,
+    /// The last message the member has read; 0 if none.
+    pub read_message_id: i64,
 }
 
 /// The chat's members in the order they joined.
 pub async fn list(db: impl sqlx::PgExecutor<'_>, chat_id: i64) -> Result<Vec<MemberRow>> {
     Ok(sqlx::query_as!(
         MemberRow,
-        "select user_id, joined_at from chat_members where chat_id = $1 order by joined_at, user_id",
+        "select user_id, joined_at, read_message_id from chat_members
+         where chat_id = $1 order by joined_at, user_id",
         chat_id
     )
     .fetch_all(db)

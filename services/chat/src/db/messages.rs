@@ -42,7 +42,8 @@ pub enum Sent {
 /// number's update, orders the chat's messages until the commit. `None`
 /// if the chat does not exist or the sender is not a member. With an
 /// idempotency key the sender already used in the chat, nothing is stored
-/// and the earlier message comes back.
+/// and the earlier message comes back. The sender's read marker moves to
+/// the message stored.
 #[tracing::instrument(
     name = "store message",
     skip_all,
@@ -94,6 +95,12 @@ async fn send_once(
                insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
                select $1, last_seq, $2, $3, $4, $5 from chat
                returning id, chat_id, seq, from_user_id, from_username, text, created_at
+           ),
+           -- Sending marks the chat read up to the message sent.
+           marked as (
+               update chat_members m set read_seq = s.seq, read_message_id = s.id
+               from stored s
+               where m.chat_id = $1 and m.user_id = $2 and m.read_seq < s.seq
            )
            select id as "id!", chat_id as "chat_id!", seq as "seq!",
                   from_user_id as "from_user_id!", from_username as "from_username!",

@@ -4,6 +4,8 @@
 pub mod chats;
 pub mod members;
 pub mod messages;
+pub mod read_markers;
+pub mod typing;
 
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;

@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::app::chats::{ChatsPage, NewChat, Rename};
 use crate::app::membership::{NewMembers, Removal};
 use crate::app::messages::{HistoryPage, Outgoing};
+use crate::app::reading::ReadUpTo;
 use crate::app::streams::{Opener, StreamStart};
 use crate::domain::ChatId;
 
@@ -154,6 +155,30 @@ impl pb::chat_service_server::ChatService for ChatApi {
         Ok(Response::new(pb::UpdateChatResponse { chat: Some(chat) }))
     }
 
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id))]
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Reply<pb::MarkReadResponse> {
+        let Accepted {
+            caller, request, ..
+        } = accept::<_, ReadUpTo>(request)?;
+        let state = self.app.mark_read(&caller, request).await?;
+        Ok(Response::new(convert::read_state(state)))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id, chat_id = request.get_ref().chat_id))]
+    async fn set_typing(
+        &self,
+        request: Request<pb::SetTypingRequest>,
+    ) -> Reply<pb::SetTypingResponse> {
+        let Accepted {
+            caller, request, ..
+        } = accept::<_, ChatId>(request)?;
+        self.app.set_typing(&caller, request).await?;
+        Ok(Response::new(pb::SetTypingResponse {}))
+    }
+
     type ConnectChatStream =
         Pin<Box<dyn Stream<Item = Result<pb::ConnectChatResponse, Status>> + Send>>;
 
@@ -178,12 +203,10 @@ impl pb::chat_service_server::ChatService for ChatApi {
             authorization: forwarded.authorization,
             checked_at,
         };
+        let chat_id = request.chat_id;
         let outbound = self.app.open_stream(opener, request).await?;
-        let messages = outbound.map(|item| {
-            item.map(|message| pb::ConnectChatResponse {
-                message: Some(convert::message(&message)),
-            })
-        });
+        let messages =
+            outbound.map(move |item| item.map(|item| convert::stream_item(chat_id, &item)));
         Ok(Response::new(Box::pin(messages)))
     }
 }

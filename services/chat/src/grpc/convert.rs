@@ -11,8 +11,9 @@ use crate::app::Page;
 use crate::app::chats::{ChatView, ChatsPage, NewChat, Rename};
 use crate::app::membership::{NewMembers, Removal};
 use crate::app::messages::{HistoryPage, Outgoing};
+use crate::app::reading::{ReadState, ReadUpTo};
 use crate::app::rules::Role;
-use crate::app::streams::StreamStart;
+use crate::app::streams::{StreamItem, StreamStart};
 use crate::db::chats::Listed;
 use crate::db::messages::MessageRow;
 use crate::domain::{
@@ -173,6 +174,63 @@ impl TryFrom<pb::ConnectChatRequest> for StreamStart {
     }
 }
 
+impl TryFrom<pb::MarkReadRequest> for ReadUpTo {
+    type Error = Status;
+
+    fn try_from(request: pb::MarkReadRequest) -> Result<ReadUpTo, Status> {
+        host::invalid::validate(&request)?;
+        Ok(ReadUpTo {
+            chat_id: ChatId::new(request.chat_id),
+            message_id: MessageId::new(request.message_id),
+        })
+    }
+}
+
+impl TryFrom<pb::SetTypingRequest> for ChatId {
+    type Error = Status;
+
+    fn try_from(request: pb::SetTypingRequest) -> Result<ChatId, Status> {
+        host::invalid::validate(&request)?;
+        Ok(ChatId::new(request.chat_id))
+    }
+}
+
+pub(super) fn read_state(state: ReadState) -> pb::MarkReadResponse {
+    pb::MarkReadResponse {
+        read_message_id: state.read_message_id.get(),
+        unread_count: state.unread,
+    }
+}
+
+/// One event of a chat's stream.
+pub(super) fn stream_item(chat_id: ChatId, item: &StreamItem) -> pb::ConnectChatResponse {
+    match item {
+        StreamItem::Message(row) => pb::ConnectChatResponse {
+            message: Some(message(row)),
+            ..Default::default()
+        },
+        StreamItem::Read {
+            user_id,
+            message_id,
+        } => pb::ConnectChatResponse {
+            read_marker: Some(pb::ReadMarker {
+                chat_id: chat_id.get(),
+                user_id: user_id.get(),
+                message_id: message_id.get(),
+            }),
+            ..Default::default()
+        },
+        StreamItem::Typing { user_id, for_ms } => pb::ConnectChatResponse {
+            typing: Some(pb::Typing {
+                chat_id: chat_id.get(),
+                user_id: user_id.get(),
+                for_ms: *for_ms,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
 pub(super) fn message(message: &MessageRow) -> pb::Message {
     pb::Message {
         id: message.id,
@@ -208,6 +266,7 @@ pub(super) fn chat(view: ChatView) -> (pb::Chat, pb::ChatRole) {
                 user_id: member.user_id,
                 username,
                 joined_at: Some(timestamp(member.joined_at)),
+                read_message_id: member.read_message_id,
             })
             .collect(),
         created_at: Some(timestamp(chat.created_at)),
@@ -274,6 +333,8 @@ fn summary(row: Listed, caller: UserId) -> pb::ChatSummary {
         last_message,
         role: role(caller_role) as i32,
         last_activity_at: Some(timestamp(row.last_activity_at)),
+        unread_count: u64::try_from(row.unread).unwrap_or_default(),
+        read_message_id: row.read_message_id,
     }
 }
 

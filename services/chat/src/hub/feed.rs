@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::Hub;
 use super::members::MemberCache;
 use crate::db::messages::MessageRow;
-use crate::domain::{ChatId, UserId};
+use crate::domain::{ChatId, MessageId, UserId};
 
 /// Messages committed here that reached [`Hub::committed`] before an
 /// earlier message of their chat did, held until it does (or until a read
@@ -33,6 +33,18 @@ pub(crate) enum Event {
     MembersChanged(i64),
     /// Notifications may have been lost: read the database to catch up.
     Resync,
+    /// A member's read marker moved to this message (sequence number
+    /// `seq`). Heard from the bus, on every replica alike.
+    Read {
+        user_id: UserId,
+        message_id: MessageId,
+        seq: i64,
+    },
+    /// A member is typing for `for_ms` milliseconds (0: stopped).
+    Typing {
+        user_id: UserId,
+        for_ms: u32,
+    },
 }
 
 /// One chat's streams on this replica.

@@ -21,6 +21,11 @@
 //! stream ends even when the removal's announcement is lost. After every
 //! (re)connection of the bus the hub does the same comparison at once.
 //!
+//! Read markers and typing are not messages: they are not sequenced, and
+//! a stream that resumes does not get those it missed. They go out only on
+//! the bus, and every replica, this one included, passes what it hears to
+//! its streams, so that each is heard once, wherever it came from.
+//!
 //! A chat's entry lives exactly as long as it has subscribers: the last
 //! [`Subscription`] to go removes it, whichever way its stream ended.
 //!
@@ -115,6 +120,7 @@ impl Hub {
                 tokio::select! {
                     () = hub.clone().listen(listener, pool.clone()) => {}
                     () = hub.outbox.run() => {}
+                    () = hub.outbox.run_markers() => {}
                     () = hub.clone().poll(pool) => {}
                 }
             }
@@ -195,6 +201,18 @@ impl Hub {
     pub(crate) fn removed(&self, chat_id: ChatId, user_id: UserId, version: i64) {
         self.publish(chat_id, Event::Removed { user_id, version });
         self.outbox.removed(chat_id, user_id, version);
+    }
+
+    /// A member's read marker moved: the chat's streams on every replica
+    /// hear of it from the bus, coalesced (see [`outbox::MARKERS_EVERY`]).
+    pub(crate) fn read(&self, chat_id: ChatId, user_id: UserId, message_id: MessageId, seq: i64) {
+        self.outbox.marker(chat_id, user_id, message_id, seq);
+    }
+
+    /// A member is typing for `for_ms` milliseconds (0: stopped): the
+    /// chat's streams on every replica hear of it from the bus.
+    pub(crate) fn typing(&self, chat_id: ChatId, user_id: UserId, for_ms: u32) {
+        self.outbox.typing(chat_id, user_id, for_ms);
     }
 
     /// At shutdown, once no send is in flight: announces what is left, so

@@ -1,5 +1,7 @@
-//! What this replica has to tell the other replicas: each chat's newest
-//! message committed here, chats deleted here and members removed here.
+//! What this replica has to tell the other replicas (and its own streams,
+//! for markers and typing, which every replica hears back from the bus):
+//! each chat's newest message committed here, chats deleted here, members
+//! removed here, read markers moved here and who is typing.
 //! Announcements are batched, one for whatever was committed meanwhile,
 //! outside any send's transaction, and kept for the next try when the bus
 //! refuses.
@@ -18,11 +20,24 @@ use crate::domain::{ChatId, MessageId, UserId};
 const UNANNOUNCED_REMOVALS: usize = 10_000;
 /// The wait before announcing again after the database refused.
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
+/// A member's read marker in a chat is announced at most this often: one
+/// scrolling through history moves it with every message, and the last
+/// move is all anyone needs.
+pub(crate) const MARKERS_EVERY: Duration = Duration::from_millis(250);
+/// Markers waiting for their announcement, and typing; past these, new
+/// ones are dropped (a marker is stored, and GetChat shows it; typing
+/// comes again in a few seconds).
+const PENDING_MARKERS: usize = 100_000;
+const PENDING_TYPING: usize = 10_000;
 
 pub(super) struct Outbox {
     /// Emptied by every announcement.
     unannounced: Mutex<Unannounced>,
     wake: Notify,
+    /// Markers that moved, each member's last in each chat, until the next
+    /// [`MARKERS_EVERY`] tick hands them to the announcement.
+    markers: Mutex<HashMap<(ChatId, UserId), (MessageId, i64)>>,
+    markers_wake: Notify,
     announcer: Announcer,
 }
 
@@ -36,6 +51,11 @@ struct Unannounced {
     /// Members removed here, with the members version the removal made; at
     /// most [`UNANNOUNCED_REMOVALS`] (the poll finds the rest).
     removed: HashMap<(ChatId, UserId), i64>,
+    /// Read markers that moved: each member's last, with its sequence
+    /// number.
+    markers: HashMap<(ChatId, UserId), (MessageId, i64)>,
+    /// Who is typing, for how many milliseconds.
+    typing: HashMap<(ChatId, UserId), u32>,
 }
 
 impl Unannounced {
@@ -71,7 +91,31 @@ impl Unannounced {
                     user_id: user_id.get(),
                     version,
                 });
-        messages.chain(deleted).chain(removed).collect()
+        let markers = self
+            .markers
+            .drain()
+            .map(
+                |((chat_id, user_id), (message_id, seq))| Announcement::Read {
+                    chat_id: chat_id.get(),
+                    user_id: user_id.get(),
+                    message_id: message_id.get(),
+                    seq,
+                },
+            );
+        let typing = self
+            .typing
+            .drain()
+            .map(|((chat_id, user_id), for_ms)| Announcement::Typing {
+                chat_id: chat_id.get(),
+                user_id: user_id.get(),
+                for_ms,
+            });
+        messages
+            .chain(deleted)
+            .chain(removed)
+            .chain(markers)
+            .chain(typing)
+            .collect()
     }
 
     fn put_back(&mut self, announcements: Vec<Announcement>) {
@@ -89,8 +133,37 @@ impl Unannounced {
                     user_id,
                     version,
                 } => self.removal(ChatId::new(chat_id), UserId::new(user_id), version),
+                Announcement::Read {
+                    chat_id,
+                    user_id,
+                    message_id,
+                    seq,
+                } => merge_marker(
+                    &mut self.markers,
+                    (ChatId::new(chat_id), UserId::new(user_id)),
+                    (MessageId::new(message_id), seq),
+                ),
+                // Typing that could not be announced is stale by the next
+                // try; it is not kept.
+                Announcement::Typing { .. } => {}
             }
         }
+    }
+}
+
+/// Keeps the furthest marker of each member and chat, and at most
+/// [`PENDING_MARKERS`] of them.
+fn merge_marker(
+    markers: &mut HashMap<(ChatId, UserId), (MessageId, i64)>,
+    key: (ChatId, UserId),
+    marker: (MessageId, i64),
+) {
+    if markers.len() >= PENDING_MARKERS && !markers.contains_key(&key) {
+        return;
+    }
+    let known = markers.entry(key).or_insert(marker);
+    if marker.1 > known.1 {
+        *known = marker;
     }
 }
 
@@ -99,7 +172,53 @@ impl Outbox {
         Outbox {
             unannounced: Mutex::default(),
             wake: Notify::new(),
+            markers: Mutex::default(),
+            markers_wake: Notify::new(),
             announcer,
+        }
+    }
+
+    fn markers(&self) -> std::sync::MutexGuard<'_, HashMap<(ChatId, UserId), (MessageId, i64)>> {
+        self.markers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A member's read marker moved; announced with the next tick of
+    /// [`MARKERS_EVERY`], merged with whatever moves it further meanwhile.
+    pub(super) fn marker(&self, chat_id: ChatId, user_id: UserId, message_id: MessageId, seq: i64) {
+        merge_marker(&mut self.markers(), (chat_id, user_id), (message_id, seq));
+        self.markers_wake.notify_one();
+    }
+
+    /// A member is typing (or stopped: `for_ms` 0); announced at once.
+    pub(super) fn typing(&self, chat_id: ChatId, user_id: UserId, for_ms: u32) {
+        {
+            let mut unannounced = self.unannounced();
+            let key = (chat_id, user_id);
+            if unannounced.typing.len() >= PENDING_TYPING && !unannounced.typing.contains_key(&key)
+            {
+                return;
+            }
+            unannounced.typing.insert(key, for_ms);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Hands the markers gathered to the announcement, at most once every
+    /// [`MARKERS_EVERY`]. Runs until dropped.
+    pub(super) async fn run_markers(&self) {
+        loop {
+            self.markers_wake.notified().await;
+            tokio::time::sleep(MARKERS_EVERY).await;
+            let gathered = std::mem::take(&mut *self.markers());
+            {
+                let mut unannounced = self.unannounced();
+                for (key, marker) in gathered {
+                    merge_marker(&mut unannounced.markers, key, marker);
+                }
+            }
+            self.wake.notify_one();
         }
     }
 

@@ -173,6 +173,30 @@ impl Hub {
                     )
                     .await;
                 }
+                Heard::Announcement(Announcement::Read {
+                    chat_id,
+                    user_id,
+                    message_id,
+                    seq,
+                }) => self.publish(
+                    ChatId::new(chat_id),
+                    Event::Read {
+                        user_id: UserId::new(user_id),
+                        message_id: MessageId::new(message_id),
+                        seq,
+                    },
+                ),
+                Heard::Announcement(Announcement::Typing {
+                    chat_id,
+                    user_id,
+                    for_ms,
+                }) => self.publish(
+                    ChatId::new(chat_id),
+                    Event::Typing {
+                        user_id: UserId::new(user_id),
+                        for_ms,
+                    },
+                ),
             }
         }
         tracing::error!("the chat event bus closed");

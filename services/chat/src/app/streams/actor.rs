@@ -5,6 +5,7 @@
 //! when the caller's access ends or their token expires, when they are no
 //! longer a member, when the chat is deleted, and at shutdown.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,18 +14,21 @@ use host::quota::Slot;
 use tokio::sync::broadcast;
 use tonic::Status;
 
+use super::StreamItem;
 use super::outbound::Queue;
 use crate::access_watch::Hold;
 use crate::app::App;
 use crate::db;
 use crate::db::messages::MessageRow;
-use crate::domain::{ChatId, UserId};
+use crate::domain::{ChatId, MessageId, UserId};
 use crate::error::Error;
 use crate::hub::{Event, Subscription};
 use crate::metrics::OpenStream;
 
 /// Messages read from the database at a time when a stream catches up.
 const CATCH_UP_BATCH: i64 = 100;
+/// Members whose markers a stream remembers, to pass each move on once.
+const MARKERS_KNOWN: usize = 10_000;
 
 pub(super) struct ChatStream {
     /// The stream's place among its user's open streams.
@@ -37,7 +41,10 @@ pub(super) struct ChatStream {
     /// The sequence number of the last message sent.
     pub(super) last_seq: i64,
     pub(super) app: Arc<App>,
-    pub(super) queue: Queue<Arc<MessageRow>>,
+    pub(super) queue: Queue<StreamItem>,
+    /// The furthest read marker passed on, per member: a marker heard late,
+    /// or twice, is not passed on again.
+    pub(super) markers: HashMap<UserId, i64>,
     /// Ends the stream when its caller's access ends.
     pub(super) access: Hold,
     /// When the caller's access token expires.
@@ -112,6 +119,17 @@ impl ChatStream {
                         self.still_a_member(version).await?
                     }
                     Ok(Event::MembersChanged(_)) => {}
+                    Ok(Event::Read {
+                        user_id,
+                        message_id,
+                        seq,
+                    }) => self.marker(user_id, message_id, seq).await?,
+                    // Nobody is told of their own typing.
+                    Ok(Event::Typing { user_id, .. }) if user_id == self.user_id => {}
+                    Ok(Event::Typing { user_id, for_ms }) => {
+                        let for_ms = for_ms.min(super::super::typing::TYPING_FOR_MS);
+                        self.push(StreamItem::Typing { user_id, for_ms }).await?
+                    }
                     // Events were dropped for this stream; the database has
                     // them, and knows whether the user is still a member.
                     // Only a client that stops reading is ended (in send).
@@ -201,20 +219,59 @@ impl ChatStream {
             self.still_a_member(message.members_version).await?;
         }
         let seq = message.seq;
+        // A message moves its sender's marker: no marker event for it, or
+        // before it, follows.
+        self.note_marker(UserId::new(message.from_user_id), seq);
+        self.push(StreamItem::Message(message)).await?;
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Passes a member's marker on if it is further than the last passed
+    /// on for them.
+    async fn marker(
+        &mut self,
+        user_id: UserId,
+        message_id: MessageId,
+        seq: i64,
+    ) -> Result<(), End> {
+        if self.note_marker(user_id, seq) {
+            self.push(StreamItem::Read {
+                user_id,
+                message_id,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `seq` moves the member's marker as this stream knows it.
+    fn note_marker(&mut self, user_id: UserId, seq: i64) -> bool {
+        if self.markers.len() >= MARKERS_KNOWN && !self.markers.contains_key(&user_id) {
+            // A chat this large: forget, and pass on what comes.
+            self.markers.clear();
+        }
+        let known = self.markers.entry(user_id).or_insert(0);
+        if seq <= *known {
+            return false;
+        }
+        *known = seq;
+        true
+    }
+
+    async fn push(&mut self, item: StreamItem) -> Result<(), End> {
         // A long catch-up ends as soon as access does, like a live stream.
         let expiry = self.expires_at;
         let stall_timeout = self.app.stream_stall_timeout;
         tokio::select! {
-            Some(status) = self.access.ended.recv() => return Err(End::Access(status)),
-            () = until(expiry) => return Err(expired()),
-            sent = tokio::time::timeout(stall_timeout, self.queue.push(message)) => match sent {
-                Ok(sent) => sent.map_err(|()| End::ClientGone)?,
-                Err(_) => return Err(stalled(stall_timeout)),
+            Some(status) = self.access.ended.recv() => Err(End::Access(status)),
+            () = until(expiry) => Err(expired()),
+            sent = tokio::time::timeout(stall_timeout, self.queue.push(item)) => match sent {
+                Ok(sent) => sent.map_err(|()| End::ClientGone),
+                Err(_) => Err(stalled(stall_timeout)),
             },
-            () = self.app.shutdown.cancelled() => return Err(shutting_down()),
+            () = self.app.shutdown.cancelled() => Err(shutting_down()),
         }
-        self.last_seq = seq;
-        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
-//! Live streams of a chat's messages (`ConnectChat`): where a stream
-//! starts, what holds it open, and the actor that feeds it.
+//! Live streams of a chat's messages (`ConnectChat`), with its members'
+//! read markers and typing: where a stream starts, what holds it open,
+//! and the actor that feeds it.
 
 mod actor;
 pub(crate) mod outbound;
@@ -13,13 +14,27 @@ use super::App;
 use crate::access_watch::Epoch;
 use crate::db;
 use crate::db::messages::MessageRow;
-use crate::domain::{Caller, ChatId, MessageId};
+use crate::domain::{Caller, ChatId, MessageId, UserId};
 use crate::error::Result;
 
 /// Messages queued for a client before the stream waits for it.
 const STREAM_QUEUE: usize = 16;
 /// No stream outlives this, whatever its token says (a timer must fit).
 const MAX_STREAM_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What a stream passes to its client.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamItem {
+    /// The chat's next message.
+    Message(Arc<MessageRow>),
+    /// A member's read marker moved.
+    Read {
+        user_id: UserId,
+        message_id: MessageId,
+    },
+    /// A member is typing for `for_ms` milliseconds (0: stopped).
+    Typing { user_id: UserId, for_ms: u32 },
+}
 
 /// A stream to open: the chat, and the last message the client has, to
 /// resume after it.
@@ -45,7 +60,7 @@ impl App {
         self: &Arc<Self>,
         opener: Opener,
         start: StreamStart,
-    ) -> Result<Outbound<Arc<MessageRow>>> {
+    ) -> Result<Outbound<StreamItem>> {
         let Opener {
             caller,
             authorization,
@@ -88,6 +103,7 @@ impl App {
             last_seq: start_seq,
             app: self.clone(),
             queue,
+            markers: std::collections::HashMap::new(),
             access,
             expires_at: caller.expires_at.map(|at| {
                 let left = at
