@@ -1,11 +1,12 @@
 // One open chat: its history, paged backwards; its live messages, which
-// resume from the last one shown after a drop; and sends that are safe to
-// retry.
+// resume from the last one shown after a drop; sends that are safe to
+// retry; the read marker, moved as messages show; and typing.
 import { Code, type Client } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { ChatService, type Message } from "../../gen/ts/chat/v1/chat_pb";
 import { codeOf, describe, retryDelayMs } from "./errors";
 import { el } from "./dom";
+import { type Presence } from "./presence";
 
 /** Messages per history page. */
 const PAGE_SIZE = 50;
@@ -14,6 +15,11 @@ const FIRST_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 8_000;
 /** Attempts at one send. */
 const SEND_ATTEMPTS = 6;
+/** The read marker moves this long after the last message showed. */
+const MARK_AFTER_MS = 300;
+/** Typing is said at most this often while the person types; the server
+ * shows it for 6 s. */
+const TYPING_EVERY_MS = 3_000;
 
 /** What ends a stream for good rather than for a reconnection. */
 function resumable(error: unknown): boolean {
@@ -65,17 +71,28 @@ export class Conversation {
    * them; as many as sends in flight. */
   private readonly sentAhead = new Set<bigint>();
   private newest = 0n;
+  /** The newest message the read marker was moved to from here. */
+  private marked = 0n;
+  private markTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastTyping = 0;
   private readonly abort = new AbortController();
+  private readonly onVisible = () => this.markSoon();
 
   constructor(
     private readonly chats: Client<typeof ChatService>,
     readonly chatId: bigint,
+    private readonly me: bigint,
     private readonly list: HTMLOListElement,
     private readonly status: (text: string, ended?: boolean) => void,
     private readonly olderButton: HTMLButtonElement,
+    private readonly presence: Presence,
     /** Told of each message shown live or sent, the newest so far. */
     private readonly onNewest: (message: Message) => void = () => {},
-  ) {}
+    /** Told of what is left unread after the marker moved. */
+    private readonly onRead: (unread: bigint) => void = () => {},
+  ) {
+    document.addEventListener("visibilitychange", this.onVisible);
+  }
 
   /** Shows the newest page, then follows the chat live until closed. */
   async open(): Promise<void> {
@@ -110,6 +127,8 @@ export class Conversation {
   /** Sends `text`, retried with the same key while the service is unavailable. */
   async send(text: string): Promise<void> {
     const clientMessageId = messageKey();
+    // A send ends the typing: the next keystroke says it again.
+    this.lastTyping = 0;
     let backoff = FIRST_BACKOFF_MS;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -136,8 +155,48 @@ export class Conversation {
     }
   }
 
+  /** The person is typing: said at most every few seconds. */
+  typing() {
+    const now = Date.now();
+    if (now - this.lastTyping < TYPING_EVERY_MS) {
+      return;
+    }
+    this.lastTyping = now;
+    this.chats.setTyping({ chatId: this.chatId }, { signal: this.abort.signal }).catch(() => {
+      // Typing is a courtesy: a failure shows nowhere.
+    });
+  }
+
   close() {
     this.abort.abort();
+    clearTimeout(this.markTimer);
+    document.removeEventListener("visibilitychange", this.onVisible);
+    this.presence.close();
+  }
+
+  /** Moves the read marker to the newest message shown, soon, while the
+   * page is in sight. */
+  private markSoon() {
+    clearTimeout(this.markTimer);
+    this.markTimer = setTimeout(() => void this.markRead(), MARK_AFTER_MS);
+  }
+
+  private async markRead() {
+    const newest = this.newest;
+    if (document.visibilityState !== "visible" || newest <= this.marked || this.abort.signal.aborted) {
+      return;
+    }
+    this.marked = newest;
+    try {
+      const read = await this.chats.markRead(
+        { chatId: this.chatId, messageId: newest },
+        { signal: this.abort.signal },
+      );
+      this.onRead(read.unreadCount);
+    } catch {
+      // Tried again with the next message shown.
+      this.marked = 0n;
+    }
   }
 
   /** Live messages, resumed after the last one the stream gave whenever it drops. */
@@ -154,6 +213,10 @@ export class Conversation {
           if (event.message) {
             this.fromStream(event.message);
             backoff = FIRST_BACKOFF_MS;
+          } else if (event.readMarker) {
+            this.presence.marker(event.readMarker.userId, event.readMarker.messageId);
+          } else if (event.typing) {
+            this.presence.typed(event.typing.userId, event.typing.forMs);
           }
         }
         // The server ended the stream without a status: reconnect.
@@ -189,16 +252,28 @@ export class Conversation {
   }
 
   private render(message: Message): HTMLLIElement {
-    const at = message.createdAt ? timestampDate(message.createdAt).toLocaleTimeString() : "";
+    const when = message.createdAt ? timestampDate(message.createdAt) : undefined;
     const item = el(
       "li",
-      "message",
-      el("span", "at", at),
+      message.fromUserId === this.me ? "message mine" : "message",
       el("span", "from", message.fromUsername),
       el("span", "text", message.text),
+      el("span", "at", when?.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) ?? ""),
     );
     item.dataset.id = message.id.toString();
+    item.dataset.day = when?.toLocaleDateString([], { dateStyle: "medium" }) ?? "";
     return item;
+  }
+
+  /** Marks the first message of each day, which shows the day above it. */
+  private separateDays() {
+    let day = "";
+    for (const item of this.list.children) {
+      const element = item as HTMLElement;
+      const starts = element.dataset.day !== day;
+      element.classList.toggle("new-day", starts);
+      day = element.dataset.day ?? "";
+    }
   }
 
   private append(message: Message) {
@@ -212,9 +287,12 @@ export class Conversation {
         : undefined;
     const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
     this.list.insertBefore(this.render(message), later ?? null);
+    this.separateDays();
+    this.presence.message(message.fromUserId, message.id);
     if (message.id > this.newest) {
       this.newest = message.id;
       this.onNewest(message);
+      this.markSoon();
     }
     if (atBottom) {
       this.list.scrollTop = this.list.scrollHeight;
@@ -223,5 +301,6 @@ export class Conversation {
 
   private prepend(message: Message) {
     this.list.prepend(this.render(message));
+    this.separateDays();
   }
 }

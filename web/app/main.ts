@@ -2,8 +2,9 @@
 // live. Every request and response type comes from the code generated
 // from the protos (gen/ts); calls go over gRPC-Web.
 import { createClient, type Client } from "@connectrpc/connect";
-import { ChatRole, ChatService, type ChatSummary } from "../../gen/ts/chat/v1/chat_pb";
+import { ChatRole, ChatService, type ChatSummary, type Member } from "../../gen/ts/chat/v1/chat_pb";
 import { Conversation } from "./conversation";
+import { Presence } from "./presence";
 import { byId, el, names, value } from "./dom";
 import { describe } from "./errors";
 import { Session, transport } from "./session";
@@ -95,14 +96,21 @@ function renderChats() {
     const last = chat.lastMessage
       ? `${chat.lastMessage.fromUsername}: ${chat.lastMessage.text}`
       : "no messages yet";
+    const badge = el("span", "badge", chat.unreadCount.toString());
+    badge.hidden = chat.unreadCount === 0n;
     const button = el(
       "button",
       open?.chatId === chat.id ? "open" : "",
       el("strong", "title", chat.title),
-      ` · ${chat.memberCount} members`,
+      badge,
       el("span", "last", last),
     );
     button.type = "button";
+    button.setAttribute(
+      "aria-label",
+      `${chat.title}, ${chat.memberCount} members` +
+        (chat.unreadCount > 0n ? `, ${chat.unreadCount} unread` : ""),
+    );
     button.dataset.chatId = chat.id.toString();
     button.addEventListener("click", () => {
       showError(undefined);
@@ -120,15 +128,20 @@ function closeChat() {
   byId("chat-view").hidden = true;
   byId("messages").replaceChildren();
   byId("members").replaceChildren();
+  byId("seen-by").textContent = "";
+  byId("typing").textContent = "";
 }
 
 async function openChat(chatId: bigint) {
   closeChat();
   byId("chat-view").hidden = false;
   byId("chat-status").className = "";
+  if (!session) return;
+  const presence = new Presence(session.userId, byId("seen-by"), byId("typing"));
   const conversation = new Conversation(
     chats,
     chatId,
+    session.userId,
     byId<HTMLOListElement>("messages"),
     (text, ended) => {
       const status = byId("chat-status");
@@ -140,6 +153,7 @@ async function openChat(chatId: bigint) {
       }
     },
     byId<HTMLButtonElement>("older"),
+    presence,
     (message) => {
       // The list shows the newest message and the busiest chat first.
       const index = listed.findIndex((chat) => chat.id === chatId);
@@ -150,24 +164,33 @@ async function openChat(chatId: bigint) {
         renderChats();
       }
     },
+    (unread) => {
+      const chat = listed.find((chat) => chat.id === chatId);
+      if (chat) {
+        chat.unreadCount = unread;
+        renderChats();
+      }
+    },
   );
   open = conversation;
   byId<HTMLFormElement>("send-form").hidden = false;
   renderChats();
-  await showChat(chatId);
+  const members = await showChat(chatId);
   // Another chat may have been opened meanwhile.
   if (open === conversation) {
+    presence.members(members);
     await conversation.open();
   }
 }
 
-/** The chat's title and members, and what the caller may change. */
-async function showChat(chatId: bigint) {
+/** The chat's title and members, and what the caller may change; the
+ * members. */
+async function showChat(chatId: bigint): Promise<Member[]> {
   const { chat, role } = await chats.getChat({ id: chatId });
   // Shown only if it is still the chat open: a slow answer for one opened
   // before would mix two chats.
   if (!chat || !session || open?.chatId !== chatId) {
-    return;
+    return [];
   }
   const manages = role === ChatRole.CREATOR;
   byId("chat-title").textContent = chat.title;
@@ -194,6 +217,7 @@ async function showChat(chatId: bigint) {
     return item;
   });
   byId("members").replaceChildren(...members);
+  return chat.members;
 }
 
 async function start() {
@@ -246,6 +270,7 @@ async function start() {
   on("older", "click", async () => {
     await open?.older();
   });
+  byId("message-text").addEventListener("input", () => open?.typing());
   on("send-form", "submit", async () => {
     if (!open) return;
     const input = byId<HTMLInputElement>("message-text");

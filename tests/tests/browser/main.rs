@@ -175,6 +175,25 @@ async fn eventually(
 const MESSAGES: &str =
     "return [...document.querySelectorAll('#messages .text')].map(e => e.textContent)";
 
+/// JavaScript that finds the list's button of the chat titled `title` as
+/// `b`.
+fn find_chat(title: &str) -> String {
+    format!(
+        "const b = [...document.querySelectorAll('#chat-list li button')]\
+         .find(b => b.querySelector('.title').textContent === '{title}')"
+    )
+}
+
+/// JavaScript that returns the unread badge of the chat titled `title`:
+/// its text, empty when hidden, null when the chat is not listed.
+fn badge_of(title: &str) -> String {
+    format!(
+        "{}; if (!b) return null; const badge = b.querySelector('.badge'); \
+         return badge.hidden ? '' : badge.textContent",
+        find_chat(title)
+    )
+}
+
 async fn register(browser: &Client, page: &str, name: &str) {
     browser.goto(page).await.expect("opening the page");
     fill(browser, "register-name", name).await;
@@ -365,7 +384,68 @@ async fn two_people_chat_live_in_two_browsers() {
     );
     steps.shoot(&grace, "grace-removed").await;
 
-    // 5. The logins kept a device token, which outlives a reload.
+    // 6. Unread badges, "seen by" and typing. Grace keeps a second
+    // window, logged in on its own.
+    let grace_again = driver.browser(&chromium, &trusted).await;
+    grace_again.goto(&origin).await.expect("opening the page");
+    fill(&grace_again, "login-name", "grace").await;
+    fill(&grace_again, "login-password", PASSWORD).await;
+    click(&grace_again, "#login-button").await;
+    fill(&ada, "create-title", "Side").await;
+    fill(&ada, "create-users", "grace").await;
+    click(&ada, "#create-button").await;
+    eventually(
+        &ada,
+        "return document.getElementById('chat-status').textContent",
+        |status| status == "live",
+    )
+    .await;
+    fill(&ada, "message-text", "psst").await;
+    click(&ada, "#send-button").await;
+    // Grace has another chat open: the new one shows one unread message in
+    // both her windows, without a click.
+    for window in [&grace, &grace_again] {
+        eventually(window, &badge_of("Side"), |badge| badge == "1").await;
+    }
+    steps.shoot(&grace, "grace-has-an-unread-message").await;
+    // She opens it; the badge clears in both windows, and ada sees it seen.
+    grace
+        .execute(&format!("{}; b.click(); return true", find_chat("Side")), vec![])
+        .await
+        .expect("opening the chat");
+    eventually(&grace, MESSAGES, |texts| texts == &json!(["psst"])).await;
+    for window in [&grace, &grace_again] {
+        eventually(window, &badge_of("Side"), |badge| badge == "").await;
+    }
+    eventually(
+        &ada,
+        "return document.getElementById('seen-by').textContent",
+        |seen| seen == "Seen by grace",
+    )
+    .await;
+    steps.shoot(&ada, "ada-sees-it-seen").await;
+    // Ada types; grace sees it, until ada sends.
+    fill(&ada, "message-text", "are you").await;
+    eventually(
+        &grace,
+        "return document.getElementById('typing').textContent",
+        |typing| typing == "ada is typing…",
+    )
+    .await;
+    steps.shoot(&grace, "grace-sees-ada-typing").await;
+    click(&ada, "#send-button").await;
+    eventually(
+        &grace,
+        "return document.getElementById('typing').textContent",
+        |typing| typing == "",
+    )
+    .await;
+    // At a phone's width the list and the chat stack.
+    grace.set_window_size(390, 844).await.expect("a phone's width");
+    steps.shoot(&grace, "phone-width").await;
+    grace_again.close().await.expect("closing grace's second window");
+
+    // 7. The logins kept a device token, which outlives a reload.
     ada.refresh().await.expect("reloading");
     let device = ada
         .execute(

@@ -1,0 +1,94 @@
+// Who else is in the open chat right now: how far each member has read
+// ("Seen by" under one's own last message) and who is typing. Both come
+// from the chat's stream; the markers start from the chat's members as
+// GetChat gives them.
+import { type Member } from "../../gen/ts/chat/v1/chat_pb";
+
+/** Typing shows at most this long past what the server said, as a margin
+ * for a late "stopped". */
+const TYPING_GRACE_MS = 500;
+
+export class Presence {
+  /** Each member's read marker. */
+  private readonly markers = new Map<bigint, bigint>();
+  private readonly names = new Map<bigint, string>();
+  /** Who is typing, until when (ms since the epoch). */
+  private readonly typing = new Map<bigint, number>();
+  private typingTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The newest message the caller sent, as far as this chat shows. */
+  private ownNewest = 0n;
+
+  constructor(
+    private readonly me: bigint,
+    private readonly seenLine: HTMLElement,
+    private readonly typingLine: HTMLElement,
+  ) {}
+
+  /** The chat's members, with their markers as GetChat reads them. */
+  members(members: Member[]) {
+    for (const member of members) {
+      this.names.set(member.userId, member.username || `user ${member.userId}`);
+      this.marker(member.userId, member.readMessageId);
+    }
+    this.render();
+  }
+
+  /** A message shown: it moves its sender's marker and ends their typing. */
+  message(fromUserId: bigint, id: bigint) {
+    if (fromUserId === this.me && id > this.ownNewest) {
+      this.ownNewest = id;
+    }
+    this.marker(fromUserId, id);
+    this.typing.delete(fromUserId);
+    this.render();
+  }
+
+  /** A member's marker moved; it never moves back. */
+  marker(userId: bigint, messageId: bigint) {
+    if (messageId > (this.markers.get(userId) ?? 0n)) {
+      this.markers.set(userId, messageId);
+    }
+    this.render();
+  }
+
+  /** A member typing for `forMs` (0: stopped). */
+  typed(userId: bigint, forMs: number) {
+    if (userId === this.me) {
+      return;
+    }
+    if (forMs === 0) {
+      this.typing.delete(userId);
+    } else {
+      this.typing.set(userId, Date.now() + forMs + TYPING_GRACE_MS);
+    }
+    this.render();
+  }
+
+  close() {
+    clearTimeout(this.typingTimer);
+  }
+
+  private render() {
+    const seen = [...this.markers]
+      .filter(([userId, read]) => userId !== this.me && this.ownNewest > 0n && read >= this.ownNewest)
+      .map(([userId]) => this.names.get(userId) ?? `user ${userId}`);
+    this.seenLine.textContent = seen.length > 0 ? `Seen by ${seen.join(", ")}` : "";
+
+    const now = Date.now();
+    for (const [userId, until] of this.typing) {
+      if (until <= now) {
+        this.typing.delete(userId);
+      }
+    }
+    const typists = [...this.typing.keys()].map((userId) => this.names.get(userId) ?? `user ${userId}`);
+    this.typingLine.textContent =
+      typists.length === 0
+        ? ""
+        : `${typists.join(", ")} ${typists.length === 1 ? "is" : "are"} typing…`;
+    clearTimeout(this.typingTimer);
+    if (this.typing.size > 0) {
+      const next = Math.min(...this.typing.values()) - now;
+      this.typingTimer = setTimeout(() => this.render(), Math.max(next, 50));
+    }
+  }
+}
