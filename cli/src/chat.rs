@@ -50,7 +50,16 @@ pub(crate) enum ChatCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Print messages as they arrive, and send each line typed on standard input.
+    /// Mark a chat read up to a message (its newest by default).
+    Read {
+        chat_id: i64,
+        #[arg(long)]
+        message: Option<i64>,
+    },
+    /// Tell the chat's other members you are typing (for the next 6 s).
+    Typing { chat_id: i64 },
+    /// Print messages as they arrive, who read how far and who is typing,
+    /// and send each line typed on standard input.
     Connect {
         chat_id: i64,
         /// Replay the messages after this id first (0: all of them).
@@ -94,10 +103,11 @@ pub(crate) async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::R
                         )
                     });
                 println!(
-                    "{}\t{}\t{} members\t{}{last}",
+                    "{}\t{}\t{} members\t{} unread\t{}{last}",
                     listed.id,
                     display::safe(&listed.title),
                     listed.member_count,
+                    listed.unread_count,
                     chat_role_name(listed.role())
                 );
             }
@@ -118,8 +128,12 @@ pub(crate) async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::R
                 } else {
                     ""
                 };
+                let read = match member.read_message_id {
+                    0 => "read nothing".to_owned(),
+                    id => format!("read up to #{id}"),
+                };
                 println!(
-                    "  {}\t{}{creator}",
+                    "  {}\t{}\t{read}{creator}",
                     member.user_id,
                     display::safe(&member.username)
                 );
@@ -191,6 +205,31 @@ pub(crate) async fn chat(client: &mut Client, command: ChatCommand) -> anyhow::R
             for message in page.messages.iter().rev() {
                 print_message(message);
             }
+        }
+        ChatCommand::Read { chat_id, message } => {
+            let message_id = match message {
+                Some(id) => id,
+                None => newest_message_id(client, chat_id).await?,
+            };
+            anyhow::ensure!(message_id > 0, "chat {chat_id} has no messages to read");
+            let request = client
+                .authorized(chat_pb::MarkReadRequest {
+                    chat_id,
+                    message_id,
+                })
+                .await?;
+            let read = client.chats().mark_read(request).await?.into_inner();
+            println!(
+                "chat {chat_id} read up to #{}; {} unread",
+                read.read_message_id, read.unread_count
+            );
+        }
+        ChatCommand::Typing { chat_id } => {
+            let request = client
+                .authorized(chat_pb::SetTypingRequest { chat_id })
+                .await?;
+            client.chats().set_typing(request).await?;
+            println!("chat {chat_id} shows you typing");
         }
         ChatCommand::Connect { chat_id, since } => connect(client, chat_id, since).await?,
     }
@@ -280,6 +319,7 @@ async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyho
     };
     let mut failures = 0;
     let mut backoff = FIRST_BACKOFF;
+    let mut names = std::collections::HashMap::new();
     loop {
         let opened = match client
             .authorized(chat_pb::ConnectChatRequest {
@@ -303,6 +343,15 @@ async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyho
                                     last = Some(message.id);
                                     failures = 0;
                                     backoff = FIRST_BACKOFF;
+                                } else if let Some(marker) = event.read_marker {
+                                    let name = member_name(client, &mut names, chat_id, marker.user_id).await;
+                                    println!("* {name} read up to #{}", marker.message_id);
+                                } else if let Some(typing) = event.typing {
+                                    let name = member_name(client, &mut names, chat_id, typing.user_id).await;
+                                    match typing.for_ms {
+                                        0 => println!("* {name} stopped typing"),
+                                        _ => println!("* {name} is typing"),
+                                    }
                                 }
                             }
                             Some(Err(status)) => break status,
@@ -334,6 +383,28 @@ async fn connect(client: &mut Client, chat_id: i64, since: Option<i64>) -> anyho
         tokio::time::sleep(wait).await;
         backoff *= 2;
     }
+}
+
+/// A member's name, safe to print, as the chat shows it: read again when
+/// an unknown member appears (one who joined since), and kept.
+async fn member_name(
+    client: &mut Client,
+    names: &mut std::collections::HashMap<i64, String>,
+    chat_id: i64,
+    user_id: i64,
+) -> String {
+    if !names.contains_key(&user_id)
+        && let Ok(shown) = show(client, chat_id).await
+    {
+        for member in shown.chat.iter().flat_map(|chat| &chat.members) {
+            names.insert(member.user_id, display::safe(&member.username));
+        }
+    }
+    names
+        .get(&user_id)
+        .filter(|name| !name.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("user {user_id}"))
 }
 
 /// The id of the chat's newest message (0 for none).

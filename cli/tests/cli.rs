@@ -489,7 +489,12 @@ async fn chats_are_listed_shown_renamed_and_members_added_removed_and_leave() {
     let listed = ada.ok(&["chat", "list"]).await;
     assert_eq!(
         listed.trim(),
-        format!("{chat_id}\tt\t2 members\tcreator\tgrace: hello")
+        format!("{chat_id}\tt\t2 members\t1 unread\tcreator\tgrace: hello")
+    );
+    let grace_listed = grace.ok(&["chat", "list"]).await;
+    assert!(
+        grace_listed.contains("\t0 unread\t"),
+        "her own message is not unread to her: {grace_listed}"
     );
 
     assert!(
@@ -514,7 +519,10 @@ async fn chats_are_listed_shown_renamed_and_members_added_removed_and_leave() {
     let shown = linus.ok(&["chat", "show", &chat_id]).await;
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines[0], format!("{chat_id}\tEngines"));
-    assert!(lines[1].ends_with("\tada\tcreator"), "{shown}");
+    assert!(
+        lines[1].ends_with("\tada\tread nothing\tcreator"),
+        "{shown}"
+    );
     assert_eq!(lines.len(), 4, "{shown}");
 
     ada.ok(&["chat", "remove", &chat_id, "grace"]).await;
@@ -588,4 +596,72 @@ async fn logging_out_keeps_the_device_token_for_the_next_login() {
     ada.ok(&["login", "ada"]).await;
     let session = std::fs::read_to_string(dir.join("session.json")).expect("a session");
     assert!(session.contains("dt_"), "no device token kept: {session}");
+}
+
+#[tokio::test]
+async fn unread_counts_fall_as_chats_are_read_and_connect_shows_markers_and_typing() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let (ada_dir, grace_dir) = (temp_dir("ada"), temp_dir("grace"));
+    let cli = |config_dir| Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir,
+    };
+    let (ada, grace) = (cli(&ada_dir), cli(&grace_dir));
+    let chat_id = two_users_and_a_chat(&ada, &grace).await;
+    let first = ada.ok(&["chat", "send", &chat_id, "one"]).await;
+    let first = first
+        .trim()
+        .strip_prefix("sent message ")
+        .expect("an id")
+        .to_owned();
+    let second = ada.ok(&["chat", "send", &chat_id, "two"]).await;
+    let second = second
+        .trim()
+        .strip_prefix("sent message ")
+        .expect("an id")
+        .to_owned();
+    assert!(
+        grace.ok(&["chat", "list"]).await.contains("\t2 unread\t"),
+        "two unread"
+    );
+
+    // Ada follows the chat; grace reads up to the first message, then
+    // says she is typing.
+    let mut following = ada.command(&["chat", "connect", &chat_id, "--since", &second]);
+    let mut following = following
+        .stdout(Stdio::piped())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("chatctl connect");
+    let mut lines = BufReader::new(following.stdout.take().expect("stdout")).lines();
+    // The stream is open once a message sent now arrives.
+    ada.ok(&["chat", "send", &chat_id, "three"]).await;
+    assert!(next_line(&mut lines).await.ends_with("ada: three"));
+    assert_eq!(
+        grace
+            .ok(&["chat", "read", &chat_id, "--message", &first])
+            .await
+            .trim(),
+        format!("chat {chat_id} read up to #{first}; 2 unread")
+    );
+    assert_eq!(
+        next_line(&mut lines).await,
+        format!("* grace read up to #{first}")
+    );
+    grace.ok(&["chat", "typing", &chat_id]).await;
+    assert_eq!(next_line(&mut lines).await, "* grace is typing");
+
+    let read = grace.ok(&["chat", "read", &chat_id]).await;
+    assert!(read.trim().ends_with("; 0 unread"), "{read}");
+    assert!(grace.ok(&["chat", "list"]).await.contains("\t0 unread\t"));
+    let shown = ada.ok(&["chat", "show", &chat_id]).await;
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.contains("\tgrace\tread up to #")),
+        "{shown}"
+    );
+    following.kill().await.expect("stopping chatctl");
 }

@@ -260,6 +260,39 @@ async fn chats_are_listed_read_changed_and_left_over_chats_own_rest_port() {
     assert_eq!(first["id"].as_str(), Some(id.as_str()));
     assert_eq!(first["role"], "CHAT_ROLE_CREATOR");
     assert_eq!(first["lastMessage"]["text"], "hello");
+    assert_eq!(first["unreadCount"], "1", "uint64 counts are JSON strings");
+    let message_id = sent.json()["message"]["id"]
+        .as_str()
+        .expect("a message id")
+        .to_owned();
+    let marked = request(
+        http,
+        "POST",
+        &format!("/v1/chats/{id}/read"),
+        Some(&ada.access_token),
+        Some(&json!({ "messageId": message_id })),
+    )
+    .await;
+    assert_eq!(marked.status, 200, "{}", marked.body);
+    assert_eq!(marked.json()["readMessageId"], message_id.as_str());
+    assert_eq!(marked.json().get("unreadCount"), None, "zero, left out");
+    let relisted = request(http, "GET", "/v1/chats", Some(&ada.access_token), None).await;
+    let first = &relisted.json()["chats"][0];
+    assert_eq!(first["readMessageId"], message_id.as_str());
+    assert_eq!(
+        first.get("unreadCount"),
+        None,
+        "proto3 JSON leaves a zero count out"
+    );
+    let typing = request(
+        http,
+        "POST",
+        &format!("/v1/chats/{id}/typing"),
+        Some(&grace.access_token),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(typing.status, 200, "{}", typing.body);
 
     let renamed = request(
         http,

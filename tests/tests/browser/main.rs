@@ -410,7 +410,10 @@ async fn two_people_chat_live_in_two_browsers() {
     steps.shoot(&grace, "grace-has-an-unread-message").await;
     // She opens it; the badge clears in both windows, and ada sees it seen.
     grace
-        .execute(&format!("{}; b.click(); return true", find_chat("Side")), vec![])
+        .execute(
+            &format!("{}; b.click(); return true", find_chat("Side")),
+            vec![],
+        )
         .await
         .expect("opening the chat");
     eventually(&grace, MESSAGES, |texts| texts == &json!(["psst"])).await;
@@ -441,9 +444,15 @@ async fn two_people_chat_live_in_two_browsers() {
     )
     .await;
     // At a phone's width the list and the chat stack.
-    grace.set_window_size(390, 844).await.expect("a phone's width");
+    grace
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's width");
     steps.shoot(&grace, "phone-width").await;
-    grace_again.close().await.expect("closing grace's second window");
+    grace_again
+        .close()
+        .await
+        .expect("closing grace's second window");
 
     // 7. The logins kept a device token, which outlives a reload.
     ada.refresh().await.expect("reloading");
