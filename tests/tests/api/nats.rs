@@ -256,3 +256,55 @@ async fn a_nats_server_that_wants_credentials_gets_them() {
         scrape.body
     );
 }
+
+#[tokio::test]
+async fn read_markers_and_typing_cross_replicas_over_nats() {
+    let nats = NatsServer::start();
+    let (_auth, first, second, ada, grace, chat_id) = two_replicas(nats_only(&nats)).await;
+    let message = first.send(&ada, chat_id, "read me").await;
+    let mut on_second = connect(&second, &ada, chat_id, None).await;
+
+    first
+        .chats()
+        .mark_read(grace.request(pb::MarkReadRequest {
+            chat_id,
+            message_id: message.id,
+        }))
+        .await
+        .expect("marking read");
+    first
+        .chats()
+        .set_typing(grace.request(pb::SetTypingRequest { chat_id }))
+        .await
+        .expect("typing");
+
+    let (mut marker, mut typing) = (None, None);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while marker.is_none() || typing.is_none() {
+            let event = tokio_stream::StreamExt::next(&mut on_second)
+                .await
+                .expect("the stream is open")
+                .expect("an event");
+            marker = marker.or(event.read_marker);
+            typing = typing.or(event.typing);
+        }
+    })
+    .await
+    .expect("both within five seconds, through NATS alone");
+    assert_eq!(
+        marker,
+        Some(pb::ReadMarker {
+            chat_id,
+            user_id: grace.id,
+            message_id: message.id
+        })
+    );
+    assert_eq!(
+        typing,
+        Some(pb::Typing {
+            chat_id,
+            user_id: grace.id,
+            for_ms: 6_000
+        })
+    );
+}
