@@ -278,3 +278,47 @@ async fn markers_reach_streams_on_every_replica_coalesced_and_never_backwards() 
         "a backwards mark was passed on: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_marker_forged_on_the_bus_holds_no_stream_back() {
+    let TwoMembers {
+        auth: _auth,
+        chat,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
+    let first = chat.send(&ada, chat_id, "one").await;
+    let mut watching = connect(&chat, &ada, chat_id, None).await;
+
+    // Whoever can notify on the bus claims that grace read up to a message
+    // the chat never reaches.
+    sqlx::query("select pg_notify('chat_events', $1)")
+        .bind(format!(
+            "read:{chat_id}:{}:{}:{}",
+            grace.id,
+            i64::MAX - 1,
+            i64::MAX
+        ))
+        .execute(&chat.db)
+        .await
+        .expect("notifying");
+    let forged = markers_within(&mut watching, Duration::from_secs(1)).await;
+    assert!(
+        forged.is_empty(),
+        "a forged marker was passed on: {forged:?}"
+    );
+
+    // Her real marker still reaches the stream.
+    mark(&chat, &grace, chat_id, first.id)
+        .await
+        .expect("marked");
+    let heard = markers_within(&mut watching, Duration::from_secs(2)).await;
+    assert_eq!(
+        heard
+            .iter()
+            .map(|marker| (marker.user_id, marker.message_id))
+            .collect::<Vec<_>>(),
+        vec![(grace.id, first.id)]
+    );
+}

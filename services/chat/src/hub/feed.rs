@@ -1,15 +1,17 @@
 //! One chat's streams on this replica: the broadcast they share, what was
-//! last broadcast, and messages held until the sequence reaches them.
+//! last broadcast, messages held until the sequence reaches them, and the
+//! members' markers and typing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::Hub;
 use super::members::MemberCache;
+use super::presence::Presence;
 use crate::db::messages::MessageRow;
-use crate::domain::{ChatId, MessageId, UserId};
+use crate::domain::{ChatId, UserId};
 
 /// Messages committed here that reached [`Hub::committed`] before an
 /// earlier message of their chat did, held until it does (or until a read
@@ -33,18 +35,6 @@ pub(crate) enum Event {
     MembersChanged(i64),
     /// Notifications may have been lost: read the database to catch up.
     Resync,
-    /// A member's read marker moved to this message (sequence number
-    /// `seq`). Heard from the bus, on every replica alike.
-    Read {
-        user_id: UserId,
-        message_id: MessageId,
-        seq: i64,
-    },
-    /// A member is typing for `for_ms` milliseconds (0: stopped).
-    Typing {
-        user_id: UserId,
-        for_ms: u32,
-    },
 }
 
 /// One chat's streams on this replica.
@@ -62,6 +52,8 @@ pub(super) struct Feed {
     pub(super) members_version: Option<i64>,
     /// The members as last read for a stream.
     pub(super) members: MemberCache,
+    /// The members' read markers and typing, apart from the broadcast.
+    pub(super) presence: Presence,
 }
 
 impl Feed {
@@ -72,11 +64,13 @@ impl Feed {
             held: BTreeMap::new(),
             members_version: None,
             members: MemberCache::default(),
+            presence: Presence::new(),
         }
     }
 
     pub(super) fn broadcast(&mut self, message: Arc<MessageRow>) {
         self.last = Some((message.seq, message.id));
+        self.presence.caught_up(message.seq);
         // No receiver: the last stream is just leaving.
         let _ = self.sender.send(Event::Message(message));
     }
@@ -101,15 +95,24 @@ impl Feed {
 /// chat's entry when it was the last.
 pub(crate) struct Subscription {
     pub(super) events: Option<broadcast::Receiver<Event>>,
+    /// Raised whenever the chat's markers or typing change.
+    pub(super) presence: watch::Receiver<u64>,
+    /// Its version when the subscription began: what changed after it is
+    /// news to the stream.
+    pub(crate) presence_from: u64,
     pub(super) chat_id: ChatId,
     pub(super) hub: Arc<Hub>,
 }
 
 impl Subscription {
-    pub(crate) fn events(&mut self) -> &mut broadcast::Receiver<Event> {
-        self.events
+    /// The chat's events, and the version of its markers and typing, to
+    /// wait on together.
+    pub(crate) fn parts(&mut self) -> (&mut broadcast::Receiver<Event>, &mut watch::Receiver<u64>) {
+        let events = self
+            .events
             .as_mut()
-            .unwrap_or_else(|| unreachable!("a live subscription has its receiver"))
+            .unwrap_or_else(|| unreachable!("a live subscription has its receiver"));
+        (events, &mut self.presence)
     }
 }
 

@@ -23,8 +23,9 @@
 //!
 //! Read markers and typing are not messages: they are not sequenced, and
 //! a stream that resumes does not get those it missed. They go out only on
-//! the bus, and every replica, this one included, passes what it hears to
-//! its streams, so that each is heard once, wherever it came from.
+//! the bus, and every replica, this one included, keeps what it hears for
+//! its streams (each member's latest, apart from the messages' broadcast:
+//! see [`presence`]), so that each is heard once, wherever it came from.
 //!
 //! A chat's entry lives exactly as long as it has subscribers: the last
 //! [`Subscription`] to go removes it, whichever way its stream ended.
@@ -33,12 +34,14 @@
 //! - [`feed`]: one chat's streams here, and what was last broadcast to them.
 //! - [`outbox`]: what this replica has yet to announce to the others.
 //! - [`members`]: a chat's members, read once per change for its streams.
+//! - [`presence`]: a chat's read markers and typing, for its streams.
 //! - [`reconcile`]: what other replicas announce, and the poll that finds
 //!   what announcements lost.
 
 mod feed;
 mod members;
 mod outbox;
+mod presence;
 mod reconcile;
 
 use std::collections::HashMap;
@@ -53,6 +56,7 @@ use tokio::task::JoinHandle;
 pub(crate) use self::feed::{Event, Subscription};
 use self::feed::{Feed, HELD_PER_CHAT};
 use self::outbox::Outbox;
+pub(crate) use self::presence::Change;
 use crate::bus;
 use crate::config::Config;
 use crate::db::messages::MessageRow;
@@ -136,17 +140,18 @@ impl Hub {
 
     /// Events of `chat_id` from now on.
     pub(crate) fn subscribe(self: &Arc<Self>, chat_id: ChatId) -> Subscription {
-        let events = self
-            .chats()
-            .entry(chat_id)
-            .or_insert_with(|| {
-                self.feeds.inc();
-                Feed::new(self.buffer)
-            })
-            .sender
-            .subscribe();
+        let mut chats = self.chats();
+        let feed = chats.entry(chat_id).or_insert_with(|| {
+            self.feeds.inc();
+            Feed::new(self.buffer)
+        });
+        let (events, presence) = (feed.sender.subscribe(), feed.presence.watch());
+        drop(chats);
+        let presence_from = *presence.borrow();
         Subscription {
             events: Some(events),
+            presence_from,
+            presence,
             chat_id,
             hub: self.clone(),
         }
@@ -213,6 +218,14 @@ impl Hub {
     /// chat's streams on every replica hear of it from the bus.
     pub(crate) fn typing(&self, chat_id: ChatId, user_id: UserId, for_ms: u32) {
         self.outbox.typing(chat_id, user_id, for_ms);
+    }
+
+    /// The chat's markers and typing that changed after version `seen`,
+    /// and the version they are as of.
+    pub(crate) fn presence_since(&self, chat_id: ChatId, seen: u64) -> (Vec<Change>, u64) {
+        self.chats()
+            .get(&chat_id)
+            .map_or((Vec::new(), seen), |feed| feed.presence.since(seen))
     }
 
     /// At shutdown, once no send is in flight: announces what is left, so

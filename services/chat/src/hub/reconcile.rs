@@ -178,25 +178,27 @@ impl Hub {
                     user_id,
                     message_id,
                     seq,
-                }) => self.publish(
-                    ChatId::new(chat_id),
-                    Event::Read {
-                        user_id: UserId::new(user_id),
-                        message_id: MessageId::new(message_id),
-                        seq,
-                    },
-                ),
+                }) => {
+                    if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id))
+                        && let Some((broadcast, _)) = feed.last
+                    {
+                        feed.presence.read(
+                            UserId::new(user_id),
+                            MessageId::new(message_id),
+                            seq,
+                            broadcast,
+                        );
+                    }
+                }
                 Heard::Announcement(Announcement::Typing {
                     chat_id,
                     user_id,
                     for_ms,
-                }) => self.publish(
-                    ChatId::new(chat_id),
-                    Event::Typing {
-                        user_id: UserId::new(user_id),
-                        for_ms,
-                    },
-                ),
+                }) => {
+                    if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id)) {
+                        feed.presence.typing(UserId::new(user_id), for_ms);
+                    }
+                }
             }
         }
         tracing::error!("the chat event bus closed");

@@ -22,13 +22,16 @@ use crate::db;
 use crate::db::messages::MessageRow;
 use crate::domain::{ChatId, MessageId, UserId};
 use crate::error::Error;
-use crate::hub::{Event, Subscription};
+use crate::hub::{Change, Event, Subscription};
 use crate::metrics::OpenStream;
 
 /// Messages read from the database at a time when a stream catches up.
 const CATCH_UP_BATCH: i64 = 100;
 /// Members whose markers a stream remembers, to pass each move on once.
 const MARKERS_KNOWN: usize = 10_000;
+/// A stream passes on markers and typing at most this often: whatever
+/// moved meanwhile goes out together, one per member.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) struct ChatStream {
     /// The stream's place among its user's open streams.
@@ -45,6 +48,10 @@ pub(super) struct ChatStream {
     /// The furthest read marker passed on, per member: a marker heard late,
     /// or twice, is not passed on again.
     pub(super) markers: HashMap<UserId, i64>,
+    /// The version of the chat's markers and typing passed on.
+    pub(super) presence_seen: u64,
+    /// When markers and typing may next be passed on.
+    pub(super) presence_due: tokio::time::Instant,
     /// Ends the stream when its caller's access ends.
     pub(super) access: Hold,
     /// When the caller's access token expires.
@@ -80,6 +87,8 @@ impl ChatStream {
             }
             loop {
                 let expiry = self.expires_at;
+                let presence_due = self.presence_due;
+                let (events, presence) = subscription.parts();
                 let event = tokio::select! {
                     () = self.queue.closed() => return Err(End::ClientGone),
                     () = self.app.shutdown.cancelled() => return Err(shutting_down()),
@@ -93,7 +102,16 @@ impl ChatStream {
                         }
                         continue;
                     }
-                    event = subscription.events().recv() => event,
+                    event = events.recv() => event,
+                    changed = async {
+                        tokio::time::sleep_until(presence_due).await;
+                        presence.changed().await
+                    } => {
+                        // The feed outlives its subscriptions.
+                        changed.map_err(|_| shutting_down())?;
+                        self.pass_presence().await?;
+                        continue;
+                    }
                 };
                 match event {
                     Ok(Event::Message(message)) if message.seq <= self.last_seq => {}
@@ -119,17 +137,6 @@ impl ChatStream {
                         self.still_a_member(version).await?
                     }
                     Ok(Event::MembersChanged(_)) => {}
-                    Ok(Event::Read {
-                        user_id,
-                        message_id,
-                        seq,
-                    }) => self.marker(user_id, message_id, seq).await?,
-                    // Nobody is told of their own typing.
-                    Ok(Event::Typing { user_id, .. }) if user_id == self.user_id => {}
-                    Ok(Event::Typing { user_id, for_ms }) => {
-                        let for_ms = for_ms.min(super::super::typing::TYPING_FOR_MS);
-                        self.push(StreamItem::Typing { user_id, for_ms }).await?
-                    }
                     // Events were dropped for this stream; the database has
                     // them, and knows whether the user is still a member.
                     // Only a client that stops reading is ended (in send).
@@ -224,6 +231,47 @@ impl ChatStream {
         self.note_marker(UserId::new(message.from_user_id), seq);
         self.push(StreamItem::Message(message)).await?;
         self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Passes on the markers and typing that changed since the last pass.
+    async fn pass_presence(&mut self) -> Result<(), End> {
+        self.presence_due = tokio::time::Instant::now() + PRESENCE_EVERY;
+        let (changes, version) = self
+            .app
+            .hub
+            .presence_since(self.chat_id, self.presence_seen);
+        self.presence_seen = version;
+        for change in changes {
+            match change {
+                Change::Read {
+                    user_id,
+                    message_id,
+                    seq,
+                } => self.marker(user_id, message_id, seq).await?,
+                // Nobody is told of their own typing.
+                Change::Typing { user_id, .. } if user_id == self.user_id => {}
+                Change::Typing {
+                    user_id,
+                    for_ms,
+                    at,
+                } => {
+                    let for_ms = for_ms.min(super::super::typing::TYPING_FOR_MS);
+                    let left = u128::from(for_ms).saturating_sub(at.elapsed().as_millis());
+                    // Stopped, or typing for what is left; over already:
+                    // nothing to say.
+                    if for_ms == 0 {
+                        self.push(StreamItem::Typing { user_id, for_ms: 0 }).await?;
+                    } else if let Ok(left @ 1..) = u32::try_from(left) {
+                        self.push(StreamItem::Typing {
+                            user_id,
+                            for_ms: left,
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

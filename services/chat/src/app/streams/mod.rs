@@ -104,6 +104,8 @@ impl App {
             app: self.clone(),
             queue,
             markers: std::collections::HashMap::new(),
+            presence_seen: subscription.presence_from,
+            presence_due: tokio::time::Instant::now(),
             access,
             expires_at: caller.expires_at.map(|at| {
                 let left = at
