@@ -231,7 +231,7 @@ impl Hub {
     /// At shutdown, once no send is in flight: announces what is left, so
     /// that other replicas need not wait for their poll to learn of it.
     pub(crate) async fn flush(&self) {
-        if let Err(error) = self.outbox.announce_pending().await {
+        if let Err(error) = self.outbox.announce_all().await {
             tracing::warn!(%error, "announcing the last messages failed; other replicas' polls will find them");
         }
     }

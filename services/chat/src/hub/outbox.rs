@@ -110,9 +110,11 @@ impl Unannounced {
                 user_id: user_id.get(),
                 for_ms,
             });
-        messages
+        // Removals go first: a stream on another replica ends before it
+        // hears of messages sent after the removal.
+        removed
             .chain(deleted)
-            .chain(removed)
+            .chain(messages)
             .chain(markers)
             .chain(typing)
             .collect()
@@ -211,14 +213,17 @@ impl Outbox {
         loop {
             self.markers_wake.notified().await;
             tokio::time::sleep(MARKERS_EVERY).await;
-            let gathered = std::mem::take(&mut *self.markers());
-            {
-                let mut unannounced = self.unannounced();
-                for (key, marker) in gathered {
-                    merge_marker(&mut unannounced.markers, key, marker);
-                }
-            }
+            self.gather_markers();
             self.wake.notify_one();
+        }
+    }
+
+    /// Hands the markers gathered since the last tick to the announcement.
+    fn gather_markers(&self) {
+        let gathered = std::mem::take(&mut *self.markers());
+        let mut unannounced = self.unannounced();
+        for (key, marker) in gathered {
+            merge_marker(&mut unannounced.markers, key, marker);
         }
     }
 
@@ -260,9 +265,16 @@ impl Outbox {
         }
     }
 
+    /// At shutdown: announces everything, markers still waiting for their
+    /// tick included.
+    pub(super) async fn announce_all(&self) -> anyhow::Result<()> {
+        self.gather_markers();
+        self.announce_pending().await
+    }
+
     /// Announces what is unannounced now; on failure, keeps it (merged
     /// with whatever was added meanwhile) for the next try.
-    pub(super) async fn announce_pending(&self) -> anyhow::Result<()> {
+    async fn announce_pending(&self) -> anyhow::Result<()> {
         let batch = self.unannounced().take();
         if batch.is_empty() {
             return Ok(());
