@@ -642,7 +642,7 @@ impl Sends {
 /// The send's statement as the service runs it (`db::messages::send`
 /// itself, with no idempotency key), its own transaction. With `notify`,
 /// each send is then announced by itself, with the service's own
-/// announcement statement (`db::messages::announce`), as if announcements
+/// announcement statement (`db::announcements::notify`), as if announcements
 /// were not batched: the cost the batching avoids.
 async fn send_transaction(
     db: &PgPool,
@@ -668,7 +668,7 @@ async fn send_transaction(
     .ok_or_else(|| format!("chat {chat_id} refused the sender"))?;
     if notify {
         let (Sent::Stored(message) | Sent::Earlier(message)) = sent;
-        chat::db::messages::announce(db, &[chat_id], &[message.id])
+        chat::db::announcements::notify(db, &[format!("message:{chat_id}:{}", message.id)])
             .await
             .map_err(|error| error.to_string())?;
     }

@@ -305,76 +305,19 @@ fn on_nats_event(event: async_nats::Event, ready: &Notify, connected: &IntGauge)
 }
 
 impl Announcer {
-    /// Tells every replica (this one included) of `announcements`, in one
-    /// transaction or one burst of publications.
+    /// Tells every replica (this one included) of `announcements`, in
+    /// order, in one statement or one burst of publications.
     pub(crate) async fn announce(&self, announcements: &[Announcement]) -> anyhow::Result<()> {
         match self {
             Announcer::Postgres(pool) => {
                 // Deletions are announced by the delete's own transaction.
-                // Removals go first: a stream on another replica ends
-                // before it hears of messages sent after the removal.
-                let (mut messages, mut removals) = (
-                    (Vec::new(), Vec::new()),
-                    (Vec::new(), Vec::new(), Vec::new()),
-                );
-                let mut markers = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                let mut typing = (Vec::new(), Vec::new(), Vec::new());
-                for announcement in announcements {
-                    match *announcement {
-                        Announcement::Message {
-                            chat_id,
-                            message_id,
-                        } => {
-                            messages.0.push(chat_id);
-                            messages.1.push(message_id);
-                        }
-                        Announcement::Removed {
-                            chat_id,
-                            user_id,
-                            version,
-                        } => {
-                            removals.0.push(chat_id);
-                            removals.1.push(user_id);
-                            removals.2.push(version);
-                        }
-                        Announcement::Read {
-                            chat_id,
-                            user_id,
-                            message_id,
-                            seq,
-                        } => {
-                            markers.0.push(chat_id);
-                            markers.1.push(user_id);
-                            markers.2.push(message_id);
-                            markers.3.push(seq);
-                        }
-                        Announcement::Typing {
-                            chat_id,
-                            user_id,
-                            for_ms,
-                        } => {
-                            typing.0.push(chat_id);
-                            typing.1.push(user_id);
-                            typing.2.push(i64::from(for_ms));
-                        }
-                        Announcement::Deleted { .. } => {}
-                    }
-                }
-                if !removals.0.is_empty() {
-                    db::members::announce_removals(pool, &removals.0, &removals.1, &removals.2)
-                        .await?;
-                }
-                if !messages.0.is_empty() {
-                    db::messages::announce(pool, &messages.0, &messages.1).await?;
-                }
-                if !markers.0.is_empty() {
-                    db::read_markers::announce(
-                        pool, &markers.0, &markers.1, &markers.2, &markers.3,
-                    )
-                    .await?;
-                }
-                if !typing.0.is_empty() {
-                    db::typing::announce_typing(pool, &typing.0, &typing.1, &typing.2).await?;
+                let payloads: Vec<String> = announcements
+                    .iter()
+                    .filter(|announcement| !matches!(announcement, Announcement::Deleted { .. }))
+                    .map(Announcement::payload)
+                    .collect();
+                if !payloads.is_empty() {
+                    db::announcements::notify(pool, &payloads).await?;
                 }
                 Ok(())
             }

@@ -1,7 +1,9 @@
-//! `chat_members`: who is in a chat, and changes to it. Every change takes
-//! the chat's row lock first, so changes to one chat (and its sends) are
-//! ordered, and a member count read under the lock stays true until the
-//! commit.
+//! `chat_members`: who is in a chat, and changes to it. Every change of
+//! who is a member takes the chat's row lock first, so changes to one
+//! chat (and its sends) are ordered, and a member count read under the
+//! lock stays true until the commit. Moving a read marker
+//! ([`super::read_markers`]) changes one member's own row only, and takes
+//! no chat lock.
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -159,27 +161,6 @@ pub async fn membership(
     )
     .fetch_optional(db)
     .await?)
-}
-
-/// Tells every replica that listens on `chat_events` that each
-/// `user_ids[i]` left `chat_ids[i]` as of its members version
-/// `versions[i]`, in one transaction of its own.
-pub async fn announce_removals(
-    db: impl sqlx::PgExecutor<'_>,
-    chat_ids: &[i64],
-    user_ids: &[i64],
-    versions: &[i64],
-) -> Result<()> {
-    sqlx::query!(
-        r#"select count(pg_notify('chat_events', 'removed:' || c || ':' || u || ':' || v)) as "announced!"
-           from unnest($1::bigint[], $2::bigint[], $3::bigint[]) as t(c, u, v)"#,
-        chat_ids,
-        user_ids,
-        versions
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(())
 }
 
 /// The chats the user is a member of.

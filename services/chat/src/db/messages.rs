@@ -210,23 +210,3 @@ pub async fn seq_at(db: impl PgExecutor<'_>, chat_id: i64, message_id: i64) -> R
     .fetch_one(db)
     .await?)
 }
-
-/// Tells every replica that listens on `chat_events` of each chat's newest
-/// message (`chat_ids[i]`, `message_ids[i]`), all in one transaction of its
-/// own: never the sending one, so that no send waits for the database-wide
-/// lock a transaction with notifications takes at commit.
-pub async fn announce(
-    db: impl PgExecutor<'_>,
-    chat_ids: &[i64],
-    message_ids: &[i64],
-) -> Result<()> {
-    sqlx::query!(
-        r#"select count(pg_notify('chat_events', 'message:' || c || ':' || m)) as "announced!"
-           from unnest($1::bigint[], $2::bigint[]) as t(c, m)"#,
-        chat_ids,
-        message_ids
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(())
-}

@@ -1,11 +1,11 @@
 //! The only place SQL lives. Every query is checked at compile time against
 //! the chat schema (`migrations/chat`) alone, from the metadata in `.sqlx/`.
 
+pub mod announcements;
 pub mod chats;
 pub mod members;
 pub mod messages;
 pub mod read_markers;
-pub mod typing;
 
 use secrecy::ExposeSecret as _;
 use sqlx::PgPool;

@@ -2,8 +2,6 @@
 //! how far each has read, by sequence number, so that what is unread is a
 //! subtraction from the chat's own `last_seq`, never a count of messages.
 
-use sqlx::PgExecutor;
-
 use crate::error::Result;
 
 /// What moving a marker came to.
@@ -99,27 +97,4 @@ pub async fn mark(
         },
         None => Marking::NotAMember,
     })
-}
-
-/// Tells every replica that listens on `chat_events` of each marker that
-/// moved: `read:<chat_id>:<user_id>:<message_id>:<seq>`, in one transaction
-/// of its own.
-pub async fn announce(
-    db: impl PgExecutor<'_>,
-    chat_ids: &[i64],
-    user_ids: &[i64],
-    message_ids: &[i64],
-    seqs: &[i64],
-) -> Result<()> {
-    sqlx::query!(
-        r#"select count(pg_notify('chat_events', 'read:' || c || ':' || u || ':' || m || ':' || s)) as "announced!"
-           from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) as t(c, u, m, s)"#,
-        chat_ids,
-        user_ids,
-        message_ids,
-        seqs
-    )
-    .fetch_one(db)
-    .await?;
-    Ok(())
 }
