@@ -140,6 +140,31 @@ async fn a_member_added_later_starts_with_the_history_read() {
 }
 
 #[tokio::test]
+async fn a_member_added_by_a_replica_without_markers_starts_with_the_history_read() {
+    let TwoMembers {
+        auth,
+        chat,
+        ada,
+        grace: _,
+        chat_id,
+    } = two_members().await;
+    chat.send(&ada, chat_id, "before hopper").await;
+    let last = chat.send(&ada, chat_id, "still before").await;
+    let hopper = auth.register("hopper").await;
+    // What a replica from before read markers inserts, during a rolling
+    // deploy: no marker named.
+    sqlx::query("insert into chat_members (chat_id, user_id) values ($1, $2)")
+        .bind(chat_id)
+        .bind(hopper.id)
+        .execute(&chat.db)
+        .await
+        .expect("adding hopper as an old replica does");
+
+    let listed = listed(&chat, &hopper, chat_id).await;
+    assert_eq!((listed.unread_count, listed.read_message_id), (0, last.id));
+}
+
+#[tokio::test]
 async fn only_members_mark_and_only_messages_of_the_chat() {
     let TwoMembers {
         auth,
