@@ -17,6 +17,8 @@ const MAX_BACKOFF_MS = 8_000;
 const SEND_ATTEMPTS = 6;
 /** The read marker moves this long after the last message showed. */
 const MARK_AFTER_MS = 300;
+/** The marker moves at most this often while messages keep coming. */
+const MARK_EVERY_MS = 1000;
 /** Typing is said at most this often while the person types; the server
  * shows it for 6 s. */
 const TYPING_EVERY_MS = 3_000;
@@ -73,6 +75,10 @@ export class Conversation {
   private newest = 0n;
   /** The newest message the read marker was moved to from here. */
   private marked = 0n;
+  /** The furthest marker a MarkRead answered with: an older answer that
+   * arrives late changes nothing. */
+  private readAnswered = 0n;
+  private markedAt = 0;
   private markTimer: ReturnType<typeof setTimeout> | undefined;
   private lastTyping = 0;
   private readonly abort = new AbortController();
@@ -176,9 +182,18 @@ export class Conversation {
 
   /** Moves the read marker to the newest message shown, soon, while the
    * page is in sight. */
+  /** Marks read what is shown, shortly: a mark already due takes the
+   * newest message with it, so a busy chat is marked once a second, not
+   * never. */
   private markSoon() {
-    clearTimeout(this.markTimer);
-    this.markTimer = setTimeout(() => void this.markRead(), MARK_AFTER_MS);
+    if (this.markTimer !== undefined) {
+      return;
+    }
+    const wait = Math.max(MARK_AFTER_MS, this.markedAt + MARK_EVERY_MS - Date.now());
+    this.markTimer = setTimeout(() => {
+      this.markTimer = undefined;
+      void this.markRead();
+    }, wait);
   }
 
   private async markRead() {
@@ -187,12 +202,16 @@ export class Conversation {
       return;
     }
     this.marked = newest;
+    this.markedAt = Date.now();
     try {
       const read = await this.chats.markRead(
         { chatId: this.chatId, messageId: newest },
         { signal: this.abort.signal },
       );
-      this.onRead(read.unreadCount);
+      if (read.readMessageId >= this.readAnswered) {
+        this.readAnswered = read.readMessageId;
+        this.onRead(read.unreadCount);
+      }
     } catch {
       // Tried again with the next message shown.
       this.marked = 0n;
@@ -288,7 +307,7 @@ export class Conversation {
     const atBottom = this.list.scrollTop + this.list.clientHeight >= this.list.scrollHeight - 4;
     this.list.insertBefore(this.render(message), later ?? null);
     this.separateDays();
-    this.presence.message(message.fromUserId, message.id);
+    this.presence.message(message.fromUserId, message.id, message.createdAt);
     if (message.id > this.newest) {
       this.newest = message.id;
       this.onNewest(message);

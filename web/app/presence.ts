@@ -2,6 +2,7 @@
 // ("Seen by" under one's own last message) and who is typing. Both come
 // from the chat's stream; the markers start from the chat's members as
 // GetChat gives them.
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { type Member } from "../../gen/ts/chat/v1/chat_pb";
 
 /** Typing shows at most this long past what the server said, as a margin
@@ -15,8 +16,13 @@ export class Presence {
   /** Who is typing, until when (ms since the epoch). */
   private readonly typing = new Map<bigint, number>();
   private typingTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The newest message the caller sent, as far as this chat shows. */
+  /** When each member joined (ms since the epoch): one who joined after a
+   * message starts with it read, without having seen it. */
+  private readonly joined = new Map<bigint, number>();
+  /** The newest message the caller sent, as far as this chat shows, and
+   * when it was sent. */
   private ownNewest = 0n;
+  private ownNewestAt = 0;
 
   constructor(
     private readonly me: bigint,
@@ -28,15 +34,17 @@ export class Presence {
   members(members: Member[]) {
     for (const member of members) {
       this.names.set(member.userId, member.username || `user ${member.userId}`);
+      this.joined.set(member.userId, member.joinedAt ? timestampMs(member.joinedAt) : 0);
       this.marker(member.userId, member.readMessageId);
     }
     this.render();
   }
 
   /** A message shown: it moves its sender's marker and ends their typing. */
-  message(fromUserId: bigint, id: bigint) {
+  message(fromUserId: bigint, id: bigint, createdAt: Timestamp | undefined) {
     if (fromUserId === this.me && id > this.ownNewest) {
       this.ownNewest = id;
+      this.ownNewestAt = createdAt ? timestampMs(createdAt) : Date.now();
     }
     this.marker(fromUserId, id);
     this.typing.delete(fromUserId);
@@ -70,7 +78,13 @@ export class Presence {
 
   private render() {
     const seen = [...this.markers]
-      .filter(([userId, read]) => userId !== this.me && this.ownNewest > 0n && read >= this.ownNewest)
+      .filter(
+        ([userId, read]) =>
+          userId !== this.me &&
+          this.ownNewest > 0n &&
+          read >= this.ownNewest &&
+          (this.joined.get(userId) ?? 0) <= this.ownNewestAt,
+      )
       .map(([userId]) => this.names.get(userId) ?? `user ${userId}`);
     this.seenLine.textContent = seen.length > 0 ? `Seen by ${seen.join(", ")}` : "";
 
