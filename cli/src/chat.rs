@@ -399,6 +399,8 @@ async fn member_name(
         for member in shown.chat.iter().flat_map(|chat| &chat.members) {
             names.insert(member.user_id, display::safe(&member.username));
         }
+        // Not a member (any more): asked once, not with every event of theirs.
+        names.entry(user_id).or_default();
     }
     names
         .get(&user_id)
