@@ -110,11 +110,13 @@ impl Unannounced {
                 user_id: user_id.get(),
                 for_ms,
             });
-        // Removals go first: a stream on another replica ends before it
-        // hears of messages sent after the removal.
-        removed
+        // Messages go ahead of removals: a stream on another replica
+        // delivers what was sent while its user was a member, and a message
+        // sent after a removal carries the newer members version, which a
+        // stream checks before passing it on.
+        messages
+            .chain(removed)
             .chain(deleted)
-            .chain(messages)
             .chain(markers)
             .chain(typing)
             .collect()
