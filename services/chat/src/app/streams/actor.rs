@@ -48,6 +48,9 @@ pub(super) struct ChatStream {
     /// The furthest read marker passed on, per member: a marker heard late,
     /// or twice, is not passed on again.
     pub(super) markers: HashMap<UserId, i64>,
+    /// Markers naming messages this stream has yet to pass on, per
+    /// member: they follow their messages.
+    pub(super) ahead: HashMap<UserId, (MessageId, i64)>,
     /// The version of the chat's markers and typing passed on.
     pub(super) presence_seen: u64,
     /// When markers and typing may next be passed on.
@@ -90,6 +93,9 @@ impl ChatStream {
                 let presence_due = self.presence_due;
                 let (events, presence) = subscription.parts();
                 let event = tokio::select! {
+                    // Messages ahead of markers and typing: a marker never
+                    // names a message its stream has yet to pass on.
+                    biased;
                     () = self.queue.closed() => return Err(End::ClientGone),
                     () = self.app.shutdown.cancelled() => return Err(shutting_down()),
                     Some(status) = self.access.ended.recv() => return Err(End::Access(status)),
@@ -231,6 +237,26 @@ impl ChatStream {
         self.note_marker(UserId::new(message.from_user_id), seq);
         self.push(StreamItem::Message(message)).await?;
         self.last_seq = seq;
+        self.pass_markers_due().await
+    }
+
+    /// Passes on the markers held back for messages this stream had yet
+    /// to pass on, now that it has.
+    async fn pass_markers_due(&mut self) -> Result<(), End> {
+        if self.ahead.is_empty() {
+            return Ok(());
+        }
+        let last_seq = self.last_seq;
+        let due: Vec<(UserId, (MessageId, i64))> = self
+            .ahead
+            .iter()
+            .filter(|(_, (_, seq))| *seq <= last_seq)
+            .map(|(&user_id, &marker)| (user_id, marker))
+            .collect();
+        for (user_id, (message_id, seq)) in due {
+            self.ahead.remove(&user_id);
+            self.marker(user_id, message_id, seq).await?;
+        }
         Ok(())
     }
 
@@ -283,6 +309,19 @@ impl ChatStream {
         message_id: MessageId,
         seq: i64,
     ) -> Result<(), End> {
+        if seq > self.last_seq {
+            // Its message is still on its way to this stream (or a catch-up
+            // brings it): the marker follows it. The furthest is kept.
+            if self
+                .ahead
+                .get(&user_id)
+                .is_none_or(|&(_, ahead)| ahead < seq)
+                && (self.ahead.len() < MARKERS_KNOWN || self.ahead.contains_key(&user_id))
+            {
+                self.ahead.insert(user_id, (message_id, seq));
+            }
+            return Ok(());
+        }
         if self.note_marker(user_id, seq) {
             self.push(StreamItem::Read {
                 user_id,

@@ -104,6 +104,7 @@ impl App {
             app: self.clone(),
             queue,
             markers: std::collections::HashMap::new(),
+            ahead: std::collections::HashMap::new(),
             presence_seen: subscription.presence_from,
             presence_due: tokio::time::Instant::now(),
             access,
