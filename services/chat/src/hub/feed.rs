@@ -71,6 +71,7 @@ impl Feed {
     pub(super) fn broadcast(&mut self, message: Arc<MessageRow>) {
         self.last = Some((message.seq, message.id));
         self.presence.caught_up(message.seq);
+        self.presence.sent(UserId::new(message.from_user_id));
         // No receiver: the last stream is just leaving.
         let _ = self.sender.send(Event::Message(message));
     }

@@ -146,8 +146,10 @@ impl Hub {
             Feed::new(self.buffer)
         });
         let (events, presence) = (feed.sender.subscribe(), feed.presence.watch());
-        drop(chats);
+        // Read under the lock: a change made after it is news to the
+        // stream, and one made before is not.
         let presence_from = *presence.borrow();
+        drop(chats);
         Subscription {
             events: Some(events),
             presence_from,
@@ -163,7 +165,11 @@ impl Hub {
     pub(crate) fn note_last_seq(&self, chat_id: ChatId, seq: i64) {
         if let Some(feed) = self.chats().get_mut(&chat_id) {
             match feed.last {
-                None => feed.last = Some((seq, 0)),
+                None => {
+                    feed.last = Some((seq, 0));
+                    // Markers heard before the chat's place was known.
+                    feed.presence.caught_up(seq);
+                }
                 Some((noted, 0)) if seq < noted => feed.last = Some((seq, 0)),
                 Some(_) => {}
             }

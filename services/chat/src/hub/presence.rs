@@ -90,12 +90,18 @@ impl Presence {
         broadcast: i64,
     ) {
         if seq > broadcast {
-            if self.early.len() < EARLY_PER_CHAT || self.early.contains_key(&user_id) {
-                self.early.insert(user_id, (message_id, seq));
-            }
+            self.wait(user_id, message_id, seq);
             return;
         }
-        self.early.remove(&user_id);
+        // One heard earlier may be further (markers from two replicas
+        // arrive in either order): it keeps waiting.
+        if self
+            .early
+            .get(&user_id)
+            .is_some_and(|&(_, ahead)| ahead <= seq)
+        {
+            self.early.remove(&user_id);
+        }
         let key = Key::Read(user_id);
         if let Some((Change::Read { seq: known, .. }, _)) = self.entries.get(&key)
             && *known >= seq
@@ -110,6 +116,44 @@ impl Presence {
                 seq,
             },
         );
+    }
+
+    /// Keeps a marker heard ahead of the broadcast, each member's furthest.
+    /// When full, the furthest ahead of all gives way to a nearer one: a
+    /// flood of forged markers far ahead cannot crowd out real ones.
+    fn wait(&mut self, user_id: UserId, message_id: MessageId, seq: i64) {
+        if let Some(&(_, known)) = self.early.get(&user_id) {
+            if seq > known {
+                self.early.insert(user_id, (message_id, seq));
+            }
+            return;
+        }
+        if self.early.len() >= EARLY_PER_CHAT {
+            let furthest = self
+                .early
+                .iter()
+                .max_by_key(|(_, (_, ahead))| *ahead)
+                .map(|(&user_id, &(_, ahead))| (user_id, ahead));
+            match furthest {
+                Some((furthest, ahead)) if ahead > seq => {
+                    self.early.remove(&furthest);
+                }
+                _ => return,
+            }
+        }
+        self.early.insert(user_id, (message_id, seq));
+    }
+
+    /// A member's typing ended with a message from them: streams that
+    /// showed it stop showing it, after the message.
+    pub(super) fn sent(&mut self, user_id: UserId) {
+        if let Some((Change::Typing { for_ms, at, .. }, _)) =
+            self.entries.get(&Key::Typing(user_id))
+            && *for_ms > 0
+            && at.elapsed().as_millis() < u128::from(*for_ms)
+        {
+            self.typing(user_id, 0);
+        }
     }
 
     /// Messages are broadcast here up to sequence number `broadcast`:
@@ -244,5 +288,51 @@ mod tests {
             presence.read(user(id), MessageId::new(1), 99, 0);
         }
         assert_eq!(presence.early.len(), EARLY_PER_CHAT);
+    }
+
+    #[test]
+    fn markers_heard_out_of_order_end_at_the_furthest() {
+        let mut presence = Presence::new();
+        // Both ahead of the broadcast, the further one heard first.
+        presence.read(user(1), MessageId::new(15), 15, 10);
+        presence.read(user(1), MessageId::new(14), 14, 10);
+        presence.caught_up(15);
+        assert_eq!(reads(&presence.since(0).0), vec![(1, 15)]);
+
+        // The further one waiting, the nearer one already broadcast.
+        presence.read(user(2), MessageId::new(20), 20, 15);
+        presence.read(user(2), MessageId::new(14), 14, 15);
+        presence.caught_up(20);
+        let (changes, _) = presence.since(0);
+        assert_eq!(reads(&changes), vec![(1, 15), (2, 20)]);
+    }
+
+    #[test]
+    fn forged_markers_far_ahead_give_way_to_real_ones() {
+        let mut presence = Presence::new();
+        for id in 0..EARLY_PER_CHAT as i64 {
+            presence.read(user(1_000 + id), MessageId::new(1), i64::MAX - id, 10);
+        }
+        presence.read(user(1), MessageId::new(11), 11, 10);
+        assert_eq!(presence.early.len(), EARLY_PER_CHAT);
+        presence.caught_up(11);
+        assert_eq!(reads(&presence.since(0).0), vec![(1, 11)]);
+    }
+
+    #[test]
+    fn a_message_ends_its_senders_typing_once() {
+        let mut presence = Presence::new();
+        presence.typing(user(1), 5_000);
+        let (_, version) = presence.since(0);
+        presence.sent(user(1));
+        let (changes, version) = presence.since(version);
+        assert!(
+            matches!(changes[..], [Change::Typing { for_ms: 0, .. }]),
+            "{changes:?}"
+        );
+        // Not typing (any more): nothing to end.
+        presence.sent(user(1));
+        presence.sent(user(2));
+        assert!(presence.since(version).0.is_empty());
     }
 }

@@ -179,9 +179,10 @@ impl Hub {
                     message_id,
                     seq,
                 }) => {
-                    if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id))
-                        && let Some((broadcast, _)) = feed.last
-                    {
+                    // Before the chat's place is known here, every
+                    // marker waits for it.
+                    if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id)) {
+                        let broadcast = feed.last.map_or(0, |(seq, _)| seq);
                         feed.presence.read(
                             UserId::new(user_id),
                             MessageId::new(message_id),
