@@ -1,7 +1,7 @@
 //! The benchmark: each hot path of the system beside a limit measured in
 //! the same run, on the same machine, as a ratio:
 //!
-//!     cargo run --release -p tests --example bench [check] [chat] [reads] [logins] [nats]
+//!     cargo run --release -p tests --example bench [check] [chat] [reads] [logins] [traces] [nats]
 //!
 //! (naming groups runs only those, after the idle figures; none, all).
 //!
@@ -94,7 +94,7 @@ fn channel(addr: std::net::SocketAddr) -> Channel {
 }
 
 /// Whether the command line asks for the scenarios of `group` (`check`,
-/// `chat`, `logins`, `traces`, `nats`): all of them when it names none.
+/// `chat`, `reads`, `logins`, `traces`, `nats`): all of them when it names none.
 fn wanted(group: &str) -> bool {
     let named: Vec<String> = std::env::args().skip(1).collect();
     named.is_empty() || named.iter().any(|name| name == group)
