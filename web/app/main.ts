@@ -137,7 +137,15 @@ async function openChat(chatId: bigint) {
   byId("chat-view").hidden = false;
   byId("chat-status").className = "";
   if (!session) return;
-  const presence = new Presence(session.userId, byId("seen-by"), byId("typing"));
+  const presence = new Presence(session.userId, byId("seen-by"), byId("typing"), () => {
+    // A member added since the chat was opened: their name, and when they
+    // joined, for "seen by" and typing.
+    void showChat(chatId)
+      .then((members) => {
+        if (open?.chatId === chatId) presence.members(members);
+      })
+      .catch(() => {});
+  });
   const conversation = new Conversation(
     chats,
     chatId,

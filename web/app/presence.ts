@@ -24,14 +24,23 @@ export class Presence {
   private ownNewest = 0n;
   private ownNewestAt = 0;
 
+  /** Whether the members were given yet, and who was heard of without
+   * being among them (asked about once each). */
+  private known = false;
+  private readonly strangers = new Set<bigint>();
+
   constructor(
     private readonly me: bigint,
     private readonly seenLine: HTMLElement,
     private readonly typingLine: HTMLElement,
+    /** Someone not among the members as last given marked or typed: they
+     * joined since, and the members should be read again. */
+    private readonly joinedSince: () => void,
   ) {}
 
   /** The chat's members, with their markers as GetChat reads them. */
   members(members: Member[]) {
+    this.known = true;
     for (const member of members) {
       this.names.set(member.userId, member.username || `user ${member.userId}`);
       this.joined.set(member.userId, member.joinedAt ? timestampMs(member.joinedAt) : 0);
@@ -53,6 +62,7 @@ export class Presence {
 
   /** A member's marker moved; it never moves back. */
   marker(userId: bigint, messageId: bigint) {
+    this.heardOf(userId);
     if (messageId > (this.markers.get(userId) ?? 0n)) {
       this.markers.set(userId, messageId);
     }
@@ -64,12 +74,20 @@ export class Presence {
     if (userId === this.me) {
       return;
     }
+    this.heardOf(userId);
     if (forMs === 0) {
       this.typing.delete(userId);
     } else {
       this.typing.set(userId, Date.now() + forMs + TYPING_GRACE_MS);
     }
     this.render();
+  }
+
+  private heardOf(userId: bigint) {
+    if (this.known && !this.names.has(userId) && !this.strangers.has(userId)) {
+      this.strangers.add(userId);
+      this.joinedSince();
+    }
   }
 
   close() {

@@ -443,6 +443,48 @@ async fn two_people_chat_live_in_two_browsers() {
         |typing| typing == "",
     )
     .await;
+    // Ada adds hopper with the chat open. Hopper's typing shows under
+    // hopper's name, and although joining starts hopper with the history
+    // read, ada's last message, sent before, does not count as seen by
+    // hopper.
+    let hopper = driver.browser(&chromium, &trusted).await;
+    register(&hopper, &origin, "hopper").await;
+    fill(&ada, "add-users", "hopper").await;
+    click(&ada, "#add-button").await;
+    eventually(
+        &hopper,
+        &format!(
+            "{}; if (b) {{ b.click(); return true }} \
+             document.getElementById('refresh-chats').click(); return false",
+            find_chat("Side")
+        ),
+        |opened| opened == true,
+    )
+    .await;
+    eventually(
+        &hopper,
+        "return document.getElementById('chat-status').textContent",
+        |status| status == "live",
+    )
+    .await;
+    fill(&hopper, "message-text", "hi all").await;
+    eventually(
+        &ada,
+        "return document.getElementById('typing').textContent",
+        |typing| typing == "hopper is typing…",
+    )
+    .await;
+    let seen = ada
+        .execute(
+            "return document.getElementById('seen-by').textContent",
+            vec![],
+        )
+        .await
+        .expect("reading seen-by");
+    assert_eq!(seen, "Seen by grace");
+    steps.shoot(&ada, "ada-sees-hopper-typing").await;
+    hopper.close().await.expect("closing hopper's window");
+
     // At a phone's width the list and the chat stack.
     grace
         .set_window_size(390, 844)
