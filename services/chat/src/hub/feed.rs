@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::Hub;
 use super::members::MemberCache;
-use super::presence::Presence;
+use super::presence::{self, Change, Presence};
 use crate::db::messages::MessageRow;
 use crate::domain::{ChatId, UserId};
 
@@ -53,7 +53,7 @@ pub(super) struct Feed {
     /// The members as last read for a stream.
     pub(super) members: MemberCache,
     /// The members' read markers and typing, apart from the broadcast.
-    pub(super) presence: Presence,
+    pub(super) presence: presence::Shared,
 }
 
 impl Feed {
@@ -64,14 +64,21 @@ impl Feed {
             held: BTreeMap::new(),
             members_version: None,
             members: MemberCache::default(),
-            presence: Presence::new(),
+            presence: Presence::shared(),
         }
+    }
+
+    pub(super) fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
+        presence::lock(&self.presence)
     }
 
     pub(super) fn broadcast(&mut self, message: Arc<MessageRow>) {
         self.last = Some((message.seq, message.id));
-        self.presence.caught_up(message.seq);
-        self.presence.sent(UserId::new(message.from_user_id));
+        {
+            let mut presence = self.presence();
+            presence.caught_up(message.seq);
+            presence.sent(UserId::new(message.from_user_id));
+        }
         // No receiver: the last stream is just leaving.
         let _ = self.sender.send(Event::Message(message));
     }
@@ -98,6 +105,8 @@ pub(crate) struct Subscription {
     pub(super) events: Option<broadcast::Receiver<Event>>,
     /// Raised whenever the chat's markers or typing change.
     pub(super) presence: watch::Receiver<u64>,
+    /// The chat's markers and typing, read without the hub's lock.
+    pub(super) shared: presence::Shared,
     /// Its version when the subscription began: what changed after it is
     /// news to the stream.
     pub(crate) presence_from: u64,
@@ -114,6 +123,12 @@ impl Subscription {
             .as_mut()
             .unwrap_or_else(|| unreachable!("a live subscription has its receiver"));
         (events, &mut self.presence)
+    }
+
+    /// The chat's markers and typing that changed after version `seen`,
+    /// and the version they are as of.
+    pub(crate) fn presence_since(&self, seen: u64) -> (Vec<Change>, u64) {
+        presence::lock(&self.shared).since(seen)
     }
 }
 

@@ -145,7 +145,11 @@ impl Hub {
             self.feeds.inc();
             Feed::new(self.buffer)
         });
-        let (events, presence) = (feed.sender.subscribe(), feed.presence.watch());
+        let (events, presence, shared) = (
+            feed.sender.subscribe(),
+            feed.presence().watch(),
+            feed.presence.clone(),
+        );
         // Read under the lock: a change made after it is news to the
         // stream, and one made before is not.
         let presence_from = *presence.borrow();
@@ -154,6 +158,7 @@ impl Hub {
             events: Some(events),
             presence_from,
             presence,
+            shared,
             chat_id,
             hub: self.clone(),
         }
@@ -168,7 +173,7 @@ impl Hub {
                 None => {
                     feed.last = Some((seq, 0));
                     // Markers heard before the chat's place was known.
-                    feed.presence.caught_up(seq);
+                    feed.presence().caught_up(seq);
                 }
                 Some((noted, 0)) if seq < noted => feed.last = Some((seq, 0)),
                 Some(_) => {}
@@ -224,14 +229,6 @@ impl Hub {
     /// chat's streams on every replica hear of it from the bus.
     pub(crate) fn typing(&self, chat_id: ChatId, user_id: UserId, for_ms: u32) {
         self.outbox.typing(chat_id, user_id, for_ms);
-    }
-
-    /// The chat's markers and typing that changed after version `seen`,
-    /// and the version they are as of.
-    pub(crate) fn presence_since(&self, chat_id: ChatId, seen: u64) -> (Vec<Change>, u64) {
-        self.chats()
-            .get(&chat_id)
-            .map_or((Vec::new(), seen), |feed| feed.presence.since(seen))
     }
 
     /// At shutdown, once no send is in flight: announces what is left, so

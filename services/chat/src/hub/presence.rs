@@ -17,6 +17,7 @@
 //! cannot hold a member's marker there.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -52,6 +53,15 @@ enum Key {
     Typing(UserId),
 }
 
+/// A chat's markers and typing, shared by its feed, which writes them, and
+/// its streams, which read them: under a lock of their own, so that
+/// streams reading them never wait on, nor hold up, the other chats.
+pub(super) type Shared = Arc<Mutex<Presence>>;
+
+pub(super) fn lock(presence: &Shared) -> MutexGuard<'_, Presence> {
+    presence.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A chat's markers and typing on this replica.
 pub(super) struct Presence {
     /// Raised by every change; streams watch it.
@@ -73,6 +83,10 @@ impl Presence {
             changed: BTreeMap::new(),
             early: HashMap::new(),
         }
+    }
+
+    pub(super) fn shared() -> Shared {
+        Arc::new(Mutex::new(Presence::new()))
     }
 
     /// Wakes whenever something changes.

@@ -183,7 +183,7 @@ impl Hub {
                     // marker waits for it.
                     if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id)) {
                         let broadcast = feed.last.map_or(0, |(seq, _)| seq);
-                        feed.presence.read(
+                        feed.presence().read(
                             UserId::new(user_id),
                             MessageId::new(message_id),
                             seq,
@@ -197,7 +197,7 @@ impl Hub {
                     for_ms,
                 }) => {
                     if let Some(feed) = self.chats().get_mut(&ChatId::new(chat_id)) {
-                        feed.presence.typing(UserId::new(user_id), for_ms);
+                        feed.presence().typing(UserId::new(user_id), for_ms);
                     }
                 }
             }

@@ -115,7 +115,8 @@ impl ChatStream {
                     } => {
                         // The feed outlives its subscriptions.
                         changed.map_err(|_| shutting_down())?;
-                        self.pass_presence().await?;
+                        let (changes, version) = subscription.presence_since(self.presence_seen);
+                        self.pass_presence(changes, version).await?;
                         continue;
                     }
                 };
@@ -261,12 +262,8 @@ impl ChatStream {
     }
 
     /// Passes on the markers and typing that changed since the last pass.
-    async fn pass_presence(&mut self) -> Result<(), End> {
+    async fn pass_presence(&mut self, changes: Vec<Change>, version: u64) -> Result<(), End> {
         self.presence_due = tokio::time::Instant::now() + PRESENCE_EVERY;
-        let (changes, version) = self
-            .app
-            .hub
-            .presence_since(self.chat_id, self.presence_seen);
         self.presence_seen = version;
         for change in changes {
             match change {
