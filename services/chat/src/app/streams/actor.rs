@@ -93,9 +93,6 @@ impl ChatStream {
                 let presence_due = self.presence_due;
                 let (events, presence) = subscription.parts();
                 let event = tokio::select! {
-                    // Messages ahead of markers and typing: a marker never
-                    // names a message its stream has yet to pass on.
-                    biased;
                     () = self.queue.closed() => return Err(End::ClientGone),
                     () = self.app.shutdown.cancelled() => return Err(shutting_down()),
                     Some(status) = self.access.ended.recv() => return Err(End::Access(status)),
