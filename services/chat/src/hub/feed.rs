@@ -74,13 +74,14 @@ impl Feed {
 
     pub(super) fn broadcast(&mut self, message: Arc<MessageRow>) {
         self.last = Some((message.seq, message.id));
-        {
-            let mut presence = self.presence();
-            presence.caught_up(message.seq);
-            presence.sent(UserId::new(message.from_user_id));
-        }
+        let (seq, from) = (message.seq, UserId::new(message.from_user_id));
         // No receiver: the last stream is just leaving.
         let _ = self.sender.send(Event::Message(message));
+        // After the message: a stream woken by these finds it already
+        // in its receiver.
+        let mut presence = self.presence();
+        presence.caught_up(seq);
+        presence.sent(from);
     }
 
     /// Broadcasts the held messages that now continue the sequence, and

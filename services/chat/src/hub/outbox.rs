@@ -110,15 +110,17 @@ impl Unannounced {
                 user_id: user_id.get(),
                 for_ms,
             });
-        // Messages go ahead of removals: a stream on another replica
-        // delivers what was sent while its user was a member, and a message
-        // sent after a removal carries the newer members version, which a
+        // Typing ahead of messages: a message ends its sender's typing
+        // wherever it is heard, so typing heard after it would show again.
+        // Messages ahead of removals: a stream on another replica delivers
+        // what was sent while its user was a member, and a message sent
+        // after a removal carries the newer members version, which a
         // stream checks before passing it on.
-        messages
+        typing
+            .chain(messages)
             .chain(removed)
             .chain(deleted)
             .chain(markers)
-            .chain(typing)
             .collect()
     }
 

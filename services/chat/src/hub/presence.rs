@@ -27,9 +27,13 @@ use crate::domain::{MessageId, UserId};
 /// Entries kept per chat; past this, the one that changed longest ago is
 /// forgotten (its streams have long passed it on).
 const ENTRIES_PER_CHAT: usize = 10_000;
-/// Markers heard ahead of the messages broadcast here; past this, new
-/// ones are dropped (the member's next move, or GetChat, tells).
+/// Markers heard ahead of the messages broadcast here; past this, the
+/// furthest ahead gives way to a nearer one.
 const EARLY_PER_CHAT: usize = 256;
+/// How far ahead of the broadcast a real marker can be: its announcement
+/// overtook its message, a few messages at most. A waiting marker further
+/// ahead than this gives way to any nearer one of its member.
+const EARLY_SPAN: i64 = 1_000;
 
 /// One member's read marker or typing, as a stream passes it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +108,7 @@ impl Presence {
         broadcast: i64,
     ) {
         if seq > broadcast {
-            self.wait(user_id, message_id, seq);
+            self.wait(user_id, message_id, seq, broadcast);
             return;
         }
         // One heard earlier may be further (markers from two replicas
@@ -135,9 +139,9 @@ impl Presence {
     /// Keeps a marker heard ahead of the broadcast, each member's furthest.
     /// When full, the furthest ahead of all gives way to a nearer one: a
     /// flood of forged markers far ahead cannot crowd out real ones.
-    fn wait(&mut self, user_id: UserId, message_id: MessageId, seq: i64) {
+    fn wait(&mut self, user_id: UserId, message_id: MessageId, seq: i64, broadcast: i64) {
         if let Some(&(_, known)) = self.early.get(&user_id) {
-            if seq > known {
+            if seq > known || known.saturating_sub(broadcast) > EARLY_SPAN {
                 self.early.insert(user_id, (message_id, seq));
             }
             return;
@@ -282,6 +286,12 @@ mod tests {
         assert_eq!(reads(&changes), vec![(1, 12), (2, 11)]);
         presence.caught_up(1_000);
         assert_eq!(reads(&presence.since(0).0), vec![(1, 12), (2, 11)]);
+
+        // Nor does it hold back the member's next marker that overtakes
+        // its message.
+        presence.read(user(2), MessageId::new(1_001), 1_001, 1_000);
+        presence.caught_up(1_001);
+        assert_eq!(reads(&presence.since(0).0), vec![(1, 12), (2, 1_001)]);
     }
 
     #[test]
