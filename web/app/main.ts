@@ -142,9 +142,9 @@ async function openChat(chatId: bigint) {
     // joined, for "seen by" and typing.
     void showChat(chatId)
       .then((members) => {
-        if (open?.chatId === chatId) presence.members(members);
+        if (open === conversation) presence.members(members);
       })
-      .catch(() => {});
+      .catch(() => presence.membersUnread());
   });
   const conversation = new Conversation(
     chats,
@@ -202,7 +202,9 @@ async function showChat(chatId: bigint): Promise<Member[]> {
   }
   const manages = role === ChatRole.CREATOR;
   byId("chat-title").textContent = chat.title;
-  byId<HTMLInputElement>("rename-title").value = chat.title;
+  // Not while the person is typing a new title.
+  const rename = byId<HTMLInputElement>("rename-title");
+  if (document.activeElement !== rename) rename.value = chat.title;
   byId<HTMLFormElement>("rename-form").hidden = !manages;
   byId<HTMLFormElement>("add-form").hidden = !manages;
   const me = session.userId;

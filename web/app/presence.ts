@@ -55,18 +55,31 @@ export class Presence {
       this.ownNewest = id;
       this.ownNewestAt = createdAt ? timestampMs(createdAt) : Date.now();
     }
-    this.marker(fromUserId, id);
+    // A message's sender may have left since: only the stream's markers
+    // and typing, which come from members, make the members read again.
+    this.moved(fromUserId, id);
     this.typing.delete(fromUserId);
     this.render();
   }
 
-  /** A member's marker moved; it never moves back. */
+  /** A member's marker moved, as the stream says. */
   marker(userId: bigint, messageId: bigint) {
     this.heardOf(userId);
+    this.moved(userId, messageId);
+    this.render();
+  }
+
+  /** Markers never move back. */
+  private moved(userId: bigint, messageId: bigint) {
     if (messageId > (this.markers.get(userId) ?? 0n)) {
       this.markers.set(userId, messageId);
     }
-    this.render();
+  }
+
+  /** The members could not be read again: whoever was asked about may be
+   * asked about again. */
+  membersUnread() {
+    this.strangers.clear();
   }
 
   /** A member typing for `forMs` (0: stopped). */
