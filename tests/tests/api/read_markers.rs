@@ -347,3 +347,32 @@ async fn a_marker_forged_on_the_bus_holds_no_stream_back() {
         vec![(grace.id, first.id)]
     );
 }
+
+#[tokio::test]
+async fn a_replica_that_stops_announces_the_markers_still_waiting_for_their_tick() {
+    let TwoMembers {
+        auth,
+        chat: first,
+        ada,
+        grace,
+        chat_id,
+    } = two_members().await;
+    let second = TestChat::spawn_on(first.database_url.clone(), &auth.url(), |_| {}).await;
+    let message = first.send(&ada, chat_id, "read me").await;
+    let mut on_second = connect(&second, &ada, chat_id, None).await;
+
+    // Marked, and the replica stopped before its next marker tick.
+    mark(&first, &grace, chat_id, message.id)
+        .await
+        .expect("marked");
+    first.stop().await;
+
+    let heard = markers_within(&mut on_second, Duration::from_secs(2)).await;
+    assert_eq!(
+        heard
+            .iter()
+            .map(|marker| (marker.user_id, marker.message_id))
+            .collect::<Vec<_>>(),
+        vec![(grace.id, message.id)]
+    );
+}
