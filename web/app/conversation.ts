@@ -180,8 +180,6 @@ export class Conversation {
     this.presence.close();
   }
 
-  /** Moves the read marker to the newest message shown, soon, while the
-   * page is in sight. */
   /** Marks read what is shown, shortly: a mark already due takes the
    * newest message with it, so a busy chat is marked once a second, not
    * never. */

@@ -44,7 +44,7 @@ export class Presence {
     for (const member of members) {
       this.names.set(member.userId, member.username || `user ${member.userId}`);
       this.joined.set(member.userId, member.joinedAt ? timestampMs(member.joinedAt) : 0);
-      this.marker(member.userId, member.readMessageId);
+      this.moved(member.userId, member.readMessageId);
     }
     this.render();
   }

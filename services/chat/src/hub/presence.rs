@@ -177,14 +177,9 @@ impl Presence {
     /// Messages are broadcast here up to sequence number `broadcast`:
     /// markers heard ahead of them are taken now.
     pub(super) fn caught_up(&mut self, broadcast: i64) {
-        if self.early.is_empty() {
-            return;
-        }
-        let due: Vec<(UserId, (MessageId, i64))> = self
+        let due: Vec<_> = self
             .early
-            .iter()
-            .filter(|(_, (_, seq))| *seq <= broadcast)
-            .map(|(&user_id, &marker)| (user_id, marker))
+            .extract_if(|_, &mut (_, seq)| seq <= broadcast)
             .collect();
         for (user_id, (message_id, seq)) in due {
             self.read(user_id, message_id, seq, broadcast);

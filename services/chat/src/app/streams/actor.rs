@@ -241,18 +241,12 @@ impl ChatStream {
     /// Passes on the markers held back for messages this stream had yet
     /// to pass on, now that it has.
     async fn pass_markers_due(&mut self) -> Result<(), End> {
-        if self.ahead.is_empty() {
-            return Ok(());
-        }
         let last_seq = self.last_seq;
-        let due: Vec<(UserId, (MessageId, i64))> = self
+        let due: Vec<_> = self
             .ahead
-            .iter()
-            .filter(|(_, (_, seq))| *seq <= last_seq)
-            .map(|(&user_id, &marker)| (user_id, marker))
+            .extract_if(|_, &mut (_, seq)| seq <= last_seq)
             .collect();
         for (user_id, (message_id, seq)) in due {
-            self.ahead.remove(&user_id);
             self.marker(user_id, message_id, seq).await?;
         }
         Ok(())
