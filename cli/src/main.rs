@@ -9,6 +9,7 @@
 mod chat;
 mod display;
 mod session;
+mod sessions;
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ enum Command {
     Logout,
     /// Who the session belongs to.
     Whoami,
+    /// Where you are logged in; end a session, or all the others.
+    Sessions {
+        #[command(subcommand)]
+        command: Option<sessions::SessionsCommand>,
+    },
     /// Accounts.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -147,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 role_name(me.role())
             );
         }
+        Command::Sessions { command } => sessions::sessions(&mut client, command).await?,
         Command::Users(command) => users(&mut client, command).await?,
         Command::Chat(command) => chat::chat(&mut client, command).await?,
     }

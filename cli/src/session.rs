@@ -49,7 +49,10 @@ impl Client {
         };
         let channel = |url: &str| -> anyhow::Result<Channel> {
             let mut endpoint = Channel::from_shared(url.to_owned())
-                .with_context(|| format!("{url} is not a server address"))?;
+                .with_context(|| format!("{url} is not a server address"))?
+                // What the user's session list shows this client as.
+                .user_agent(concat!("chatctl/", env!("CARGO_PKG_VERSION")))
+                .context("the client's name")?;
             if url.starts_with("https://") {
                 let tls = tonic::transport::ClientTlsConfig::new();
                 let tls = match &ca {
@@ -71,6 +74,10 @@ impl Client {
 
     pub fn users(&self) -> UserServiceClient<Channel> {
         UserServiceClient::new(self.auth.clone())
+    }
+
+    pub fn sessions(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.clone())
     }
 
     pub fn chats(&self) -> ChatServiceClient<Channel> {

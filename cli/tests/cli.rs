@@ -665,3 +665,59 @@ async fn unread_counts_fall_as_chats_are_read_and_connect_shows_markers_and_typi
     );
     following.kill().await.expect("stopping chatctl");
 }
+
+#[tokio::test]
+async fn sessions_are_listed_and_another_device_is_logged_out_from_this_one() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let (laptop_dir, phone_dir) = (temp_dir("laptop"), temp_dir("phone"));
+    let laptop = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &laptop_dir,
+    };
+    let phone = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &phone_dir,
+    };
+    laptop.ok(&["register", "ada", "ada@example.com"]).await;
+    laptop.ok(&["login", "ada"]).await;
+    phone.ok(&["login", "ada"]).await;
+
+    let listed = laptop.ok(&["sessions"]).await;
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines.iter().all(|line| line.contains("chatctl/")),
+        "{listed}"
+    );
+    assert!(
+        lines.iter().all(|line| line.contains("127.0.0.1")),
+        "{listed}"
+    );
+    let (this, other): (Vec<&str>, Vec<&str>) =
+        lines.iter().partition(|line| line.contains("(this one)"));
+    assert_eq!((this.len(), other.len()), (1, 1), "{listed}");
+    let other_id = other[0].split_whitespace().next().expect("an id");
+
+    let ended = laptop.ok(&["sessions", "revoke", other_id]).await;
+    assert!(ended.contains(other_id), "{ended}");
+    let (ok, _, stderr) = phone.run(&["chat", "list"]).await;
+    assert!(!ok, "the phone's session still works");
+    assert!(
+        stderr.contains("session has ended") || stderr.contains("revoked"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\n') || stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    laptop.ok(&["chat", "list"]).await;
+
+    // Ending the others with none left ends none.
+    let others = laptop.ok(&["sessions", "revoke-others"]).await;
+    assert!(others.contains("ended 0"), "{others}");
+    let (ok, _, stderr) = laptop.run(&["sessions", "revoke", "nonsense"]).await;
+    assert!(!ok && stderr.contains("session_id"), "{stderr}");
+}

@@ -2,9 +2,11 @@
 // live. Every request and response type comes from the code generated
 // from the protos (gen/ts); calls go over gRPC-Web.
 import { createClient, type Client } from "@connectrpc/connect";
+import { AuthService } from "../../gen/ts/auth/v1/auth_pb";
 import { ChatRole, ChatService, type ChatSummary, type Member } from "../../gen/ts/chat/v1/chat_pb";
 import { Conversation } from "./conversation";
 import { Presence } from "./presence";
+import { SessionsView } from "./sessions";
 import { byId, el, names, value } from "./dom";
 import { describe } from "./errors";
 import { Session, transport } from "./session";
@@ -21,6 +23,7 @@ const LIST_EVERY_MS = 5_000;
 let config: Config;
 let session: Session | undefined;
 let chats: Client<typeof ChatService>;
+let sessionsView: SessionsView | undefined;
 let open: Conversation | undefined;
 let listed: ChatSummary[] = [];
 let nextChatsPage = "";
@@ -46,8 +49,15 @@ async function loggedIn(started: Session) {
     showError(reason);
   };
   chats = createClient(ChatService, transport(config.chatUrl, [session.authorize]));
+  sessionsView = new SessionsView(
+    createClient(AuthService, transport(config.authUrl, [session.authorize])),
+    byId<HTMLUListElement>("session-list"),
+    byId("sessions-status"),
+    showError,
+  );
   byId("me").textContent = `${session.username} (id ${session.userId})`;
   byId("logout").hidden = false;
+  byId("sessions").hidden = false;
   byId("auth-view").hidden = true;
   byId("app-view").hidden = false;
   await refreshChats();
@@ -58,10 +68,14 @@ function loggedOut() {
   clearInterval(listTimer);
   closeChat();
   session = undefined;
+  sessionsView = undefined;
   listed = [];
   byId("chat-list").replaceChildren();
+  byId("session-list").replaceChildren();
   byId("me").textContent = "";
   byId("logout").hidden = true;
+  byId("sessions").hidden = true;
+  byId("sessions-view").hidden = true;
   byId("auth-view").hidden = false;
   byId("app-view").hidden = true;
 }
@@ -247,6 +261,19 @@ async function start() {
     const ending = session;
     loggedOut();
     await ending?.logout();
+  });
+  on("sessions", "click", async () => {
+    if (!sessionsView) return;
+    byId("app-view").hidden = true;
+    byId("sessions-view").hidden = false;
+    await sessionsView.show();
+  });
+  on("close-sessions", "click", async () => {
+    byId("sessions-view").hidden = true;
+    byId("app-view").hidden = session === undefined;
+  });
+  on("end-other-sessions", "click", async () => {
+    await sessionsView?.endOthers();
   });
   on("create-form", "submit", async () => {
     const created = await chats.create({

@@ -105,10 +105,20 @@ export class Session {
     return this.accessToken;
   }
 
-  /** Adds `authorization` to every call through a transport. */
+  /** Adds `authorization` to every call through a transport. A call
+   * refused as unauthenticated tries a refresh: if the session itself was
+   * ended (logged out, or ended from another device), that fails too, and
+   * the page is told the session is over. */
   readonly authorize: Interceptor = (next) => async (request) => {
     request.header.set("authorization", `Bearer ${await this.token()}`);
-    return next(request);
+    try {
+      return await next(request);
+    } catch (error) {
+      if (codeOf(error) === Code.Unauthenticated && !this.ended) {
+        await this.refresh().catch(() => {});
+      }
+      throw error;
+    }
   };
 
   /** Trades the refresh token for a new one, then for an access token.

@@ -2,7 +2,9 @@
 //! by the guard once, when it opens; after that, auth's
 //! `AccessService/WatchRevocations` tells which users' tokens were
 //! revoked (deleted, role or password changed), on every auth replica,
-//! and below which version. A held stream whose token is older ends with
+//! and below which version, and which sessions ended (a logout, a session
+//! revoked by its owner). A held stream whose token is older, or of an
+//! ended session, ends with
 //! `UNAUTHENTICATED` at once, decided here: asking `Check` again could
 //! reach an auth replica that has not heard of the revocation yet. On a
 //! resync (every reconnect) the feed repeats every revocation it holds,
@@ -57,6 +59,8 @@ pub(crate) struct AccessWatch {
     /// Revocations heard in the last [`REVOCATION_MEMORY`], by user: the
     /// lowest token version still valid, and when it was heard.
     revoked: Mutex<HashMap<i64, (i64, Instant)>>,
+    /// Sessions heard ended in the last [`REVOCATION_MEMORY`], and when.
+    ended_sessions: Mutex<HashMap<String, Instant>>,
     /// Told of every user the feed names, and of every resync: deleted
     /// accounts leave their chats.
     departures: Arc<Departures>,
@@ -72,6 +76,8 @@ struct Held {
     user_id: i64,
     /// The version of the token the stream was opened with.
     token_version: i64,
+    /// The session of that token, if it names one.
+    session: Option<String>,
     authorization: Option<HeaderValue>,
     end: mpsc::Sender<Status>,
 }
@@ -103,6 +109,7 @@ impl AccessWatch {
             fed_at: Mutex::new(Instant::now()),
             epoch: AtomicU64::new(0),
             revoked: Mutex::default(),
+            ended_sessions: Mutex::default(),
             departures,
         });
         let feeding = tokio::spawn(watch.clone().follow());
@@ -122,9 +129,19 @@ impl AccessWatch {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers `revocations` and ends every held stream whose token they
-    /// refuse.
-    fn apply(&self, revocations: &[api::auth::v1::Revocation]) {
+    fn ended_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.ended_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers `revocations` and `ended` sessions, and ends every held
+    /// stream whose token they refuse.
+    fn apply(
+        &self,
+        revocations: &[api::auth::v1::Revocation],
+        ended: &[api::auth::v1::EndedSession],
+    ) {
         let now = Instant::now();
         let mut revoked = self.revoked();
         revoked.retain(|_, (_, heard)| now.duration_since(*heard) < REVOCATION_MEMORY);
@@ -134,6 +151,11 @@ impl AccessWatch {
                 .or_insert((revocation.min_token_version, now));
             *entry = (entry.0.max(revocation.min_token_version), now);
         }
+        let mut sessions = self.ended_sessions();
+        sessions.retain(|_, heard| now.duration_since(*heard) < REVOCATION_MEMORY);
+        for session in ended {
+            sessions.insert(session.session_id.clone(), now);
+        }
         let ended: Vec<Held> = self
             .held()
             .values()
@@ -141,9 +163,14 @@ impl AccessWatch {
                 revoked
                     .get(&held.user_id)
                     .is_some_and(|(below, _)| held.token_version < *below)
+                    || held
+                        .session
+                        .as_ref()
+                        .is_some_and(|session| sessions.contains_key(session))
             })
             .cloned()
             .collect();
+        drop(sessions);
         drop(revoked);
         for held in ended {
             tracing::info!(user_id = held.user_id, "a held stream's token was revoked");
@@ -171,27 +198,32 @@ impl AccessWatch {
     }
 
     /// Holds a stream of `user_id`, opened with `authorization` (a token
-    /// of `token_version`), which was checked when the feed was at
-    /// `checked_at`: if revocations arrived since, the stream is checked
-    /// again at once.
+    /// of `token_version`, of `session`), which was checked when the feed
+    /// was at `checked_at`: if revocations arrived since, the stream is
+    /// checked again at once.
     pub(crate) fn hold(
         self: &Arc<Self>,
         user_id: i64,
         token_version: i64,
+        session: Option<String>,
         authorization: Option<HeaderValue>,
         checked_at: Epoch,
     ) -> Hold {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end, ended) = mpsc::channel(1);
+        let session_ended = session
+            .as_ref()
+            .is_some_and(|session| self.ended_sessions().contains_key(session));
         let held = Held {
             user_id,
             token_version,
+            session,
             authorization,
             end,
         };
         self.held().insert(id, held.clone());
         let revoked_below = self.revoked().get(&user_id).map(|(version, _)| *version);
-        if revoked_below.is_some_and(|below| token_version < below) {
+        if session_ended || revoked_below.is_some_and(|below| token_version < below) {
             let _ = held.end.try_send(revoked_status());
         } else if self.epoch() != checked_at {
             let watch = self.clone();
@@ -232,16 +264,28 @@ impl AccessWatch {
                     }
                 };
                 self.fed();
-                if message.resync || !message.user_ids.is_empty() || !message.revocations.is_empty()
+                if message.resync
+                    || !message.user_ids.is_empty()
+                    || !message.revocations.is_empty()
+                    || !message.ended_sessions.is_empty()
                 {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
-                self.apply(&message.revocations);
+                self.apply(&message.revocations, &message.ended_sessions);
+                // A user named only for a session that ended is still
+                // there: no departure to look into.
+                let sessions_only: HashSet<i64> = message
+                    .ended_sessions
+                    .iter()
+                    .map(|s| s.user_id)
+                    .filter(|user| !message.revocations.iter().any(|r| r.user_id == *user))
+                    .collect();
                 self.departures.heard(
                     message
                         .user_ids
                         .iter()
                         .copied()
+                        .filter(|user| !sessions_only.contains(user))
                         .chain(message.revocations.iter().map(|r| r.user_id)),
                 );
                 if message.resync {
@@ -250,8 +294,12 @@ impl AccessWatch {
                 } else {
                     // Users named without a version (an auth that sends
                     // none) are checked again.
-                    let versioned: HashSet<i64> =
-                        message.revocations.iter().map(|r| r.user_id).collect();
+                    let versioned: HashSet<i64> = message
+                        .revocations
+                        .iter()
+                        .map(|r| r.user_id)
+                        .chain(message.ended_sessions.iter().map(|s| s.user_id))
+                        .collect();
                     let unversioned: HashSet<i64> = message
                         .user_ids
                         .iter()

@@ -125,6 +125,7 @@ impl AuthClient {
             username: answer.username,
             expires_at,
             token_version: answer.token_version,
+            session: (!answer.session_id.is_empty()).then_some(answer.session_id),
         })
     }
 

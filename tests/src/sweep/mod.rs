@@ -326,6 +326,8 @@ pub struct Known {
     pub passwords: Vec<String>,
     pub tokens: Vec<String>,
     pub endpoints: Vec<String>,
+    /// Session ids: the senders' own and the bystanders'.
+    pub sessions: Vec<String>,
 }
 
 impl Known {
@@ -388,6 +390,11 @@ impl Known {
             }
         }
         tokens.extend_from_slice(harvested);
+        let mut sessions: Vec<String> = people
+            .iter()
+            .filter_map(|p| session_of(&p.access_token))
+            .collect();
+        sessions.push(uuid::Uuid::nil().to_string());
         let mut endpoints = endpoints.to_vec();
         endpoints.extend([
             "/grpc.health.v1.Health/Check".into(),
@@ -403,6 +410,7 @@ impl Known {
             passwords,
             tokens,
             endpoints,
+            sessions,
         }
     }
 
@@ -427,6 +435,8 @@ impl Known {
             &[&self.emails]
         } else if field.contains("password") {
             &[&self.passwords]
+        } else if field.contains("session") {
+            &[&self.sessions]
         } else if field.contains("token") {
             &[&self.tokens]
         } else if field.contains("endpoint") || field.contains("address") {
@@ -468,6 +478,18 @@ pub fn harvest_tokens(message: &DynamicMessage, tokens: &mut Vec<String>) {
             _ => {}
         }
     }
+}
+
+/// The session an access token names (its `sid` claim), read without
+/// checking the signature.
+pub fn session_of(access_token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = access_token.split('.').nth(1)?;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+    Some(claims.get("sid")?.as_str()?.to_owned())
 }
 
 /// Unpadded base64url, as the services write page tokens.

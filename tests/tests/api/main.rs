@@ -17,6 +17,7 @@ mod reflection;
 mod rest;
 mod revocation;
 mod service_faults;
+mod session_control;
 mod sessions;
 mod smoke;
 mod statuses;

@@ -397,3 +397,80 @@ async fn a_path_variable_cannot_be_overridden_from_the_query_string() {
         .collect();
     assert_eq!(members, vec![linus.id], "the query string chose who left");
 }
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended_over_rest_with_the_browsers_own_words() {
+    let auth = TestAuth::spawn().await;
+    let http = auth.http_addr;
+    let ada = auth.register("ada").await;
+    let login = tests::http::request_with(
+        http,
+        "POST",
+        "/v1/auth/login",
+        &[
+            ("Content-Type", "application/json"),
+            (
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+            ),
+        ],
+        &json!({ "username": "ada", "password": "ada-password" }).to_string(),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let browser = login.json()["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+
+    let listed = request(
+        http,
+        "GET",
+        "/v1/auth/sessions",
+        Some(&ada.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let sessions = listed.json()["sessions"]
+        .as_array()
+        .expect("sessions")
+        .clone();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let from_browser = sessions
+        .iter()
+        .find(|s| s["client"] == "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")
+        .expect("the browser's session, in its own words");
+    assert_ne!(from_browser["current"], json!(true));
+    let id = from_browser["id"].as_str().expect("an id");
+
+    let ended = request(
+        http,
+        "DELETE",
+        &format!("/v1/auth/sessions/{id}"),
+        Some(&ada.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    let refused = request(http, "GET", "/v1/auth/sessions", Some(&browser), None).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let unknown = request(
+        http,
+        "DELETE",
+        "/v1/auth/sessions/not-a-session",
+        Some(&ada.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    let others = request(
+        http,
+        "POST",
+        "/v1/auth/sessions:revoke-others",
+        Some(&ada.access_token),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(others.status, 200, "{}", others.body);
+}

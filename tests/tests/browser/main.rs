@@ -485,6 +485,43 @@ async fn two_people_chat_live_in_two_browsers() {
     steps.shoot(&ada, "ada-sees-hopper-typing").await;
     hopper.close().await.expect("closing hopper's window");
 
+    // Sessions: grace sees both her windows' sessions from the first, ends
+    // the second's, and the second finds itself logged out.
+    click(&grace, "#sessions").await;
+    let current = eventually(
+        &grace,
+        "return [...document.querySelectorAll('#session-list li')]\
+         .map(li => li.classList.contains('current'))",
+        |current| current.as_array().is_some_and(|all| all.len() == 2),
+    )
+    .await;
+    let marked = current
+        .as_array()
+        .map_or(0, |all| all.iter().filter(|c| **c == json!(true)).count());
+    assert_eq!(
+        marked, 1,
+        "this window's session is marked, the other's not: {current}"
+    );
+    steps.shoot(&grace, "grace-sees-her-sessions").await;
+    click(&grace, "#session-list li:not(.current) .end").await;
+    eventually(
+        &grace,
+        "return document.querySelectorAll('#session-list li').length",
+        |count| count == 1,
+    )
+    .await;
+    eventually(
+        &grace_again,
+        "return [document.getElementById('auth-view').checkVisibility(), \
+                 document.getElementById('app-view').checkVisibility()]",
+        |shown| shown == &json!([true, false]),
+    )
+    .await;
+    steps
+        .shoot(&grace_again, "grace-other-window-logged-out")
+        .await;
+    click(&grace, "#close-sessions").await;
+
     // At a phone's width the list and the chat stack.
     grace
         .set_window_size(390, 844)

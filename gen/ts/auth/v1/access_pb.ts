@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/access.proto.
  */
 export const file_auth_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("ChRhdXRoL3YxL2FjY2Vzcy5wcm90bxIHYXV0aC52MSI0CgxDaGVja1JlcXVlc3QSJAoQZW5kcG9pbnRfYWRkcmVzcxgBIAEoCUIK+kIHcgUQAxiAAiKWAQoNQ2hlY2tSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgDEhAKCHVzZXJuYW1lGAIgASgJEhsKBHJvbGUYAyABKA4yDS5hdXRoLnYxLlJvbGUSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNdG9rZW5fdmVyc2lvbhgFIAEoAyIZChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdCJmChhXYXRjaFJldm9jYXRpb25zUmVzcG9uc2USEAoIdXNlcl9pZHMYASADKAMSDgoGcmVzeW5jGAIgASgIEigKC3Jldm9jYXRpb25zGAMgAygLMhMuYXV0aC52MS5SZXZvY2F0aW9uIjgKClJldm9jYXRpb24SDwoHdXNlcl9pZBgBIAEoAxIZChFtaW5fdG9rZW5fdmVyc2lvbhgCIAEoAzKiAQoNQWNjZXNzU2VydmljZRI2CgVDaGVjaxIVLmF1dGgudjEuQ2hlY2tSZXF1ZXN0GhYuYXV0aC52MS5DaGVja1Jlc3BvbnNlElkKEFdhdGNoUmV2b2NhdGlvbnMSIC5hdXRoLnYxLldhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0GiEuYXV0aC52MS5XYXRjaFJldm9jYXRpb25zUmVzcG9uc2UwAWIGcHJvdG8z", [file_auth_v1_user, file_google_protobuf_timestamp, file_validate_validate]);
+  fileDesc("ChRhdXRoL3YxL2FjY2Vzcy5wcm90bxIHYXV0aC52MSI0CgxDaGVja1JlcXVlc3QSJAoQZW5kcG9pbnRfYWRkcmVzcxgBIAEoCUIK+kIHcgUQAxiAAiKqAQoNQ2hlY2tSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgDEhAKCHVzZXJuYW1lGAIgASgJEhsKBHJvbGUYAyABKA4yDS5hdXRoLnYxLlJvbGUSLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNdG9rZW5fdmVyc2lvbhgFIAEoAxISCgpzZXNzaW9uX2lkGAYgASgJIhkKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0IpUBChhXYXRjaFJldm9jYXRpb25zUmVzcG9uc2USEAoIdXNlcl9pZHMYASADKAMSDgoGcmVzeW5jGAIgASgIEigKC3Jldm9jYXRpb25zGAMgAygLMhMuYXV0aC52MS5SZXZvY2F0aW9uEi0KDmVuZGVkX3Nlc3Npb25zGAQgAygLMhUuYXV0aC52MS5FbmRlZFNlc3Npb24iMwoMRW5kZWRTZXNzaW9uEg8KB3VzZXJfaWQYASABKAMSEgoKc2Vzc2lvbl9pZBgCIAEoCSI4CgpSZXZvY2F0aW9uEg8KB3VzZXJfaWQYASABKAMSGQoRbWluX3Rva2VuX3ZlcnNpb24YAiABKAMyogEKDUFjY2Vzc1NlcnZpY2USNgoFQ2hlY2sSFS5hdXRoLnYxLkNoZWNrUmVxdWVzdBoWLmF1dGgudjEuQ2hlY2tSZXNwb25zZRJZChBXYXRjaFJldm9jYXRpb25zEiAuYXV0aC52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBohLmF1dGgudjEuV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_auth_v1_user, file_google_protobuf_timestamp, file_validate_validate]);
 
 /**
  * @generated from message auth.v1.CheckRequest
@@ -74,6 +74,15 @@ export type CheckResponse = Message<"auth.v1.CheckResponse"> & {
    * @generated from field: int64 token_version = 5;
    */
   tokenVersion: bigint;
+
+  /**
+   * The session (login) the token belongs to, a UUID; empty for a token
+   * issued before tokens named it. An ended session (see
+   * WatchRevocationsResponse.ended_sessions) refuses it.
+   *
+   * @generated from field: string session_id = 6;
+   */
+  sessionId: string;
 };
 
 /**
@@ -125,6 +134,18 @@ export type WatchRevocationsResponse = Message<"auth.v1.WatchRevocationsResponse
    * @generated from field: repeated auth.v1.Revocation revocations = 3;
    */
   revocations: Revocation[];
+
+  /**
+   * Sessions ended (a logout, a session revoked by its owner, a refresh
+   * token reused): a call held with a token of one of them (see
+   * CheckResponse.session_id) is refused. Their users are named in
+   * user_ids too, for watchers that predate this field. Since the
+   * previous message; after a resync, every session ended within the
+   * tokens' lifetime, over as many messages as it takes.
+   *
+   * @generated from field: repeated auth.v1.EndedSession ended_sessions = 4;
+   */
+  endedSessions: EndedSession[];
 };
 
 /**
@@ -133,6 +154,30 @@ export type WatchRevocationsResponse = Message<"auth.v1.WatchRevocationsResponse
  */
 export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse> = /*@__PURE__*/
   messageDesc(file_auth_v1_access, 3);
+
+/**
+ * A session whose access tokens are all refused.
+ *
+ * @generated from message auth.v1.EndedSession
+ */
+export type EndedSession = Message<"auth.v1.EndedSession"> & {
+  /**
+   * @generated from field: int64 user_id = 1;
+   */
+  userId: bigint;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message auth.v1.EndedSession.
+ * Use `create(EndedSessionSchema)` to create a new message.
+ */
+export const EndedSessionSchema: GenMessage<EndedSession> = /*@__PURE__*/
+  messageDesc(file_auth_v1_access, 4);
 
 /**
  * A user's access tokens issued below a version are revoked.
@@ -156,7 +201,7 @@ export type Revocation = Message<"auth.v1.Revocation"> & {
  * Use `create(RevocationSchema)` to create a new message.
  */
 export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
-  messageDesc(file_auth_v1_access, 4);
+  messageDesc(file_auth_v1_access, 5);
 
 /**
  * Tells other services whether the caller's access token may call an

@@ -5,6 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_validate_validate } from "../../validate/validate_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiaAoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgn6QgZyBBABGGQSGwoIcGFzc3dvcmQYAiABKAlCCfpCBnIEEAEYSBIeCgxkZXZpY2VfdG9rZW4YAyABKAlCCPpCBXIDGIAEIlIKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZTKlAwoLQXV0aFNlcnZpY2USUQoFTG9naW4SFS5hdXRoLnYxLkxvZ2luUmVxdWVzdBoWLmF1dGgudjEuTG9naW5SZXNwb25zZSIZgtPkkwITOgEqIg4vdjEvYXV0aC9sb2dpbhJ3Cg9HZXRSZWZyZXNoVG9rZW4SHy5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlcXVlc3QaIC5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9hdXRoL3JlZnJlc2gtdG9rZW4ScwoOR2V0QWNjZXNzVG9rZW4SHi5hdXRoLnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBofLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC9hY2Nlc3MtdG9rZW4SVQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSIagtPkkwIUOgEqIg8vdjEvYXV0aC9sb2dvdXRiBnByb3RvMw", [file_google_api_annotations, file_validate_validate]);
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiaAoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgn6QgZyBBABGGQSGwoIcGFzc3dvcmQYAiABKAlCCfpCBnIEEAEYSBIeCgxkZXZpY2VfdG9rZW4YAyABKAlCCPpCBXIDGIAEIlIKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZSLZAQoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIuCgpzdGFydGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNsaWVudBgFIAEoCRIPCgdhZGRyZXNzGAYgASgJEg8KB2N1cnJlbnQYByABKAgiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI6ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIiCghzZXNzaW9ucxgBIAMoCzIQLmF1dGgudjEuU2Vzc2lvbiI1ChRSZXZva2VTZXNzaW9uUmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJQgn6QgZyBBABGEAiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Ii4KG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFMpQGCgtBdXRoU2VydmljZRJRCgVMb2dpbhIVLmF1dGgudjEuTG9naW5SZXF1ZXN0GhYuYXV0aC52MS5Mb2dpblJlc3BvbnNlIhmC0+STAhM6ASoiDi92MS9hdXRoL2xvZ2luEncKD0dldFJlZnJlc2hUb2tlbhIfLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVxdWVzdBogLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVzcG9uc2UiIYLT5JMCGzoBKiIWL3YxL2F1dGgvcmVmcmVzaC10b2tlbhJzCg5HZXRBY2Nlc3NUb2tlbhIeLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXF1ZXN0Gh8uYXV0aC52MS5HZXRBY2Nlc3NUb2tlblJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL2FjY2Vzcy10b2tlbhJVCgZMb2dvdXQSFi5hdXRoLnYxLkxvZ291dFJlcXVlc3QaFy5hdXRoLnYxLkxvZ291dFJlc3BvbnNlIhqC0+STAhQ6ASoiDy92MS9hdXRoL2xvZ291dBJmCgxMaXN0U2Vzc2lvbnMSHC5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHS5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEnYKDVJldm9rZVNlc3Npb24SHS5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0Gh4uYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EowBChNSZXZva2VPdGhlclNlc3Npb25zEiMuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdBokLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Nlc3Npb25zOnJldm9rZS1vdGhlcnNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
 
 /**
  * @generated from message auth.v1.LoginRequest
@@ -175,7 +177,168 @@ export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
   messageDesc(file_auth_v1_auth, 7);
 
 /**
- * Sessions: login, refresh token rotation, access tokens, logout.
+ * A login, while its refresh tokens can still be used.
+ *
+ * @generated from message auth.v1.Session
+ */
+export type Session = Message<"auth.v1.Session"> & {
+  /**
+   * Its id, a UUID.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 2;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * When a refresh token of it was last used (rotated, or traded for an
+   * access token), to the minute; its start, if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 3;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * When it ends at the latest, however often it is used.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The client's own words at login (its user agent), cut to 200
+   * characters; empty if it said nothing.
+   *
+   * @generated from field: string client = 5;
+   */
+  client: string;
+
+  /**
+   * The client's address when it was last used, as auth saw it; empty if
+   * unknown.
+   *
+   * @generated from field: string address = 6;
+   */
+  address: string;
+
+  /**
+   * The session of the caller's access token.
+   *
+   * @generated from field: bool current = 7;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message auth.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 8);
+
+/**
+ * @generated from message auth.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"auth.v1.ListSessionsRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 9);
+
+/**
+ * @generated from message auth.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"auth.v1.ListSessionsResponse"> & {
+  /**
+   * At most 100.
+   *
+   * @generated from field: repeated auth.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+};
+
+/**
+ * Describes the message auth.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 10);
+
+/**
+ * @generated from message auth.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"auth.v1.RevokeSessionRequest"> & {
+  /**
+   * A session id, as ListSessions gives it.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message auth.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 11);
+
+/**
+ * @generated from message auth.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"auth.v1.RevokeSessionResponse"> & {
+};
+
+/**
+ * Describes the message auth.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 12);
+
+/**
+ * @generated from message auth.v1.RevokeOtherSessionsRequest
+ */
+export type RevokeOtherSessionsRequest = Message<"auth.v1.RevokeOtherSessionsRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.RevokeOtherSessionsRequest.
+ * Use `create(RevokeOtherSessionsRequestSchema)` to create a new message.
+ */
+export const RevokeOtherSessionsRequestSchema: GenMessage<RevokeOtherSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 13);
+
+/**
+ * @generated from message auth.v1.RevokeOtherSessionsResponse
+ */
+export type RevokeOtherSessionsResponse = Message<"auth.v1.RevokeOtherSessionsResponse"> & {
+  /**
+   * How many sessions were ended.
+   *
+   * @generated from field: int32 revoked = 1;
+   */
+  revoked: number;
+};
+
+/**
+ * Describes the message auth.v1.RevokeOtherSessionsResponse.
+ * Use `create(RevokeOtherSessionsResponseSchema)` to create a new message.
+ */
+export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 14);
+
+/**
+ * Sessions: login, refresh token rotation, access tokens, logout, and the
+ * caller's sessions listed and ended.
  *
  * A refresh token is opaque and single-use: each GetRefreshToken retires the
  * one presented. Presenting a retired token again revokes every token of its
@@ -224,6 +387,40 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LogoutRequestSchema;
     output: typeof LogoutResponseSchema;
+  },
+  /**
+   * The caller's sessions (one per login) that can still be used, most
+   * recently used first; the one the caller's token belongs to is marked.
+   *
+   * @generated from rpc auth.v1.AuthService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * Ends one of the caller's sessions, as a logout would: its refresh
+   * tokens, its access tokens and the streams they opened, at once.
+   * NOT_FOUND for a session that is not the caller's; ending one already
+   * ended changes nothing.
+   *
+   * @generated from rpc auth.v1.AuthService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * Ends every session of the caller but the one their token belongs to.
+   *
+   * @generated from rpc auth.v1.AuthService.RevokeOtherSessions
+   */
+  revokeOtherSessions: {
+    methodKind: "unary";
+    input: typeof RevokeOtherSessionsRequestSchema;
+    output: typeof RevokeOtherSessionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_auth_v1_auth, 0);

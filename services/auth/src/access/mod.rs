@@ -14,6 +14,7 @@ use std::time::Duration;
 use host::notifications::Freshness;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use crate::domain::{Role, UserId};
 use crate::error::Error;
@@ -70,6 +71,9 @@ pub struct AccessPolicy {
     /// Per user: the lowest token version still valid, and the name tokens
     /// issued before a rename answer to.
     revocations: RwLock<HashMap<UserId, Revocation>>,
+    /// Sessions (refresh token families) ended within the tokens'
+    /// lifetime: their access tokens are refused.
+    ended_sessions: RwLock<HashMap<Uuid, EndedSession>>,
     /// How current the rules and revocations are (see [`sync`]).
     freshness: Freshness,
     /// Older state than this is not answered from: checks fail closed.
@@ -94,6 +98,8 @@ pub struct AccessPolicy {
 pub enum Change {
     /// The user's tokens below this version were revoked.
     Revoked(UserId, i64),
+    /// The user's session ended: its tokens are refused.
+    SessionEnded(UserId, Uuid),
     /// The policy was reloaded: anything may have changed.
     Resync,
 }
@@ -123,6 +129,14 @@ pub struct Revocation {
     pub at: OffsetDateTime,
 }
 
+/// A session whose access tokens are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedSession {
+    pub user: UserId,
+    /// When it ended, as far as this replica knows.
+    pub at: OffsetDateTime,
+}
+
 impl AccessPolicy {
     pub fn new(tokens: AccessTokens, max_staleness: Duration) -> AccessPolicy {
         // Kept a minute past the tokens' lifetime, for a token issued just
@@ -132,6 +146,7 @@ impl AccessPolicy {
             tokens,
             rules: RwLock::default(),
             revocations: RwLock::default(),
+            ended_sessions: RwLock::default(),
             freshness: Freshness::new(),
             max_staleness,
             revocation_lifetime,
@@ -276,8 +291,20 @@ impl AccessPolicy {
             .is_some_and(|roles| roles.contains(&role))
     }
 
-    /// Refuses a revoked token; gives a renamed user their current name.
+    /// Refuses a revoked token, or one of an ended session; gives a
+    /// renamed user their current name.
     fn apply_revocations(&self, principal: &mut Principal) -> Result<(), Error> {
+        if let Some(session) = principal.session
+            && self
+                .ended_sessions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(&session)
+        {
+            return Err(Error::unauthenticated(
+                "the session has ended (logged out or revoked); log in again",
+            ));
+        }
         let revocations = self
             .revocations
             .read()
@@ -365,6 +392,31 @@ impl AccessPolicy {
         }
     }
 
+    /// Refuses the access tokens of `session`, ended at `at`. Endings
+    /// only ever add up, so replicas may learn of them in any order.
+    pub fn end_session(&self, session: Uuid, ended: EndedSession) {
+        let new = self
+            .ended_sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, ended)
+            .is_none();
+        if new {
+            let _ = self.changes.send(Change::SessionEnded(ended.user, session));
+        }
+    }
+
+    /// Every session ended and still remembered: what a watcher is told on
+    /// a resync.
+    pub fn ended_sessions(&self) -> Vec<(UserId, Uuid)> {
+        self.ended_sessions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(session, ended)| (ended.user, *session))
+            .collect()
+    }
+
     /// Every user with tokens revoked, and the lowest version still valid:
     /// what a watcher is told on a resync.
     pub fn revoked_versions(&self) -> Vec<(UserId, i64)> {
@@ -388,7 +440,14 @@ impl AccessPolicy {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         revocations.retain(|_, revocation| revocation.at >= oldest);
-        revocations.len()
+        let kept = revocations.len();
+        drop(revocations);
+        let mut ended = self
+            .ended_sessions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ended.retain(|_, session| session.at >= oldest);
+        kept + ended.len()
     }
 }
 

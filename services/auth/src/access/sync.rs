@@ -16,12 +16,13 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tokio::task::JoinHandle;
 
-use super::{AccessPolicy, Revocation};
+use super::{AccessPolicy, EndedSession, Revocation};
 use crate::db;
 use crate::domain::{Role, UserId};
 
 const RULES_CHANNEL: &str = "access_rules_changed";
 const REVOCATIONS_CHANNEL: &str = "token_revocations";
+const SESSIONS_CHANNEL: &str = "sessions_ended";
 const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
 /// How long start-up waits to be listening and loaded.
 const START_WITHIN: Duration = Duration::from_secs(30);
@@ -35,7 +36,7 @@ pub async fn start(
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut notifications = Notifications::new(
         connect,
-        &[RULES_CHANNEL, REVOCATIONS_CHANNEL],
+        &[RULES_CHANNEL, REVOCATIONS_CHANNEL, SESSIONS_CHANNEL],
         policy.freshness().clone(),
     );
     tokio::time::timeout(START_WITHIN, async {
@@ -89,6 +90,13 @@ async fn listen(mut notifications: Notifications, pool: PgPool, policy: Arc<Acce
                         "unreadable revocation notice"
                     ),
                 },
+                SESSIONS_CHANNEL => match parse_session_ended(notification.payload()) {
+                    Some((session, ended)) => policy.end_session(session, ended),
+                    None => tracing::warn!(
+                        payload = notification.payload(),
+                        "unreadable session ending notice"
+                    ),
+                },
                 _ => {
                     while let Err(error) = reload_rules(&pool, &policy).await {
                         tracing::warn!(%error, "reloading the access rules failed; retrying");
@@ -110,6 +118,15 @@ async fn reload(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()> {
                 current_name: row.current_name,
                 name_version: row.name_version,
                 at: row.revoked_at,
+            },
+        );
+    }
+    for ended in db::refresh_families::ended_within(pool, policy.revocation_lifetime()).await? {
+        policy.end_session(
+            ended.id,
+            EndedSession {
+                user: UserId(ended.user_id),
+                at: ended.revoked_at,
             },
         );
     }
@@ -160,6 +177,18 @@ fn parse_revocation(payload: &str) -> Option<(UserId, Revocation)> {
     ))
 }
 
+/// `user_id:session_id`, as the trigger writes it.
+fn parse_session_ended(payload: &str) -> Option<(uuid::Uuid, EndedSession)> {
+    let (user, session) = payload.split_once(':')?;
+    Some((
+        session.parse().ok()?,
+        EndedSession {
+            user: UserId(user.parse().ok()?),
+            at: time::OffsetDateTime::now_utc(),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +204,15 @@ mod tests {
         assert!(parse_revocation("42").is_none());
         assert!(parse_revocation("42:3").is_none());
         assert!(parse_revocation("x:3").is_none());
+    }
+
+    #[test]
+    fn session_ending_notices_parse() {
+        let session = uuid::Uuid::new_v4();
+        let (parsed, ended) = parse_session_ended(&format!("42:{session}")).expect("a notice");
+        assert_eq!((parsed, ended.user), (session, UserId(42)));
+        assert!(parse_session_ended("42").is_none());
+        assert!(parse_session_ended("42:not-a-uuid").is_none());
+        assert!(parse_session_ended(&format!("x:{session}")).is_none());
     }
 }

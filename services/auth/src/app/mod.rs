@@ -4,6 +4,7 @@
 //! answers with what they return.
 
 pub mod accounts;
+pub mod session_control;
 pub mod sessions;
 
 use std::sync::Arc;

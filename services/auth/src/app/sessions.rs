@@ -27,6 +27,9 @@ pub struct Credentials {
     pub device: Option<Vec<u8>>,
     /// Where the login came from, if known.
     pub address: Option<IpAddr>,
+    /// What the client calls itself (its user agent), cut to length; empty
+    /// if it said nothing.
+    pub client: String,
 }
 
 /// A refresh token as presented, kept only as its digest.
@@ -52,6 +55,7 @@ impl App {
             password,
             device,
             address,
+            client,
         } = credentials;
         let normalized = name.normalized();
         let (device, device_user) = match device {
@@ -142,6 +146,10 @@ impl App {
             user.id,
             user.token_version,
             self.family_expiry()?,
+            db::refresh_families::Origin {
+                client: &client,
+                address: &shown(address),
+            },
         )
         .await?
         else {
@@ -180,8 +188,12 @@ impl App {
     }
 
     /// Retires the presented refresh token and issues its successor in the
-    /// same family.
-    pub async fn rotate(&self, presented: PresentedToken) -> Result<SecretString> {
+    /// same family. `address` is the client's, if known.
+    pub async fn rotate(
+        &self,
+        presented: PresentedToken,
+        address: Option<IpAddr>,
+    ) -> Result<SecretString> {
         let mut tx = self.pool.begin().await?;
         let Some(retired) = db::refresh_tokens::retire_if_usable(&mut *tx, &presented.0).await?
         else {
@@ -192,18 +204,25 @@ impl App {
         let (token, digest) = refresh::generate();
         db::refresh_tokens::insert(&mut *tx, &digest, retired.family_id, self.refresh_expiry()?)
             .await?;
+        db::refresh_families::touch(&mut *tx, retired.family_id, &shown(address)).await?;
         tx.commit().await?;
         self.metrics.refresh_tokens_rotated.inc();
         Ok(token)
     }
 
     /// An access token for the owner of a usable refresh token, with the
-    /// user's role and version as they are now, not at login.
-    pub async fn access_token(&self, presented: PresentedToken) -> Result<String> {
+    /// user's role and version as they are now, not at login. `address` is
+    /// the client's, if known.
+    pub async fn access_token(
+        &self,
+        presented: PresentedToken,
+        address: Option<IpAddr>,
+    ) -> Result<String> {
         let Some(owner) = db::refresh_tokens::usable_owner(&self.pool, &presented.0).await? else {
             return Err(self.refuse_inactive(&presented.0).await);
         };
         tracing::Span::current().record("user_id", owner.user_id);
+        db::refresh_families::touch(&self.pool, owner.family_id, &shown(address)).await?;
         let principal = principal(
             owner.user_id,
             owner.name,
@@ -221,6 +240,7 @@ impl App {
             .ok_or_else(|| Error::unauthenticated("refresh token is invalid"))?;
         tracing::Span::current().record("user_id", token.user_id);
         db::refresh_families::revoke(&self.pool, token.family_id).await?;
+        self.session_ended(token.user_id, token.family_id);
         tracing::info!("logged out");
         Ok(())
     }
@@ -249,6 +269,7 @@ impl App {
                 {
                     return error;
                 }
+                self.session_ended(token.user_id, token.family_id);
                 self.metrics.refresh_token_reuse.inc();
                 tracing::warn!(
                     security_event = "refresh_token_reuse",
@@ -266,6 +287,13 @@ impl App {
             Some(_) => Error::unauthenticated("refresh token expired"),
         }
     }
+}
+
+/// An address as a session shows it; empty if unknown.
+fn shown(address: Option<IpAddr>) -> String {
+    address
+        .map(|address| address.to_string())
+        .unwrap_or_default()
 }
 
 /// `ttl` from now.

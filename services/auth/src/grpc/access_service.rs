@@ -146,6 +146,10 @@ impl pb::access_service_server::AccessService for AccessApi {
                 nanos: 0,
             }),
             token_version: principal.token_version,
+            session_id: principal
+                .session
+                .map(|session| session.to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -245,6 +249,13 @@ async fn watch(
                                 min_token_version,
                             });
                         }
+                        Ok(Change::SessionEnded(user, session)) => {
+                            message.user_ids.push(user.0);
+                            message.ended_sessions.push(pb::EndedSession {
+                                user_id: user.0,
+                                session_id: session.to_string(),
+                            });
+                        }
                         Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                             message.resync = true;
                         }
@@ -279,15 +290,18 @@ async fn watch(
     }
 }
 
-/// Sends `message`, then every revocation the replica holds, at most
-/// [`USERS_PER_MESSAGE`] a message; whether the watcher is still there.
+/// Sends `message`, then every revocation and ended session the replica
+/// holds, at most [`USERS_PER_MESSAGE`] of each a message; whether the
+/// watcher is still there.
 async fn send_with_revocations(
     sender: &mpsc::Sender<Watched>,
     mut message: pb::WatchRevocationsResponse,
     policy: &AccessPolicy,
 ) -> bool {
     let revoked = policy.revoked_versions();
+    let ended = policy.ended_sessions();
     let mut batches = revoked.chunks(USERS_PER_MESSAGE);
+    let mut ended_batches = ended.chunks(USERS_PER_MESSAGE);
     loop {
         if let Some(batch) = batches.next() {
             message
@@ -301,10 +315,18 @@ async fn send_with_revocations(
                         }),
                 );
         }
+        if let Some(batch) = ended_batches.next() {
+            message
+                .ended_sessions
+                .extend(batch.iter().map(|(user, session)| pb::EndedSession {
+                    user_id: user.0,
+                    session_id: session.to_string(),
+                }));
+        }
         if sender.send(Ok(message)).await.is_err() {
             return false;
         }
-        if batches.len() == 0 {
+        if batches.len() == 0 && ended_batches.len() == 0 {
             return true;
         }
         message = pb::WatchRevocationsResponse::default();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use api::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::{caller, convert};
 use crate::app::App;
 use crate::app::sessions::{Credentials, PresentedToken, expose};
 
@@ -26,8 +27,10 @@ impl pb::auth_service_server::AuthService for AuthApi {
     #[tracing::instrument(skip_all, fields(user_id))]
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
         let address = self.app.quotas.client_of(&request);
+        let client = convert::client_of(&request);
         let credentials = Credentials {
             address,
+            client,
             ..Credentials::try_from(request.into_inner())?
         };
         let session = self.app.login(credentials).await?;
@@ -43,8 +46,9 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::GetRefreshTokenRequest>,
     ) -> Reply<pb::GetRefreshTokenResponse> {
+        let address = self.app.quotas.client_of(&request);
         let presented = PresentedToken::try_from(request.into_inner())?;
-        let token = self.app.rotate(presented).await?;
+        let token = self.app.rotate(presented, address).await?;
         Ok(Response::new(pb::GetRefreshTokenResponse {
             refresh_token: expose(&token),
         }))
@@ -55,9 +59,10 @@ impl pb::auth_service_server::AuthService for AuthApi {
         &self,
         request: Request<pb::GetAccessTokenRequest>,
     ) -> Reply<pb::GetAccessTokenResponse> {
+        let address = self.app.quotas.client_of(&request);
         let presented = PresentedToken::try_from(request.into_inner())?;
         Ok(Response::new(pb::GetAccessTokenResponse {
-            access_token: self.app.access_token(presented).await?,
+            access_token: self.app.access_token(presented, address).await?,
         }))
     }
 
@@ -66,5 +71,43 @@ impl pb::auth_service_server::AuthService for AuthApi {
         let presented = PresentedToken::try_from(request.into_inner())?;
         self.app.logout(presented).await?;
         Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Reply<pb::ListSessionsResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let sessions = self.app.list_sessions(&caller).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(convert::session).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Reply<pb::RevokeSessionResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let session = convert::session_id("session_id", &request.get_ref().session_id)?;
+        self.app.revoke_session(&caller, session).await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn revoke_other_sessions(
+        &self,
+        request: Request<pb::RevokeOtherSessionsRequest>,
+    ) -> Reply<pb::RevokeOtherSessionsResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let revoked = self.app.revoke_other_sessions(&caller).await?;
+        Ok(Response::new(pb::RevokeOtherSessionsResponse {
+            revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
+        }))
     }
 }

@@ -7,6 +7,7 @@ use host::page_token::PageToken;
 use tonic::Status;
 
 use crate::app::accounts::{AccountChange, NewUser, PasswordChange, UsersPage};
+use crate::app::session_control::SessionView;
 use crate::app::sessions::{Credentials, PresentedToken};
 use crate::db::users::UserRow;
 use crate::domain::{Email, LoginName, NewPassword, Password, Role, UserId, UserName};
@@ -163,6 +164,7 @@ impl TryFrom<pb::LoginRequest> for Credentials {
                 .then(|| refresh::digest(&request.device_token)),
             // The handler knows the connection.
             address: None,
+            client: String::new(),
         })
     }
 }
@@ -207,6 +209,43 @@ pub(super) fn users(rows: Vec<UserRow>, more: bool) -> Result<pb::ListResponse> 
         users: rows.into_iter().map(user).collect::<Result<_>>()?,
         next_page_token,
     })
+}
+
+/// The longest client description a session keeps.
+const CLIENT_CHARS: usize = 200;
+
+/// What a client calls itself (its `user-agent`), as a session keeps it:
+/// printable characters only, at most [`CLIENT_CHARS`] of them.
+pub(super) fn client_of<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get("user-agent")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(CLIENT_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A session id, as `field` carries it.
+pub(super) fn session_id(field: &'static str, value: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::try_parse(value)
+        .map_err(|_| Error::invalid(field, "must be a session id (a UUID)").into())
+}
+
+pub(super) fn session(session: SessionView) -> pb::Session {
+    pb::Session {
+        id: session.id.to_string(),
+        started_at: Some(timestamp(session.started_at)),
+        last_used_at: Some(timestamp(session.last_used_at)),
+        expires_at: Some(timestamp(session.expires_at)),
+        client: session.client,
+        address: session.address,
+        current: session.current,
+    }
 }
 
 pub(crate) fn timestamp(at: time::OffsetDateTime) -> prost_types::Timestamp {

@@ -19,4 +19,7 @@ pub(crate) struct Caller {
     /// The token's version: a revocation of the user above it ends the
     /// caller's streams.
     pub(crate) token_version: i64,
+    /// The session (login) the token belongs to, if it names one: its
+    /// ending ends the caller's streams.
+    pub(crate) session: Option<String>,
 }

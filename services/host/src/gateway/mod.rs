@@ -7,7 +7,7 @@
 //!   adds its route.
 //! - JSON follows the proto3 JSON mapping (camelCase names, 64-bit integers
 //!   as strings, RFC 3339 timestamps).
-//! - The `Authorization` header travels as gRPC `authorization` metadata.
+//! - The `Authorization` and `User-Agent` headers travel as gRPC metadata.
 //! - gRPC statuses become HTTP statuses as grpc-gateway maps them, with a
 //!   `{code, message, details}` JSON body.
 //! - `/openapi.json` describes every route (see [`openapi`]).
@@ -406,7 +406,11 @@ fn grpc_request(
         .version(http::Version::HTTP_2)
         .header(header::CONTENT_TYPE, "application/grpc")
         .header("te", "trailers");
-    for name in [header::AUTHORIZATION.as_str(), "x-request-id"] {
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        header::USER_AGENT.as_str(),
+        "x-request-id",
+    ] {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }

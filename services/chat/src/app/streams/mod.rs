@@ -91,6 +91,7 @@ impl App {
         let access = self.access.hold(
             caller.user_id.get(),
             caller.token_version,
+            caller.session.clone(),
             authorization,
             checked_at,
         );
