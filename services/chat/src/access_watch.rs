@@ -211,9 +211,6 @@ impl AccessWatch {
     ) -> Hold {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (end, ended) = mpsc::channel(1);
-        let session_ended = session
-            .as_ref()
-            .is_some_and(|session| self.ended_sessions().contains_key(session));
         let held = Held {
             user_id,
             token_version,
@@ -222,6 +219,11 @@ impl AccessWatch {
             end,
         };
         self.held().insert(id, held.clone());
+        // Read once held: an ending applied from here on sees the stream.
+        let session_ended = held
+            .session
+            .as_ref()
+            .is_some_and(|session| self.ended_sessions().contains_key(session));
         let revoked_below = self.revoked().get(&user_id).map(|(version, _)| *version);
         if session_ended || revoked_below.is_some_and(|below| token_version < below) {
             let _ = held.end.try_send(revoked_status());
@@ -264,11 +266,13 @@ impl AccessWatch {
                     }
                 };
                 self.fed();
-                if message.resync
-                    || !message.user_ids.is_empty()
-                    || !message.revocations.is_empty()
-                    || !message.ended_sessions.is_empty()
-                {
+                // Ended sessions are kept in memory and read once a stream
+                // is held: they need no second check of streams opening.
+                let named_without_version = message.user_ids.iter().any(|user| {
+                    !message.revocations.iter().any(|r| r.user_id == *user)
+                        && !message.ended_sessions.iter().any(|s| s.user_id == *user)
+                });
+                if message.resync || named_without_version || !message.revocations.is_empty() {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
                 self.apply(&message.revocations, &message.ended_sessions);

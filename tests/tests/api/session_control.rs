@@ -358,10 +358,12 @@ async fn another_users_session_is_not_found_and_a_malformed_id_names_its_field()
 }
 
 #[tokio::test]
-async fn a_logout_ends_the_sessions_access_tokens_at_once() {
+async fn a_logout_and_a_reused_refresh_token_end_the_sessions_access_tokens_everywhere() {
     let auth = TestAuth::spawn().await;
+    let other_auth = TestAuth::spawn_on(auth.database_url.clone(), |_| {}).await;
     let ada = auth.register("ada").await;
     let phone = login_from(&auth, &ada, "phone").await;
+    let stolen = login_from(&auth, &ada, "tablet").await;
     auth.sessions()
         .logout(pb::LogoutRequest {
             refresh_token: ada.refresh_token.clone(),
@@ -370,7 +372,40 @@ async fn a_logout_ends_the_sessions_access_tokens_at_once() {
         .expect("logging out");
     let status = check(&auth, &ada.access_token).await.expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    check(&auth, &phone.access_token)
+    // A retired refresh token presented again ends its session too.
+    rotate(&auth, &stolen).await.expect("the thief rotates");
+    rotate(&auth, &stolen)
+        .await
+        .expect_err("the owner's copy, presented again");
+    let status = check(&auth, &stolen.access_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    for (replica, name) in [
+        (&other_auth, "the other replica, told"),
+        (&auth, "this one"),
+    ] {
+        for ended in [&ada, &stolen] {
+            assert!(
+                tests::services::eventually(|| async {
+                    check(replica, &ended.access_token)
+                        .await
+                        .is_err_and(|status| status.code() == Code::Unauthenticated)
+                })
+                .await,
+                "{name} refuses an ended session's token"
+            );
+        }
+    }
+    // A replica that starts afterwards loads the endings.
+    let late = TestAuth::spawn_on(auth.database_url.clone(), |_| {}).await;
+    for ended in [&ada, &stolen] {
+        let status = check(&late, &ended.access_token)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    check(&late, &phone.access_token)
         .await
         .expect("the other session goes on");
 }

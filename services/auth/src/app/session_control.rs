@@ -87,14 +87,17 @@ impl App {
         })?;
         let ended = db::refresh_families::revoke_all_but(&self.pool, user, current).await?;
         for session in &ended {
-            self.session_ended(user, *session);
+            self.session_ended(user, session.id);
         }
+        // Counted as listed: families with no usable refresh token left
+        // are ended too, for any access token of theirs, but were not shown.
+        let listed = ended.iter().filter(|session| session.usable).count();
         tracing::info!(
             security_event = "other_sessions_revoked",
-            sessions = ended.len(),
+            sessions = listed,
             "a user ended their other sessions"
         );
-        Ok(ended.len() as u64)
+        Ok(listed as u64)
     }
 
     /// Refuses the ended session's access tokens here at once; other

@@ -134,18 +134,29 @@ pub async fn revoke_owned(
     .await?)
 }
 
+/// A family [`revoke_all_but`] revoked.
+pub struct Revoked {
+    pub id: Uuid,
+    /// It was one [`usable_of`] lists (it had a usable refresh token).
+    pub usable: bool,
+}
+
 /// Revokes every live family of `user_id` but `keep`; the ones revoked.
 pub async fn revoke_all_but(
     db: impl PgExecutor<'_>,
     user_id: i64,
     keep: Uuid,
-) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar!(
-        "update refresh_families f set revoked_at = now()
+) -> Result<Vec<Revoked>> {
+    Ok(sqlx::query_as!(
+        Revoked,
+        r#"update refresh_families f set revoked_at = now()
          from users u
          where u.id = f.user_id and f.user_id = $1 and f.id <> $2
            and f.revoked_at is null and f.expires_at > now() and f.token_version = u.token_version
-         returning f.id",
+         returning f.id,
+             exists (select 1 from refresh_tokens t
+                     where t.family_id = f.id and t.retired_at is null and t.expires_at > now())
+             as "usable!""#,
         user_id,
         keep
     )
@@ -175,26 +186,29 @@ pub async fn ended_within(db: impl PgExecutor<'_>, age: std::time::Duration) -> 
 
 /// Deletes families no token of which can be used again: past their
 /// lifetime, revoked a day ago or more, started at an older token version
-/// than the user's, or with no unexpired token left. Their tokens go with
-/// them. How many went.
+/// than the user's, or with no unexpired token left; but never one revoked
+/// less than a day ago, whose ending every replica must still load for
+/// the access tokens it refuses. Their tokens go with them. How many went.
 pub async fn prune(db: impl PgExecutor<'_>, batch: i64) -> Result<u64> {
     let pruned = sqlx::query!(
         "delete from refresh_families f using users u
          where u.id = f.user_id
            and f.id in (
                select f.id from refresh_families f join users u on u.id = f.user_id
-               where f.expires_at <= now()
-                  or f.revoked_at <= now() - interval '1 day'
-                  or f.token_version <> u.token_version
-                  or not exists (select 1 from refresh_tokens t
-                                 where t.family_id = f.id and t.expires_at > now())
+               where (f.expires_at <= now()
+                      or f.revoked_at <= now() - interval '1 day'
+                      or f.token_version <> u.token_version
+                      or not exists (select 1 from refresh_tokens t
+                                     where t.family_id = f.id and t.expires_at > now()))
+                 and not coalesce(f.revoked_at > now() - interval '1 day', false)
                limit $1 for update of f skip locked
            )
            and (f.expires_at <= now()
                 or f.revoked_at <= now() - interval '1 day'
                 or f.token_version <> u.token_version
                 or not exists (select 1 from refresh_tokens t
-                               where t.family_id = f.id and t.expires_at > now()))",
+                               where t.family_id = f.id and t.expires_at > now()))
+           and not coalesce(f.revoked_at > now() - interval '1 day', false)",
         batch
     )
     .execute(db)
