@@ -10,6 +10,7 @@ mod chat;
 mod display;
 mod session;
 mod sessions;
+mod two_factor;
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -54,12 +55,15 @@ struct Cli {
 enum Command {
     /// Create an account. The password comes from CHATCTL_PASSWORD or standard input.
     Register { name: String, email: String },
-    /// Log in and keep the session. The password comes from CHATCTL_PASSWORD or standard input.
+    /// Log in and keep the session. The password comes from CHATCTL_PASSWORD or standard input, and a two-factor code, if the account needs one, from CHATCTL_TOTP_CODE or standard input.
     Login { name: String },
     /// End the session, here and on the server.
     Logout,
     /// Who the session belongs to.
     Whoami,
+    /// Two-factor login with an authenticator app (TOTP).
+    #[command(subcommand)]
+    Totp(two_factor::TotpCommand),
     /// Where you are logged in; end a session, or all the others.
     Sessions {
         #[command(subcommand)]
@@ -137,7 +141,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("registered {name} (id {id})");
         }
         Command::Login { name } => {
-            client.login(&name, &read_password()?).await?;
+            client
+                .login(&name, &read_password()?, || {
+                    read_secret("CHATCTL_TOTP_CODE", "two-factor code")
+                })
+                .await?;
             println!("logged in as {name}");
         }
         Command::Logout => {
@@ -153,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 role_name(me.role())
             );
         }
+        Command::Totp(command) => two_factor::totp(&mut client, command).await?,
         Command::Sessions { command } => sessions::sessions(&mut client, command).await?,
         Command::Users(command) => users(&mut client, command).await?,
         Command::Chat(command) => chat::chat(&mut client, command).await?,
@@ -237,15 +246,21 @@ async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()>
 }
 
 fn read_password() -> anyhow::Result<String> {
-    if let Ok(password) = std::env::var("CHATCTL_PASSWORD") {
-        return Ok(password);
+    read_secret("CHATCTL_PASSWORD", "password")
+}
+
+/// `variable`'s value, or else a line of standard input, asked for as
+/// `what`.
+pub(crate) fn read_secret(variable: &str, what: &str) -> anyhow::Result<String> {
+    if let Ok(value) = std::env::var(variable) {
+        return Ok(value);
     }
-    eprint!("password: ");
+    eprint!("{what}: ");
     let line = std::io::stdin()
         .lock()
         .lines()
         .next()
-        .context("no password on standard input")??;
+        .with_context(|| format!("no {what} on standard input"))??;
     Ok(line)
 }
 

@@ -84,20 +84,44 @@ impl Client {
         ChatServiceClient::new(self.chat.clone())
     }
 
-    pub async fn login(&mut self, name: &str, password: &str) -> anyhow::Result<()> {
+    /// Logs in; for an account with two-factor login on, `code` is asked
+    /// for once the password is found right.
+    pub async fn login(
+        &mut self,
+        name: &str,
+        password: &str,
+        code: impl FnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<()> {
         let mut device_tokens = self
             .stored()
             .map(|kept| kept.device_tokens)
             .unwrap_or_default();
         let key = name.to_lowercase();
-        let tokens = AuthServiceClient::new(self.auth.clone())
+        let mut auth = AuthServiceClient::new(self.auth.clone());
+        let mut tokens = auth
             .login(auth_pb::LoginRequest {
                 username: name.to_owned(),
                 password: password.to_owned(),
                 device_token: device_tokens.get(&key).cloned().unwrap_or_default(),
+                accepts_second_factor: true,
             })
             .await?
             .into_inner();
+        if !tokens.second_factor_challenge.is_empty() {
+            let done = auth
+                .complete_login(auth_pb::CompleteLoginRequest {
+                    challenge: tokens.second_factor_challenge,
+                    code: code()?,
+                })
+                .await?
+                .into_inner();
+            tokens = auth_pb::LoginResponse {
+                refresh_token: done.refresh_token,
+                access_token: done.access_token,
+                device_token: done.device_token,
+                ..Default::default()
+            };
+        }
         device_tokens.insert(key, tokens.device_token);
         self.save(&Session {
             username: name.to_owned(),

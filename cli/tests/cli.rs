@@ -721,3 +721,62 @@ async fn sessions_are_listed_and_another_device_is_logged_out_from_this_one() {
     let (ok, _, stderr) = laptop.run(&["sessions", "revoke", "nonsense"]).await;
     assert!(!ok && stderr.contains("session_id"), "{stderr}");
 }
+
+#[tokio::test]
+async fn two_factor_login_is_turned_on_used_and_turned_off() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let dir = temp_dir("totp");
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &dir,
+    };
+    ada.ok(&["register", "ada", "ada@example.com"]).await;
+    ada.ok(&["login", "ada"]).await;
+    let enrolled = ada.ok(&["totp", "enroll"]).await;
+    let secret = enrolled
+        .lines()
+        .find_map(|line| line.strip_prefix("secret: "))
+        .unwrap_or_else(|| panic!("a secret: {enrolled}"));
+    let secret = tests::totp::base32_decode(secret);
+    let now = tests::totp::now();
+    let confirmed = ada
+        .ok(&["totp", "confirm", &tests::totp::code_at(&secret, now, 6)])
+        .await;
+    let recovery: Vec<&str> = confirmed.lines().skip(1).collect();
+    assert_eq!(recovery.len(), 10, "{confirmed}");
+    ada.ok(&["logout"]).await;
+
+    // A login without a code fails on one line; with the next step's code
+    // it works.
+    let mut without = ada.command(&["login", "ada"]);
+    without.stdin(Stdio::null());
+    let output = without.output().await.expect("chatctl runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("two-factor code"), "{stderr}");
+    let mut with = ada.command(&["login", "ada"]);
+    with.env(
+        "CHATCTL_TOTP_CODE",
+        tests::totp::code_at(&secret, now + 30, 6),
+    );
+    let output = with.output().await.expect("chatctl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ada.ok(&["whoami"]).await;
+
+    let mut off = ada.command(&["totp", "disable"]);
+    off.env("CHATCTL_TOTP_CODE", recovery[0]);
+    let output = off.output().await.expect("chatctl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ada.ok(&["logout"]).await;
+    ada.ok(&["login", "ada"]).await;
+}

@@ -31,3 +31,4 @@ pub mod process;
 pub mod services;
 pub mod snapshot;
 pub mod sweep;
+pub mod totp;

@@ -9,7 +9,7 @@ import { Presence } from "./presence";
 import { SessionsView } from "./sessions";
 import { byId, el, names, value } from "./dom";
 import { describe } from "./errors";
-import { Session, transport } from "./session";
+import { type SecondFactorDue, Session, transport } from "./session";
 
 /** Where the services are, as the server that serves this page says. */
 interface Config {
@@ -24,6 +24,7 @@ let config: Config;
 let session: Session | undefined;
 let chats: Client<typeof ChatService>;
 let sessionsView: SessionsView | undefined;
+let secondFactorDue: SecondFactorDue | undefined;
 let open: Conversation | undefined;
 let listed: ChatSummary[] = [];
 let nextChatsPage = "";
@@ -72,6 +73,11 @@ function loggedOut() {
   listed = [];
   byId("chat-list").replaceChildren();
   byId("session-list").replaceChildren();
+  byId("totp-secret").textContent = "";
+  byId("totp-recovery-codes").replaceChildren();
+  byId("totp-status").textContent = "";
+  byId("totp-confirm-form").hidden = true;
+  byId("totp-recovery").hidden = true;
   byId("me").textContent = "";
   byId("logout").hidden = true;
   byId("sessions").hidden = true;
@@ -249,13 +255,34 @@ async function start() {
   config = (await answer.json()) as Config;
 
   on("login-form", "submit", async () => {
-    await loggedIn(await Session.login(config.authUrl, value("login-name"), value("login-password")));
+    const started = await Session.login(config.authUrl, value("login-name"), value("login-password"));
+    if (started instanceof Session) {
+      await loggedIn(started);
+      return;
+    }
+    // The password was right; a code is due.
+    secondFactorDue = started;
+    byId("login-form").hidden = true;
+    byId("code-form").hidden = false;
+    byId("login-code").focus();
+  });
+  on("code-form", "submit", async () => {
+    if (!secondFactorDue) return;
+    const due = secondFactorDue;
+    const session = await Session.completeLogin(config.authUrl, due, value("login-code"));
+    secondFactorDue = undefined;
+    byId<HTMLFormElement>("code-form").reset();
+    byId("code-form").hidden = true;
+    byId("login-form").hidden = false;
+    await loggedIn(session);
   });
   on("register-form", "submit", async () => {
     const name = value("register-name");
     const password = value("register-password");
     await Session.register(config.authUrl, name, value("register-email"), password);
-    await loggedIn(await Session.login(config.authUrl, name, password));
+    const started = await Session.login(config.authUrl, name, password);
+    // A new account has no second factor.
+    if (started instanceof Session) await loggedIn(started);
   });
   on("logout", "click", async () => {
     const ending = session;
@@ -274,6 +301,15 @@ async function start() {
   });
   on("end-other-sessions", "click", async () => {
     await sessionsView?.endOthers();
+  });
+  on("totp-enroll", "click", async () => {
+    await sessionsView?.enrollTotp();
+  });
+  on("totp-confirm-form", "submit", async () => {
+    await sessionsView?.confirmTotp(value("totp-code"));
+  });
+  on("totp-disable-form", "submit", async () => {
+    await sessionsView?.disableTotp(value("totp-disable-password"), value("totp-disable-code"));
   });
   on("create-form", "submit", async () => {
     const created = await chats.create({

@@ -57,6 +57,12 @@ export const deviceTokens = {
   },
 };
 
+/** A login whose password was right and whose second factor is due. */
+export interface SecondFactorDue {
+  username: string;
+  challenge: string;
+}
+
 export class Session {
   readonly userId: bigint;
   readonly username: string;
@@ -83,11 +89,28 @@ export class Session {
     this.schedule(this.expiresAt - REFRESH_MARGIN_MS - Date.now());
   }
 
-  static async login(authUrl: string, username: string, password: string): Promise<Session> {
+  /** Logs in; for an account with two-factor login on, a right password
+   * answers what `completeLogin` finishes with a code. */
+  static async login(
+    authUrl: string,
+    username: string,
+    password: string,
+  ): Promise<Session | SecondFactorDue> {
     const auth = createClient(AuthService, transport(authUrl));
     const deviceToken = deviceTokens.get(username);
-    const tokens = await auth.login({ username, password, deviceToken });
+    const tokens = await auth.login({ username, password, deviceToken, acceptsSecondFactor: true });
+    if (tokens.secondFactorChallenge) {
+      return { username, challenge: tokens.secondFactorChallenge };
+    }
     deviceTokens.set(username, tokens.deviceToken);
+    return new Session(auth, tokens.accessToken, tokens.refreshToken);
+  }
+
+  /** Finishes a login with the authenticator's code or a recovery code. */
+  static async completeLogin(authUrl: string, due: SecondFactorDue, code: string): Promise<Session> {
+    const auth = createClient(AuthService, transport(authUrl));
+    const tokens = await auth.completeLogin({ challenge: due.challenge, code });
+    deviceTokens.set(due.username, tokens.deviceToken);
     return new Session(auth, tokens.accessToken, tokens.refreshToken);
   }
 

@@ -1,11 +1,11 @@
 // The "Sessions" view: where the user is logged in, most recently used
 // first, with this browser's session marked; any other one can be ended,
 // or all of them at once. An ended session's browser finds itself logged
-// out at its next call.
+// out at its next call. Two-factor login is turned on and off here too.
 import type { Client } from "@connectrpc/connect";
 import type { AuthService, Session as Listed } from "../../gen/ts/auth/v1/auth_pb";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { el } from "./dom";
+import { byId, el } from "./dom";
 
 /** A user agent as people name it ("Firefox on Windows", "chatctl 0.1.0"),
  * or as it came, if it is none of those. */
@@ -35,6 +35,36 @@ export class SessionsView {
     const others = sessions.filter((listed) => !listed.current).length;
     this.status.textContent =
       others === 0 ? "No other sessions." : `${others} other session${others === 1 ? "" : "s"}.`;
+  }
+
+  /** A new secret for an authenticator app, shown until confirmed. */
+  async enrollTotp(): Promise<void> {
+    const { secret, otpauthUri } = await this.auth.enrollTotp({});
+    byId("totp-secret").textContent = secret;
+    byId<HTMLAnchorElement>("totp-uri").href = otpauthUri;
+    byId("totp-confirm-form").hidden = false;
+    byId("totp-recovery").hidden = true;
+    byId("totp-status").textContent = "";
+    byId("totp-code").focus();
+  }
+
+  /** Turns two-factor login on; shows the recovery codes, this once. */
+  async confirmTotp(code: string): Promise<void> {
+    const { recoveryCodes } = await this.auth.confirmTotp({ code });
+    byId<HTMLFormElement>("totp-confirm-form").reset();
+    byId("totp-confirm-form").hidden = true;
+    byId("totp-secret").textContent = "";
+    byId("totp-recovery-codes").replaceChildren(...recoveryCodes.map((code) => el("li", "", code)));
+    byId("totp-recovery").hidden = false;
+    byId("totp-status").textContent = "Two-factor login is on.";
+  }
+
+  /** Turns two-factor login off. */
+  async disableTotp(password: string, code: string): Promise<void> {
+    await this.auth.disableTotp({ password, code });
+    byId<HTMLFormElement>("totp-disable-form").reset();
+    byId("totp-recovery").hidden = true;
+    byId("totp-status").textContent = "Two-factor login is off.";
   }
 
   /** Ends every session but this browser's. */

@@ -55,11 +55,16 @@ pub enum Scope {
     Session(Uuid),
     /// A token without a session: the user's own password changes.
     User(i64),
+    /// A scope by its key, as a login waiting for its second factor kept
+    /// it: its codes count where its password did.
+    Kept(String),
 }
 
 impl Scope {
-    fn key(&self) -> String {
+    /// How the scope's attempts are counted.
+    pub fn key(&self) -> String {
         match self {
+            Scope::Kept(key) => key.clone(),
             Scope::Name(name) => format!("name:{name}"),
             Scope::Device(digest) => format!("device:{}", hex(digest)),
             Scope::Session(family) => format!("session:{family}"),
@@ -83,6 +88,9 @@ fn hex(bytes: &[u8]) -> String {
 pub enum Verdict<T> {
     Right(T),
     Wrong,
+    /// Right, but a second factor is still due: nothing is counted or
+    /// cleared until it is checked (in an attempt of its own).
+    Halfway(T),
 }
 
 #[derive(Clone)]
@@ -151,7 +159,7 @@ impl Lockout {
                     db::login_throttle::settle_wrong(&self.pool, name, &self.config).await;
                 counted.and(settled)
             }
-            Err(_) => db::login_throttle::release(&self.pool, name).await,
+            Ok(Verdict::Halfway(_)) | Err(_) => db::login_throttle::release(&self.pool, name).await,
         };
         self.settled.notify_waiters();
         if let Err(error) = settled {

@@ -2,8 +2,8 @@
 //! expired refresh tokens, families that can never be used again,
 //! revocations older than every access token they refuse, and login
 //! throttles with nothing to remember, names held after a rename once the
-//! hold ends, expired device tokens. Every replica prunes; the deletes
-//! are idempotent.
+//! hold ends, expired device tokens and login challenges. Every replica
+//! prunes; the deletes are idempotent.
 
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub struct Pruned {
     pub login_throttles: u64,
     pub released_names: u64,
     pub device_tokens: u64,
+    pub login_challenges: u64,
 }
 
 pub struct Pruning {
@@ -89,6 +90,13 @@ impl Pruning {
         loop {
             let done = db::device_tokens::prune(pool, BATCH).await?;
             pruned.device_tokens += done;
+            if done < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let done = db::login_challenges::prune(pool, BATCH).await?;
+            pruned.login_challenges += done;
             if done < BATCH as u64 {
                 break;
             }

@@ -112,6 +112,7 @@ async fn login_on(
             username: name.into(),
             password: password.into(),
             device_token: device_token.into(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

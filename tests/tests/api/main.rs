@@ -27,5 +27,6 @@ mod streams;
 mod sweep;
 mod tls;
 mod traces;
+mod two_factor;
 mod typing;
 mod users;

@@ -474,3 +474,75 @@ async fn sessions_are_listed_and_ended_over_rest_with_the_browsers_own_words() {
     .await;
     assert_eq!(others.status, 200, "{}", others.body);
 }
+
+#[tokio::test]
+async fn two_factor_login_is_set_up_and_completed_over_rest() {
+    let auth = TestAuth::spawn().await;
+    let http = auth.http_addr;
+    let ada = auth.register("ada").await;
+    let enrolled = request(
+        http,
+        "POST",
+        "/v1/auth/totp:enroll",
+        Some(&ada.access_token),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let secret = tests::totp::base32_decode(enrolled.json()["secret"].as_str().expect("a secret"));
+    let now = tests::totp::now();
+    let confirmed = request(
+        http,
+        "POST",
+        "/v1/auth/totp:confirm",
+        Some(&ada.access_token),
+        Some(&json!({ "code": tests::totp::code_at(&secret, now, 6) })),
+    )
+    .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(
+        confirmed.json()["recoveryCodes"].as_array().map(Vec::len),
+        Some(10)
+    );
+
+    let old_client = request(
+        http,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&json!({ "username": "ada", "password": "ada-password" })),
+    )
+    .await;
+    assert_eq!(old_client.status, 400, "{}", old_client.body);
+    let login = request(
+        http,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(
+            &json!({ "username": "ada", "password": "ada-password", "acceptsSecondFactor": true }),
+        ),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let challenge = login.json()["secondFactorChallenge"]
+        .as_str()
+        .expect("a challenge")
+        .to_owned();
+    let done = request(
+        http,
+        "POST",
+        "/v1/auth/login:complete",
+        None,
+        Some(
+            &json!({ "challenge": challenge, "code": tests::totp::code_at(&secret, now + 30, 6) }),
+        ),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.json()["accessToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+}

@@ -576,12 +576,31 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     .execute(&auth.db)
     .await
     .expect("an expired device token");
+    // A session ended just now, with no usable token, is kept while its
+    // access tokens may live: a replica starting now must load its ending.
+    sqlx::query(
+        "insert into refresh_families (id, user_id, token_version, expires_at, revoked_at)
+         select $1, id, token_version, now() + interval '1 day', now() from users where name = 'grace'",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&auth.db)
+    .await
+    .expect("a session just ended");
+    sqlx::query(
+        "insert into login_challenges (digest, user_id, token_version, throttle_key, expires_at)
+         select '\\x01'::bytea, id, token_version, 'name:grace', now() - interval '1 second'
+         from users where name = 'grace'",
+    )
+    .execute(&auth.db)
+    .await
+    .expect("an expired login challenge");
     let live_devices = count("select count(*) from device_tokens where expires_at > now()").await;
     assert!(live_devices >= 1, "logins hand out device tokens");
 
     assert!(
         eventually(|| async {
-            count("select count(*) from refresh_families").await == 1
+            count("select count(*) from refresh_families").await == 2
+                && count("select count(*) from login_challenges").await == 0
                 && count("select count(*) from token_revocations where user_id = 424242").await == 0
                 && count("select count(*) from login_throttle").await == 0
                 && count("select count(*) from released_names where name = 'gone'").await == 0
@@ -593,6 +612,11 @@ async fn pruning_deletes_expired_tokens_dead_families_old_revocations_and_idle_t
     // Grace's live session and the admin's are untouched, and so is a
     // name still held.
     assert_eq!(count("select count(*) from released_names").await, 1);
+    assert_eq!(
+        count("select count(*) from refresh_families where revoked_at is not null").await,
+        1,
+        "the session ended just now is kept"
+    );
     assert_eq!(
         count("select count(*) from device_tokens").await,
         live_devices,

@@ -549,6 +549,57 @@ async fn two_people_chat_live_in_two_browsers() {
         "no device token kept: {device}"
     );
 
+    // 8. Two-factor login: ada turns it on with a code computed from the
+    // secret the page shows, and her next login takes a code.
+    fill(&ada, "login-name", "ada").await;
+    fill(&ada, "login-password", PASSWORD).await;
+    click(&ada, "#login-button").await;
+    click(&ada, "#sessions").await;
+    click(&ada, "#totp-enroll").await;
+    let secret = eventually(
+        &ada,
+        "return document.getElementById('totp-secret').textContent",
+        |secret| secret.as_str().is_some_and(|s| s.len() == 32),
+    )
+    .await;
+    let secret = tests::totp::base32_decode(secret.as_str().expect("text"));
+    let now = tests::totp::now();
+    fill(&ada, "totp-code", &tests::totp::code_at(&secret, now, 6)).await;
+    click(&ada, "#totp-confirm-button").await;
+    eventually(
+        &ada,
+        "return document.querySelectorAll('#totp-recovery-codes li').length",
+        |count| count == 10,
+    )
+    .await;
+    steps.shoot(&ada, "ada-turns-two-factor-login-on").await;
+    click(&ada, "#logout").await;
+    fill(&ada, "login-name", "ada").await;
+    fill(&ada, "login-password", PASSWORD).await;
+    click(&ada, "#login-button").await;
+    eventually(
+        &ada,
+        "return document.getElementById('code-form').checkVisibility()",
+        |shown| shown == true,
+    )
+    .await;
+    // The confirming code's step is spent; the next one is accepted.
+    fill(
+        &ada,
+        "login-code",
+        &tests::totp::code_at(&secret, now + 30, 6),
+    )
+    .await;
+    steps.shoot(&ada, "ada-gives-her-code").await;
+    click(&ada, "#code-button").await;
+    eventually(
+        &ada,
+        "return [document.getElementById('app-view').checkVisibility(), \
+                 document.getElementById('auth-view').checkVisibility()]",
+        |shown| shown == &json!([true, false]),
+    )
+    .await;
+
     ada.close().await.expect("closing ada's browser");
     grace.close().await.expect("closing grace's browser");
     drop(driver.process);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEiaAoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgn6QgZyBBABGGQSGwoIcGFzc3dvcmQYAiABKAlCCfpCBnIEEAEYSBIeCgxkZXZpY2VfdG9rZW4YAyABKAlCCPpCBXIDGIAEIlIKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZSLZAQoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIuCgpzdGFydGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNsaWVudBgFIAEoCRIPCgdhZGRyZXNzGAYgASgJEg8KB2N1cnJlbnQYByABKAgiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI6ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIiCghzZXNzaW9ucxgBIAMoCzIQLmF1dGgudjEuU2Vzc2lvbiI1ChRSZXZva2VTZXNzaW9uUmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJQgn6QgZyBBABGEAiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Ii4KG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFMpQGCgtBdXRoU2VydmljZRJRCgVMb2dpbhIVLmF1dGgudjEuTG9naW5SZXF1ZXN0GhYuYXV0aC52MS5Mb2dpblJlc3BvbnNlIhmC0+STAhM6ASoiDi92MS9hdXRoL2xvZ2luEncKD0dldFJlZnJlc2hUb2tlbhIfLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVxdWVzdBogLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVzcG9uc2UiIYLT5JMCGzoBKiIWL3YxL2F1dGgvcmVmcmVzaC10b2tlbhJzCg5HZXRBY2Nlc3NUb2tlbhIeLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXF1ZXN0Gh8uYXV0aC52MS5HZXRBY2Nlc3NUb2tlblJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL2FjY2Vzcy10b2tlbhJVCgZMb2dvdXQSFi5hdXRoLnYxLkxvZ291dFJlcXVlc3QaFy5hdXRoLnYxLkxvZ291dFJlc3BvbnNlIhqC0+STAhQ6ASoiDy92MS9hdXRoL2xvZ291dBJmCgxMaXN0U2Vzc2lvbnMSHC5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHS5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEnYKDVJldm9rZVNlc3Npb24SHS5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0Gh4uYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EowBChNSZXZva2VPdGhlclNlc3Npb25zEiMuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdBokLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Nlc3Npb25zOnJldm9rZS1vdGhlcnNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEihwEKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJ+kIGcgQQARhkEhsKCHBhc3N3b3JkGAIgASgJQgn6QgZyBBABGEgSHgoMZGV2aWNlX3Rva2VuGAMgASgJQgj6QgVyAxiABBIdChVhY2NlcHRzX3NlY29uZF9mYWN0b3IYBCABKAgisQEKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJEh8KF3NlY29uZF9mYWN0b3JfY2hhbGxlbmdlGAQgASgJEjwKGHNlY29uZF9mYWN0b3JfZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoUQ29tcGxldGVMb2dpblJlcXVlc3QSHQoJY2hhbGxlbmdlGAEgASgJQgr6QgdyBRABGIAEEhcKBGNvZGUYAiABKAlCCfpCBnIEEAEYQCJaChVDb21wbGV0ZUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiLQoSQ29uZmlybVRvdHBSZXF1ZXN0EhcKBGNvZGUYASABKAlCCfpCBnIEEAEYQCItChNDb25maXJtVG90cFJlc3BvbnNlEhYKDnJlY292ZXJ5X2NvZGVzGAEgAygJIkoKEkRpc2FibGVUb3RwUmVxdWVzdBIbCghwYXNzd29yZBgBIAEoCUIJ+kIGcgQQARhIEhcKBGNvZGUYAiABKAlCCfpCBnIEEAEYQCIVChNEaXNhYmxlVG90cFJlc3BvbnNlIjsKFkdldFJlZnJlc2hUb2tlblJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIwChdHZXRSZWZyZXNoVG9rZW5SZXNwb25zZRIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIjoKFUdldEFjY2Vzc1Rva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIi4KFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJIjIKDUxvZ291dFJlcXVlc3QSIQoNcmVmcmVzaF90b2tlbhgBIAEoCUIK+kIHcgUQARiABCIQCg5Mb2dvdXRSZXNwb25zZSLZAQoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIuCgpzdGFydGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNsaWVudBgFIAEoCRIPCgdhZGRyZXNzGAYgASgJEg8KB2N1cnJlbnQYByABKAgiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI6ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIiCghzZXNzaW9ucxgBIAMoCzIQLmF1dGgudjEuU2Vzc2lvbiI1ChRSZXZva2VTZXNzaW9uUmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJQgn6QgZyBBABGEAiFwoVUmV2b2tlU2Vzc2lvblJlc3BvbnNlIhwKGlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0Ii4KG1Jldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZRIPCgdyZXZva2VkGAEgASgFMsgJCgtBdXRoU2VydmljZRJRCgVMb2dpbhIVLmF1dGgudjEuTG9naW5SZXF1ZXN0GhYuYXV0aC52MS5Mb2dpblJlc3BvbnNlIhmC0+STAhM6ASoiDi92MS9hdXRoL2xvZ2luEncKD0dldFJlZnJlc2hUb2tlbhIfLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVxdWVzdBogLmF1dGgudjEuR2V0UmVmcmVzaFRva2VuUmVzcG9uc2UiIYLT5JMCGzoBKiIWL3YxL2F1dGgvcmVmcmVzaC10b2tlbhJzCg5HZXRBY2Nlc3NUb2tlbhIeLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXF1ZXN0Gh8uYXV0aC52MS5HZXRBY2Nlc3NUb2tlblJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL2FjY2Vzcy10b2tlbhJVCgZMb2dvdXQSFi5hdXRoLnYxLkxvZ291dFJlcXVlc3QaFy5hdXRoLnYxLkxvZ291dFJlc3BvbnNlIhqC0+STAhQ6ASoiDy92MS9hdXRoL2xvZ291dBJyCg1Db21wbGV0ZUxvZ2luEh0uYXV0aC52MS5Db21wbGV0ZUxvZ2luUmVxdWVzdBoeLmF1dGgudjEuQ29tcGxldGVMb2dpblJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9hdXRoL2xvZ2luOmNvbXBsZXRlEmYKCkVucm9sbFRvdHASGi5hdXRoLnYxLkVucm9sbFRvdHBSZXF1ZXN0GhsuYXV0aC52MS5FbnJvbGxUb3RwUmVzcG9uc2UiH4LT5JMCGToBKiIUL3YxL2F1dGgvdG90cDplbnJvbGwSagoLQ29uZmlybVRvdHASGy5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVxdWVzdBocLmF1dGgudjEuQ29uZmlybVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwOmNvbmZpcm0SagoLRGlzYWJsZVRvdHASGy5hdXRoLnYxLkRpc2FibGVUb3RwUmVxdWVzdBocLmF1dGgudjEuRGlzYWJsZVRvdHBSZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC90b3RwOmRpc2FibGUSZgoMTGlzdFNlc3Npb25zEhwuYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0Gh0uYXV0aC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvYXV0aC9zZXNzaW9ucxJ2Cg1SZXZva2VTZXNzaW9uEh0uYXV0aC52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBoeLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlIiaC0+STAiAqHi92MS9hdXRoL3Nlc3Npb25zL3tzZXNzaW9uX2lkfRKMAQoTUmV2b2tlT3RoZXJTZXNzaW9ucxIjLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1JlcXVlc3QaJC5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXNwb25zZSIqgtPkkwIkOgEqIh8vdjEvYXV0aC9zZXNzaW9uczpyZXZva2Utb3RoZXJzYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
 
 /**
  * @generated from message auth.v1.LoginRequest
@@ -39,6 +39,15 @@ export type LoginRequest = Message<"auth.v1.LoginRequest"> & {
    * @generated from field: string device_token = 3;
    */
   deviceToken: string;
+
+  /**
+   * The client can finish a login with CompleteLogin: for a user with
+   * two-factor login on, a right password then answers a challenge
+   * instead of FAILED_PRECONDITION.
+   *
+   * @generated from field: bool accepts_second_factor = 4;
+   */
+  acceptsSecondFactor: boolean;
 };
 
 /**
@@ -69,6 +78,21 @@ export type LoginResponse = Message<"auth.v1.LoginResponse"> & {
    * @generated from field: string device_token = 3;
    */
   deviceToken: string;
+
+  /**
+   * Set instead of the tokens when the password was right and a second
+   * factor is due: pass it to CompleteLogin with a code.
+   *
+   * @generated from field: string second_factor_challenge = 4;
+   */
+  secondFactorChallenge: string;
+
+  /**
+   * When the challenge ends (5 minutes after the password).
+   *
+   * @generated from field: google.protobuf.Timestamp second_factor_expires_at = 5;
+   */
+  secondFactorExpiresAt?: Timestamp | undefined;
 };
 
 /**
@@ -77,6 +101,176 @@ export type LoginResponse = Message<"auth.v1.LoginResponse"> & {
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
   messageDesc(file_auth_v1_auth, 1);
+
+/**
+ * @generated from message auth.v1.CompleteLoginRequest
+ */
+export type CompleteLoginRequest = Message<"auth.v1.CompleteLoginRequest"> & {
+  /**
+   * @generated from field: string challenge = 1;
+   */
+  challenge: string;
+
+  /**
+   * Six digits from the authenticator, or a recovery code.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message auth.v1.CompleteLoginRequest.
+ * Use `create(CompleteLoginRequestSchema)` to create a new message.
+ */
+export const CompleteLoginRequestSchema: GenMessage<CompleteLoginRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 2);
+
+/**
+ * What a login answers once complete.
+ *
+ * @generated from message auth.v1.CompleteLoginResponse
+ */
+export type CompleteLoginResponse = Message<"auth.v1.CompleteLoginResponse"> & {
+  /**
+   * @generated from field: string refresh_token = 1;
+   */
+  refreshToken: string;
+
+  /**
+   * @generated from field: string access_token = 2;
+   */
+  accessToken: string;
+
+  /**
+   * As LoginResponse.device_token.
+   *
+   * @generated from field: string device_token = 3;
+   */
+  deviceToken: string;
+};
+
+/**
+ * Describes the message auth.v1.CompleteLoginResponse.
+ * Use `create(CompleteLoginResponseSchema)` to create a new message.
+ */
+export const CompleteLoginResponseSchema: GenMessage<CompleteLoginResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 3);
+
+/**
+ * @generated from message auth.v1.EnrollTotpRequest
+ */
+export type EnrollTotpRequest = Message<"auth.v1.EnrollTotpRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.EnrollTotpRequest.
+ * Use `create(EnrollTotpRequestSchema)` to create a new message.
+ */
+export const EnrollTotpRequestSchema: GenMessage<EnrollTotpRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 4);
+
+/**
+ * @generated from message auth.v1.EnrollTotpResponse
+ */
+export type EnrollTotpResponse = Message<"auth.v1.EnrollTotpResponse"> & {
+  /**
+   * The secret, in base32 (RFC 4648, no padding), for typing in.
+   *
+   * @generated from field: string secret = 1;
+   */
+  secret: string;
+
+  /**
+   * The same as an otpauth:// URI, for a QR code.
+   *
+   * @generated from field: string otpauth_uri = 2;
+   */
+  otpauthUri: string;
+};
+
+/**
+ * Describes the message auth.v1.EnrollTotpResponse.
+ * Use `create(EnrollTotpResponseSchema)` to create a new message.
+ */
+export const EnrollTotpResponseSchema: GenMessage<EnrollTotpResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 5);
+
+/**
+ * @generated from message auth.v1.ConfirmTotpRequest
+ */
+export type ConfirmTotpRequest = Message<"auth.v1.ConfirmTotpRequest"> & {
+  /**
+   * Six digits from the authenticator.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message auth.v1.ConfirmTotpRequest.
+ * Use `create(ConfirmTotpRequestSchema)` to create a new message.
+ */
+export const ConfirmTotpRequestSchema: GenMessage<ConfirmTotpRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 6);
+
+/**
+ * @generated from message auth.v1.ConfirmTotpResponse
+ */
+export type ConfirmTotpResponse = Message<"auth.v1.ConfirmTotpResponse"> & {
+  /**
+   * Each works once in place of a code. Stored hashed: they are not shown
+   * again.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message auth.v1.ConfirmTotpResponse.
+ * Use `create(ConfirmTotpResponseSchema)` to create a new message.
+ */
+export const ConfirmTotpResponseSchema: GenMessage<ConfirmTotpResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 7);
+
+/**
+ * @generated from message auth.v1.DisableTotpRequest
+ */
+export type DisableTotpRequest = Message<"auth.v1.DisableTotpRequest"> & {
+  /**
+   * @generated from field: string password = 1;
+   */
+  password: string;
+
+  /**
+   * Six digits from the authenticator, or a recovery code.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message auth.v1.DisableTotpRequest.
+ * Use `create(DisableTotpRequestSchema)` to create a new message.
+ */
+export const DisableTotpRequestSchema: GenMessage<DisableTotpRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 8);
+
+/**
+ * @generated from message auth.v1.DisableTotpResponse
+ */
+export type DisableTotpResponse = Message<"auth.v1.DisableTotpResponse"> & {
+};
+
+/**
+ * Describes the message auth.v1.DisableTotpResponse.
+ * Use `create(DisableTotpResponseSchema)` to create a new message.
+ */
+export const DisableTotpResponseSchema: GenMessage<DisableTotpResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 9);
 
 /**
  * @generated from message auth.v1.GetRefreshTokenRequest
@@ -93,7 +287,7 @@ export type GetRefreshTokenRequest = Message<"auth.v1.GetRefreshTokenRequest"> &
  * Use `create(GetRefreshTokenRequestSchema)` to create a new message.
  */
 export const GetRefreshTokenRequestSchema: GenMessage<GetRefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 2);
+  messageDesc(file_auth_v1_auth, 10);
 
 /**
  * @generated from message auth.v1.GetRefreshTokenResponse
@@ -110,7 +304,7 @@ export type GetRefreshTokenResponse = Message<"auth.v1.GetRefreshTokenResponse">
  * Use `create(GetRefreshTokenResponseSchema)` to create a new message.
  */
 export const GetRefreshTokenResponseSchema: GenMessage<GetRefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 3);
+  messageDesc(file_auth_v1_auth, 11);
 
 /**
  * @generated from message auth.v1.GetAccessTokenRequest
@@ -127,7 +321,7 @@ export type GetAccessTokenRequest = Message<"auth.v1.GetAccessTokenRequest"> & {
  * Use `create(GetAccessTokenRequestSchema)` to create a new message.
  */
 export const GetAccessTokenRequestSchema: GenMessage<GetAccessTokenRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 4);
+  messageDesc(file_auth_v1_auth, 12);
 
 /**
  * @generated from message auth.v1.GetAccessTokenResponse
@@ -144,7 +338,7 @@ export type GetAccessTokenResponse = Message<"auth.v1.GetAccessTokenResponse"> &
  * Use `create(GetAccessTokenResponseSchema)` to create a new message.
  */
 export const GetAccessTokenResponseSchema: GenMessage<GetAccessTokenResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 5);
+  messageDesc(file_auth_v1_auth, 13);
 
 /**
  * @generated from message auth.v1.LogoutRequest
@@ -161,7 +355,7 @@ export type LogoutRequest = Message<"auth.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 6);
+  messageDesc(file_auth_v1_auth, 14);
 
 /**
  * @generated from message auth.v1.LogoutResponse
@@ -174,7 +368,7 @@ export type LogoutResponse = Message<"auth.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 7);
+  messageDesc(file_auth_v1_auth, 15);
 
 /**
  * A login, while its refresh tokens can still be used.
@@ -238,7 +432,7 @@ export type Session = Message<"auth.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 8);
+  messageDesc(file_auth_v1_auth, 16);
 
 /**
  * @generated from message auth.v1.ListSessionsRequest
@@ -251,7 +445,7 @@ export type ListSessionsRequest = Message<"auth.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 9);
+  messageDesc(file_auth_v1_auth, 17);
 
 /**
  * @generated from message auth.v1.ListSessionsResponse
@@ -270,7 +464,7 @@ export type ListSessionsResponse = Message<"auth.v1.ListSessionsResponse"> & {
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 10);
+  messageDesc(file_auth_v1_auth, 18);
 
 /**
  * @generated from message auth.v1.RevokeSessionRequest
@@ -289,7 +483,7 @@ export type RevokeSessionRequest = Message<"auth.v1.RevokeSessionRequest"> & {
  * Use `create(RevokeSessionRequestSchema)` to create a new message.
  */
 export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 11);
+  messageDesc(file_auth_v1_auth, 19);
 
 /**
  * @generated from message auth.v1.RevokeSessionResponse
@@ -302,7 +496,7 @@ export type RevokeSessionResponse = Message<"auth.v1.RevokeSessionResponse"> & {
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 12);
+  messageDesc(file_auth_v1_auth, 20);
 
 /**
  * @generated from message auth.v1.RevokeOtherSessionsRequest
@@ -315,7 +509,7 @@ export type RevokeOtherSessionsRequest = Message<"auth.v1.RevokeOtherSessionsReq
  * Use `create(RevokeOtherSessionsRequestSchema)` to create a new message.
  */
 export const RevokeOtherSessionsRequestSchema: GenMessage<RevokeOtherSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 13);
+  messageDesc(file_auth_v1_auth, 21);
 
 /**
  * @generated from message auth.v1.RevokeOtherSessionsResponse
@@ -334,7 +528,7 @@ export type RevokeOtherSessionsResponse = Message<"auth.v1.RevokeOtherSessionsRe
  * Use `create(RevokeOtherSessionsResponseSchema)` to create a new message.
  */
 export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_auth_v1_auth, 14);
+  messageDesc(file_auth_v1_auth, 22);
 
 /**
  * Sessions: login, refresh token rotation, access tokens, logout, and the
@@ -349,7 +543,11 @@ export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsRe
  */
 export const AuthService: GenService<{
   /**
-   * Checks a name and password; answers with a new token family.
+   * Checks a name and password; answers with a new token family. For a
+   * user with two-factor login on, a right password answers
+   * second_factor_challenge instead (to a client that set
+   * accepts_second_factor; FAILED_PRECONDITION to one that did not), and
+   * CompleteLogin finishes the login with a code.
    *
    * @generated from rpc auth.v1.AuthService.Login
    */
@@ -387,6 +585,52 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LogoutRequestSchema;
     output: typeof LogoutResponseSchema;
+  },
+  /**
+   * Finishes a login that answered a second-factor challenge, with the
+   * authenticator's current code or an unused recovery code. Wrong codes
+   * count toward the login's lockout; five end the challenge.
+   *
+   * @generated from rpc auth.v1.AuthService.CompleteLogin
+   */
+  completeLogin: {
+    methodKind: "unary";
+    input: typeof CompleteLoginRequestSchema;
+    output: typeof CompleteLoginResponseSchema;
+  },
+  /**
+   * Starts turning two-factor login on: a new TOTP secret (RFC 6238:
+   * SHA-1, 6 digits, 30 s) for an authenticator app. Nothing changes until
+   * ConfirmTotp. FAILED_PRECONDITION if it is on already.
+   *
+   * @generated from rpc auth.v1.AuthService.EnrollTotp
+   */
+  enrollTotp: {
+    methodKind: "unary";
+    input: typeof EnrollTotpRequestSchema;
+    output: typeof EnrollTotpResponseSchema;
+  },
+  /**
+   * Turns two-factor login on with a code from the enrolled secret, and
+   * answers ten recovery codes, shown this once.
+   *
+   * @generated from rpc auth.v1.AuthService.ConfirmTotp
+   */
+  confirmTotp: {
+    methodKind: "unary";
+    input: typeof ConfirmTotpRequestSchema;
+    output: typeof ConfirmTotpResponseSchema;
+  },
+  /**
+   * Turns two-factor login off; takes the password and a current code (or
+   * a recovery code).
+   *
+   * @generated from rpc auth.v1.AuthService.DisableTotp
+   */
+  disableTotp: {
+    methodKind: "unary";
+    input: typeof DisableTotpRequestSchema;
+    output: typeof DisableTotpResponseSchema;
   },
   /**
    * The caller's sessions (one per login) that can still be used, most

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod session_control;
 pub mod sessions;
+pub mod two_factor;
 
 use std::sync::Arc;
 

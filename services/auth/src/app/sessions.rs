@@ -30,6 +30,8 @@ pub struct Credentials {
     /// What the client calls itself (its user agent), cut to length; empty
     /// if it said nothing.
     pub client: String,
+    /// The client can finish a login with a second factor.
+    pub accepts_second_factor: bool,
 }
 
 /// A refresh token as presented, kept only as its digest.
@@ -43,19 +45,42 @@ pub struct Session {
     pub device_token: SecretString,
 }
 
+/// What a right password gets.
+pub enum LoginOutcome {
+    /// A session.
+    Session(Session),
+    /// A challenge for the second factor (see [`super::two_factor`]).
+    SecondFactorDue {
+        challenge: SecretString,
+        expires_at: OffsetDateTime,
+    },
+}
+
+/// Whom a session is started for, and where from.
+pub(super) struct SessionStart {
+    pub user_id: i64,
+    /// The user's token version the login read; a change since ends it.
+    pub token_version: i64,
+    /// The digest of the device token the login presented, if valid.
+    pub device: Option<Vec<u8>>,
+    pub client: String,
+    pub address: String,
+}
+
 impl App {
     /// Logs in: a new refresh token family, an access token and a device
     /// token. Known name or not, the same statements, the same hash work
     /// and the same count against the limit: the device's, if the client
     /// presents a valid device token for that user, else the name's and
     /// the client address's.
-    pub async fn login(&self, credentials: Credentials) -> Result<Session> {
+    pub async fn login(&self, credentials: Credentials) -> Result<LoginOutcome> {
         let Credentials {
             name,
             password,
             device,
             address,
             client,
+            accepts_second_factor,
         } = credentials;
         let normalized = name.normalized();
         let (device, device_user) = match device {
@@ -99,13 +124,16 @@ impl App {
                     )
                     .await?;
                 Ok(match user {
+                    Some(user) if right && user.totp => Verdict::Halfway(user),
                     Some(user) if right => Verdict::Right(user),
                     _ => Verdict::Wrong,
                 })
             }
         };
-        let user = match self.lockout.attempt(attempt, check).await {
-            Ok(Verdict::Right(user)) => user,
+        let throttle_key = attempt.scope.key();
+        let (user, halfway) = match self.lockout.attempt(attempt, check).await {
+            Ok(Verdict::Right(user)) => (user, false),
+            Ok(Verdict::Halfway(user)) => (user, true),
             Ok(Verdict::Wrong) => {
                 tracing::warn!(
                     security_event = "login_failed",
@@ -133,22 +161,53 @@ impl App {
             Err(error) => return Err(error),
         };
         tracing::Span::current().record("user_id", user.id);
+        let start = SessionStart {
+            user_id: user.id,
+            token_version: user.token_version,
+            device,
+            client,
+            address: shown(address),
+        };
+        if halfway {
+            if !accepts_second_factor {
+                return Err(Error::FailedPrecondition(
+                    "this account has two-factor login on: log in with a client that can finish it with a code (CompleteLogin)".into(),
+                ));
+            }
+            let (challenge, expires_at) = self.second_factor_challenge(start, throttle_key).await?;
+            self.metrics
+                .logins
+                .with_label_values(&["second_factor_due"])
+                .inc();
+            tracing::info!("password right; second factor due");
+            return Ok(LoginOutcome::SecondFactorDue {
+                challenge,
+                expires_at,
+            });
+        }
+        let session = self.start_session(start).await?;
+        self.metrics.logins.with_label_values(&["success"]).inc();
+        tracing::info!("logged in");
+        Ok(LoginOutcome::Session(session))
+    }
 
-        // The family starts only if the user's token version is still the
-        // one read before the hash: a password change, role change or
-        // deletion meanwhile ends the login here.
+    /// Starts a session: a new refresh token family, an access token and a
+    /// device token. The family starts only if the user's token version is
+    /// still the one read before the password check: a password change,
+    /// role change or deletion meanwhile ends the login here.
+    pub(super) async fn start_session(&self, start: SessionStart) -> Result<Session> {
         let family_id = Uuid::new_v4();
         let (token, digest) = refresh::generate();
         let mut tx = self.pool.begin().await?;
         let Some(started) = db::refresh_families::start(
             &mut *tx,
             family_id,
-            user.id,
-            user.token_version,
+            start.user_id,
+            start.token_version,
             self.family_expiry()?,
             db::refresh_families::Origin {
-                client: &client,
-                address: &shown(address),
+                client: &start.client,
+                address: &start.address,
             },
         )
         .await?
@@ -162,24 +221,22 @@ impl App {
         db::device_tokens::issue(
             &mut *tx,
             &device_digest,
-            user.id,
+            start.user_id,
             expiry(self.devices.ttl)?,
-            device.as_deref(),
+            start.device.as_deref(),
             self.devices.per_user,
         )
         .await?;
         tx.commit().await?;
 
         let principal = principal(
-            user.id,
+            start.user_id,
             started.name,
             &started.role,
-            user.token_version,
+            start.token_version,
             family_id,
         )?;
         let access_token = self.policy.tokens().issue(&principal)?;
-        self.metrics.logins.with_label_values(&["success"]).inc();
-        tracing::info!("logged in");
         Ok(Session {
             refresh_token: token,
             access_token,
@@ -297,7 +354,7 @@ fn shown(address: Option<IpAddr>) -> String {
 }
 
 /// `ttl` from now.
-fn expiry(ttl: std::time::Duration) -> Result<OffsetDateTime> {
+pub(super) fn expiry(ttl: std::time::Duration) -> Result<OffsetDateTime> {
     let ttl = time::Duration::try_from(ttl).map_err(anyhow::Error::from)?;
     Ok(OffsetDateTime::now_utc() + ttl)
 }

@@ -3,11 +3,13 @@
 
 pub mod access_rules;
 pub mod device_tokens;
+pub mod login_challenges;
 pub mod login_throttle;
 pub mod refresh_families;
 pub mod refresh_tokens;
 pub mod released_names;
 pub mod revocations;
+pub mod totp;
 pub mod users;
 
 use secrecy::ExposeSecret as _;

@@ -24,6 +24,8 @@ pub struct LoginCandidate {
     pub id: i64,
     pub token_version: i64,
     pub password_hash: String,
+    /// Two-factor login is on: a right password is not enough.
+    pub totp: bool,
 }
 
 /// Unique violations name the field that clashed.
@@ -258,10 +260,13 @@ pub async fn login_candidate(
 ) -> Result<Option<LoginCandidate>> {
     Ok(sqlx::query_as!(
         LoginCandidate,
-        "select id, token_version, password_hash from users
-         where lower(name) in (lower($1), lower($2))
-         order by lower(name) = lower($1) desc
-         limit 1",
+        r#"select id, token_version, password_hash,
+                  exists (select 1 from totp_credentials t
+                          where t.user_id = users.id and t.confirmed_at is not null) as "totp!"
+           from users
+           where lower(name) in (lower($1), lower($2))
+           order by lower(name) = lower($1) desc
+           limit 1"#,
         typed,
         normalized
     )

@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::{caller, convert};
 use crate::app::App;
-use crate::app::sessions::{Credentials, PresentedToken, expose};
+use crate::app::sessions::{Credentials, LoginOutcome, PresentedToken, expose};
+use crate::app::two_factor::{self, SecondFactor};
+use crate::domain::Password;
 
 pub struct AuthApi {
     app: Arc<App>,
@@ -33,12 +35,88 @@ impl pb::auth_service_server::AuthService for AuthApi {
             client,
             ..Credentials::try_from(request.into_inner())?
         };
-        let session = self.app.login(credentials).await?;
-        Ok(Response::new(pb::LoginResponse {
+        Ok(Response::new(match self.app.login(credentials).await? {
+            LoginOutcome::Session(session) => pb::LoginResponse {
+                refresh_token: expose(&session.refresh_token),
+                access_token: session.access_token,
+                device_token: expose(&session.device_token),
+                ..Default::default()
+            },
+            LoginOutcome::SecondFactorDue {
+                challenge,
+                expires_at,
+            } => pb::LoginResponse {
+                second_factor_challenge: two_factor::expose(&challenge),
+                second_factor_expires_at: Some(convert::timestamp(expires_at)),
+                ..Default::default()
+            },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn complete_login(
+        &self,
+        request: Request<pb::CompleteLoginRequest>,
+    ) -> Reply<pb::CompleteLoginResponse> {
+        let address = self.app.quotas.client_of(&request);
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let session = self
+            .app
+            .complete_login(SecondFactor {
+                challenge: request.challenge,
+                code: request.code,
+                address,
+            })
+            .await?;
+        Ok(Response::new(pb::CompleteLoginResponse {
             refresh_token: expose(&session.refresh_token),
             access_token: session.access_token,
             device_token: expose(&session.device_token),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn enroll_totp(
+        &self,
+        request: Request<pb::EnrollTotpRequest>,
+    ) -> Reply<pb::EnrollTotpResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let enrolment = self.app.enroll_totp(&caller).await?;
+        Ok(Response::new(pb::EnrollTotpResponse {
+            secret: enrolment.secret,
+            otpauth_uri: enrolment.otpauth_uri,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn confirm_totp(
+        &self,
+        request: Request<pb::ConfirmTotpRequest>,
+    ) -> Reply<pb::ConfirmTotpResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let recovery_codes = self
+            .app
+            .confirm_totp(&caller, &request.get_ref().code)
+            .await?;
+        Ok(Response::new(pb::ConfirmTotpResponse { recovery_codes }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Reply<pb::DisableTotpResponse> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let password = Password::parse("password", request.password)?;
+        self.app
+            .disable_totp(&caller, password, &request.code)
+            .await?;
+        Ok(Response::new(pb::DisableTotpResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(user_id))]

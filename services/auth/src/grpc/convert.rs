@@ -165,6 +165,7 @@ impl TryFrom<pb::LoginRequest> for Credentials {
             // The handler knows the connection.
             address: None,
             client: String::new(),
+            accepts_second_factor: request.accepts_second_factor,
         })
     }
 }

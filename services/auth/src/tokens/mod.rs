@@ -1,5 +1,6 @@
-//! The two kinds of token: short-lived signed access tokens, and opaque
-//! single-use refresh tokens.
+//! The kinds of token: short-lived signed access tokens, opaque
+//! single-use refresh tokens, and the one-time codes of two-factor login.
 
 pub mod access;
 pub mod refresh;
+pub mod totp;

@@ -22,7 +22,8 @@ pub fn generate_device() -> (SecretString, Vec<u8>) {
     generate_with(DEVICE_PREFIX)
 }
 
-fn generate_with(prefix: &str) -> (SecretString, Vec<u8>) {
+/// A new token starting with `prefix`, and the digest to store.
+pub fn generate_with(prefix: &str) -> (SecretString, Vec<u8>) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token: SecretString = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)).into();
