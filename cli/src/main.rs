@@ -88,7 +88,7 @@ enum UsersCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
-    /// Change an account's name, email or (admins only) role.
+    /// Change an account's name, email or (admins only) role. Your own name or email takes your password (CHATCTL_PASSWORD or standard input) or a two-factor code (CHATCTL_TOTP_CODE).
     Update {
         id: i64,
         #[arg(long)]
@@ -99,7 +99,7 @@ enum UsersCommand {
         #[arg(long)]
         role: Option<String>,
     },
-    /// Delete an account.
+    /// Delete an account. Your own takes your password or a two-factor code, as update does.
     Delete { id: i64 },
 }
 
@@ -219,12 +219,20 @@ async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()>
                 Some("admin") => Some(auth_pb::Role::Admin.into()),
                 Some(other) => anyhow::bail!("unknown role {other:?} (user or admin)"),
             };
+            let (current_password, code) =
+                if (name.is_some() || email.is_some()) && client.own_id() == Some(id) {
+                    proof()?
+                } else {
+                    Default::default()
+                };
             let request = client
                 .authorized(auth_pb::UpdateRequest {
                     id,
                     name,
                     email,
                     role,
+                    current_password,
+                    code,
                 })
                 .await?;
             let user = client
@@ -237,12 +245,33 @@ async fn users(client: &mut Client, command: UsersCommand) -> anyhow::Result<()>
             print_user(&user);
         }
         UsersCommand::Delete { id } => {
-            let request = client.authorized(auth_pb::DeleteRequest { id }).await?;
+            let (current_password, code) = if client.own_id() == Some(id) {
+                proof()?
+            } else {
+                Default::default()
+            };
+            let request = client
+                .authorized(auth_pb::DeleteRequest {
+                    id,
+                    current_password,
+                    code,
+                })
+                .await?;
             client.users().delete(request).await?;
             println!("deleted user {id}");
         }
     }
     Ok(())
+}
+
+/// What proves the user owns the account they change: a two-factor code
+/// from CHATCTL_TOTP_CODE if set, else the password (CHATCTL_PASSWORD or
+/// standard input).
+fn proof() -> anyhow::Result<(String, String)> {
+    if let Ok(code) = std::env::var("CHATCTL_TOTP_CODE") {
+        return Ok((String::new(), code));
+    }
+    Ok((read_password()?, String::new()))
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -76,6 +76,12 @@ impl Client {
         UserServiceClient::new(self.auth.clone())
     }
 
+    /// The id of the user the kept session belongs to, if any.
+    pub fn own_id(&self) -> Option<i64> {
+        let session = self.stored().ok()?;
+        claims(&session.access_token)?["sub"].as_str()?.parse().ok()
+    }
+
     pub fn sessions(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.auth.clone())
     }

@@ -12,7 +12,8 @@ pub(crate) enum TotpCommand {
     /// it is confirmed).
     Enroll,
     /// Turn two-factor login on with a code from the app; prints the ten
-    /// recovery codes, shown this once.
+    /// recovery codes, shown this once. The password comes from
+    /// CHATCTL_PASSWORD or standard input.
     Confirm { code: String },
     /// Turn two-factor login off. The password comes from CHATCTL_PASSWORD
     /// or standard input, the code from CHATCTL_TOTP_CODE or standard
@@ -31,7 +32,10 @@ pub(crate) async fn totp(client: &mut Client, command: TotpCommand) -> anyhow::R
         }
         TotpCommand::Confirm { code } => {
             let request = client
-                .authorized(auth_pb::ConfirmTotpRequest { code })
+                .authorized(auth_pb::ConfirmTotpRequest {
+                    code,
+                    current_password: crate::read_secret("CHATCTL_PASSWORD", "password")?,
+                })
                 .await?;
             let codes = client
                 .sessions()

@@ -780,3 +780,33 @@ async fn two_factor_login_is_turned_on_used_and_turned_off() {
     ada.ok(&["logout"]).await;
     ada.ok(&["login", "ada"]).await;
 }
+
+#[tokio::test]
+async fn renaming_and_deleting_oneself_send_the_password_as_proof() {
+    let auth = TestAuth::spawn().await;
+    let chat = TestChat::spawn(&auth).await;
+    let dir = temp_dir("proof");
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &dir,
+    };
+    let registered = ada.ok(&["register", "ada", "ada@example.com"]).await;
+    let id = registered
+        .split("(id ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("an id: {registered}"))
+        .to_owned();
+    ada.ok(&["login", "ada"]).await;
+    // Without the password the server refuses, naming what is missing.
+    let mut without = ada.command(&["users", "update", &id, "--name", "ada2"]);
+    without.env_remove("CHATCTL_PASSWORD").stdin(Stdio::null());
+    let output = without.output().await.expect("chatctl runs");
+    assert!(!output.status.success());
+    let renamed = ada.ok(&["users", "update", &id, "--name", "ada2"]).await;
+    assert!(renamed.contains("ada2"), "{renamed}");
+    ada.ok(&["users", "delete", &id]).await;
+    let (ok, _, _) = ada.run(&["whoami"]).await;
+    assert!(!ok, "a deleted account's session is over");
+}

@@ -1,14 +1,14 @@
 // The web client: log in or register, see your chats, open one, and chat
 // live. Every request and response type comes from the code generated
 // from the protos (gen/ts); calls go over gRPC-Web.
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { AuthService } from "../../gen/ts/auth/v1/auth_pb";
 import { ChatRole, ChatService, type ChatSummary, type Member } from "../../gen/ts/chat/v1/chat_pb";
 import { Conversation } from "./conversation";
 import { Presence } from "./presence";
 import { SessionsView } from "./sessions";
 import { byId, el, names, value } from "./dom";
-import { describe } from "./errors";
+import { codeOf, describe } from "./errors";
 import { type SecondFactorDue, Session, transport } from "./session";
 
 /** Where the services are, as the server that serves this page says. */
@@ -65,6 +65,15 @@ async function loggedIn(started: Session) {
   listTimer = setInterval(() => void refreshChats().catch(showError), LIST_EVERY_MS);
 }
 
+/** Leaves the second-factor step: the login form again, nothing kept. */
+function backToPassword() {
+  secondFactorDue = undefined;
+  byId<HTMLFormElement>("code-form").reset();
+  byId("code-form").hidden = true;
+  byId<HTMLInputElement>("login-password").value = "";
+  byId("login-form").hidden = false;
+}
+
 function loggedOut() {
   clearInterval(listTimer);
   closeChat();
@@ -76,8 +85,12 @@ function loggedOut() {
   byId("totp-secret").textContent = "";
   byId("totp-recovery-codes").replaceChildren();
   byId("totp-status").textContent = "";
+  byId<HTMLFormElement>("totp-confirm-form").reset();
+  byId<HTMLFormElement>("totp-disable-form").reset();
+  byId<HTMLAnchorElement>("totp-uri").href = "#";
   byId("totp-confirm-form").hidden = true;
   byId("totp-recovery").hidden = true;
+  backToPassword();
   byId("me").textContent = "";
   byId("logout").hidden = true;
   byId("sessions").hidden = true;
@@ -269,13 +282,22 @@ async function start() {
   on("code-form", "submit", async () => {
     if (!secondFactorDue) return;
     const due = secondFactorDue;
-    const session = await Session.completeLogin(config.authUrl, due, value("login-code"));
-    secondFactorDue = undefined;
-    byId<HTMLFormElement>("code-form").reset();
-    byId("code-form").hidden = true;
-    byId("login-form").hidden = false;
+    let session: Session;
+    try {
+      session = await Session.completeLogin(config.authUrl, due, value("login-code"));
+    } catch (error) {
+      byId<HTMLInputElement>("login-code").value = "";
+      // A challenge that expired or took too many wrong codes: back to
+      // the password.
+      if (codeOf(error) === Code.Unauthenticated && describe(error).includes("challenge")) {
+        backToPassword();
+      }
+      throw error;
+    }
+    backToPassword();
     await loggedIn(session);
   });
+  on("code-cancel", "click", async () => backToPassword());
   on("register-form", "submit", async () => {
     const name = value("register-name");
     const password = value("register-password");
@@ -306,7 +328,7 @@ async function start() {
     await sessionsView?.enrollTotp();
   });
   on("totp-confirm-form", "submit", async () => {
-    await sessionsView?.confirmTotp(value("totp-code"));
+    await sessionsView?.confirmTotp(value("totp-code"), value("totp-password"));
   });
   on("totp-disable-form", "submit", async () => {
     await sessionsView?.disableTotp(value("totp-disable-password"), value("totp-disable-code"));

@@ -49,11 +49,12 @@ export class SessionsView {
   }
 
   /** Turns two-factor login on; shows the recovery codes, this once. */
-  async confirmTotp(code: string): Promise<void> {
-    const { recoveryCodes } = await this.auth.confirmTotp({ code });
+  async confirmTotp(code: string, currentPassword: string): Promise<void> {
+    const { recoveryCodes } = await this.auth.confirmTotp({ code, currentPassword });
     byId<HTMLFormElement>("totp-confirm-form").reset();
     byId("totp-confirm-form").hidden = true;
     byId("totp-secret").textContent = "";
+    byId<HTMLAnchorElement>("totp-uri").href = "#";
     byId("totp-recovery-codes").replaceChildren(...recoveryCodes.map((code) => el("li", "", code)));
     byId("totp-recovery").hidden = false;
     byId("totp-status").textContent = "Two-factor login is on.";

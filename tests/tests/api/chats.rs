@@ -263,7 +263,11 @@ async fn a_deleted_users_token_is_refused_at_once() {
     } = two_members().await;
 
     auth.users()
-        .delete(ada.request(auth_pb::DeleteRequest { id: ada.id }))
+        .delete(ada.request(auth_pb::DeleteRequest {
+            id: ada.id,
+            current_password: ada.password.clone(),
+            ..Default::default()
+        }))
         .await
         .expect("deleting ada");
 

@@ -10,7 +10,10 @@ use tonic::Code;
 
 async fn delete(auth: &TestAuth, admin: &TestUser, user: &TestUser) {
     auth.users()
-        .delete(admin.request(auth_pb::DeleteRequest { id: user.id }))
+        .delete(admin.request(auth_pb::DeleteRequest {
+            id: user.id,
+            ..Default::default()
+        }))
         .await
         .expect("the admin deletes the account");
 }

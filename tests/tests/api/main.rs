@@ -11,6 +11,7 @@ mod logs;
 mod membership;
 mod metrics;
 mod nats;
+mod owner_proof;
 mod quotas;
 mod read_markers;
 mod reflection;

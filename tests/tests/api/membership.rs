@@ -196,6 +196,7 @@ async fn get_chat_shows_members_current_names_to_members_and_admins_only() {
         .users()
         .update(team.grace.request(auth_pb::UpdateRequest {
             id: team.grace.id,
+            current_password: team.grace.password.clone(),
             name: Some("grace-hopper".into()),
             ..Default::default()
         }))

@@ -65,6 +65,16 @@ async fn users_are_created_read_updated_and_deleted_over_rest() {
         Some(&json!({ "email": "ada@lovelace.org" })),
     )
     .await;
+    // One's own email changes only with proof.
+    assert_eq!(updated.status, 400, "{}", updated.body);
+    let updated = request(
+        http,
+        "PATCH",
+        &format!("/v1/users/{id}"),
+        Some(&token),
+        Some(&json!({ "email": "ada@lovelace.org", "currentPassword": "correct horse" })),
+    )
+    .await;
     assert_eq!(updated.status, 200, "{}", updated.body);
     assert_eq!(updated.json()["user"]["email"], "ada@lovelace.org");
     assert_eq!(updated.json()["user"]["name"], "ada");
@@ -74,7 +84,7 @@ async fn users_are_created_read_updated_and_deleted_over_rest() {
         "DELETE",
         &format!("/v1/users/{id}"),
         Some(&token),
-        None,
+        Some(&json!({ "currentPassword": "correct horse" })),
     )
     .await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
@@ -496,7 +506,7 @@ async fn two_factor_login_is_set_up_and_completed_over_rest() {
         "POST",
         "/v1/auth/totp:confirm",
         Some(&ada.access_token),
-        Some(&json!({ "code": tests::totp::code_at(&secret, now, 6) })),
+        Some(&json!({ "code": tests::totp::code_at(&secret, now, 6), "currentPassword": "ada-password" })),
     )
     .await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);

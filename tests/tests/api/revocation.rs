@@ -250,6 +250,7 @@ async fn a_concurrent_promotion_and_demotion_each_revoke() {
             name: None,
             email: None,
             role: Some(role.into()),
+            ..Default::default()
         });
         tokio::spawn(async move { users.update(request).await })
     };
@@ -281,9 +282,11 @@ async fn check_answers_the_current_name_after_a_rename_on_every_replica() {
     auth.users()
         .update(ada.request(pb::UpdateRequest {
             id: ada.id,
+            current_password: ada.password.clone(),
             name: Some("ada-lovelace".into()),
             email: None,
             role: None,
+            ..Default::default()
         }))
         .await
         .expect("renaming");
@@ -312,9 +315,11 @@ async fn a_name_given_up_by_a_rename_is_nobody_elses_until_its_tokens_expire() {
         let mut users = auth.users();
         let request = who.request(pb::UpdateRequest {
             id: who.id,
+            current_password: who.password.clone(),
             name: Some(name.into()),
             email: None,
             role: None,
+            ..Default::default()
         });
         async move { users.update(request).await }
     };

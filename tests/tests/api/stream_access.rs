@@ -100,7 +100,10 @@ async fn deleting_a_user_ends_their_open_stream() {
     let since = Instant::now();
     s.auth
         .users()
-        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .delete(s.admin.request(auth_pb::DeleteRequest {
+            id: s.grace.id,
+            ..Default::default()
+        }))
         .await
         .expect("deleting grace");
     assert_ends_unauthenticated(&mut stream, since, "deletion").await;
@@ -132,6 +135,7 @@ async fn a_role_change_and_a_password_change_end_open_streams_on_every_replica()
             name: None,
             email: None,
             role: Some(auth_pb::Role::Admin.into()),
+            ..Default::default()
         }))
         .await
         .expect("promoting grace");
@@ -163,7 +167,10 @@ async fn a_revocation_on_one_auth_replica_ends_a_stream_on_another_chat_replica(
     let since = Instant::now();
     s.auth
         .users()
-        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .delete(s.admin.request(auth_pb::DeleteRequest {
+            id: s.grace.id,
+            ..Default::default()
+        }))
         .await
         .expect("deleting grace");
     assert_ends_unauthenticated(&mut stream, since, "deletion seen by another replica").await;
@@ -193,7 +200,10 @@ async fn a_revocation_ends_a_stream_whose_checks_reach_an_auth_replica_that_has_
     let since = Instant::now();
     s.auth
         .users()
-        .delete(s.admin.request(auth_pb::DeleteRequest { id: s.grace.id }))
+        .delete(s.admin.request(auth_pb::DeleteRequest {
+            id: s.grace.id,
+            ..Default::default()
+        }))
         .await
         .expect("deleting grace");
     assert_ends_unauthenticated(&mut stream, since, "deletion, checks on a lagging replica").await;

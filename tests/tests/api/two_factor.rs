@@ -48,6 +48,7 @@ async fn turn_on(auth: &TestAuth, user: &TestUser) -> (Vec<u8>, Vec<String>) {
         .sessions()
         .confirm_totp(user.request(pb::ConfirmTotpRequest {
             code: code_at(&secret, now(), 6),
+            current_password: user.password.clone(),
         }))
         .await
         .expect("confirming")
@@ -130,12 +131,28 @@ async fn a_login_takes_a_code_once_and_a_recovery_code_once() {
         .sessions()
         .confirm_totp(ada.request(pb::ConfirmTotpRequest {
             code: code_at(&base32_decode(&pending.secret), now() + 600, 6),
+            ..Default::default()
         }))
         .await
         .expect_err("a code of ten minutes on");
     assert_eq!(wrong.code(), Code::InvalidArgument, "{wrong:?}");
     assert!(wrong.message().contains("code"), "{wrong:?}");
 
+    // Confirming takes the password too: a stolen access token cannot
+    // put its own second factor in front of the account.
+    let secret = base32_decode(&pending.secret);
+    for password in ["", "not it"] {
+        let status = auth
+            .sessions()
+            .confirm_totp(ada.request(pb::ConfirmTotpRequest {
+                code: code_at(&secret, now(), 6),
+                current_password: password.into(),
+            }))
+            .await
+            .expect_err("without the password");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("current_password"), "{status:?}");
+    }
     let (secret, recovery) = turn_on(&auth, &ada).await;
     assert_eq!(recovery.len(), 10);
     let again = auth
@@ -312,6 +329,7 @@ async fn turning_it_off_takes_the_password_and_a_code() {
         auth.sessions()
             .confirm_totp(pb::ConfirmTotpRequest {
                 code: "123456".into(),
+                ..Default::default()
             })
             .await
             .map(drop)
@@ -332,6 +350,7 @@ async fn turning_it_off_takes_the_password_and_a_code() {
         .sessions()
         .confirm_totp(ada.request(pb::ConfirmTotpRequest {
             code: "123456".into(),
+            ..Default::default()
         }))
         .await
         .expect_err("nothing enrolled");

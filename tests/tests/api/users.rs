@@ -260,9 +260,11 @@ async fn update_changes_only_the_fields_given() {
         .users()
         .update(ada.request(pb::UpdateRequest {
             id: ada.id,
+            current_password: ada.password.clone(),
             name: Some("ada.lovelace".into()),
             email: None,
             role: None,
+            ..Default::default()
         }))
         .await
         .expect("renaming oneself")
@@ -280,6 +282,7 @@ async fn update_changes_only_the_fields_given() {
         .users()
         .update(ada.request(pb::UpdateRequest {
             id: ada.id,
+            current_password: ada.password.clone(),
             ..Default::default()
         }))
         .await
@@ -300,6 +303,8 @@ async fn update_refuses_taken_names_other_accounts_and_role_changes_by_users() {
         name: name.map(str::to_owned),
         email: None,
         role: role.map(Into::into),
+        current_password: ada.password.clone(),
+        ..Default::default()
     };
 
     let taken = auth
@@ -387,7 +392,11 @@ async fn deleting_an_account_revokes_its_tokens_and_frees_its_name() {
     let ada = auth.register("ada").await;
 
     auth.users()
-        .delete(ada.request(pb::DeleteRequest { id: ada.id }))
+        .delete(ada.request(pb::DeleteRequest {
+            id: ada.id,
+            current_password: ada.password.clone(),
+            ..Default::default()
+        }))
         .await
         .expect("deleting oneself");
 
@@ -419,17 +428,26 @@ async fn users_delete_only_themselves_and_admins_anyone() {
 
     let other = auth
         .users()
-        .delete(ada.request(pb::DeleteRequest { id: grace.id }))
+        .delete(ada.request(pb::DeleteRequest {
+            id: grace.id,
+            ..Default::default()
+        }))
         .await
         .expect_err("other");
     assert_eq!(other.code(), Code::PermissionDenied);
     auth.users()
-        .delete(admin.request(pb::DeleteRequest { id: grace.id }))
+        .delete(admin.request(pb::DeleteRequest {
+            id: grace.id,
+            ..Default::default()
+        }))
         .await
         .expect("an admin deletes");
     let gone = auth
         .users()
-        .delete(admin.request(pb::DeleteRequest { id: grace.id }))
+        .delete(admin.request(pb::DeleteRequest {
+            id: grace.id,
+            ..Default::default()
+        }))
         .await
         .expect_err("gone");
     assert_eq!(gone.code(), Code::NotFound);
@@ -652,6 +670,7 @@ async fn names_that_hide_characters_cannot_pass_for_another() {
             .users()
             .update(grace.request(pb::UpdateRequest {
                 id: grace.id,
+                current_password: grace.password.clone(),
                 name: Some(name.into()),
                 ..Default::default()
             }))
@@ -710,9 +729,11 @@ async fn names_that_look_like_another_are_taken() {
         .users()
         .update(grace.request(pb::UpdateRequest {
             id: grace.id,
+            current_password: grace.password.clone(),
             name: Some("\u{430}d\u{430}".into()),
             email: None,
             role: None,
+            ..Default::default()
         }))
         .await
         .expect_err("a rename into ada's looks");

@@ -565,6 +565,7 @@ async fn two_people_chat_live_in_two_browsers() {
     let secret = tests::totp::base32_decode(secret.as_str().expect("text"));
     let now = tests::totp::now();
     fill(&ada, "totp-code", &tests::totp::code_at(&secret, now, 6)).await;
+    fill(&ada, "totp-password", PASSWORD).await;
     click(&ada, "#totp-confirm-button").await;
     eventually(
         &ada,

@@ -6,6 +6,7 @@
 use sqlx::PgConnection;
 
 use super::App;
+use super::proof::Proof;
 use crate::access::{Caller, Revocation};
 use crate::db;
 use crate::db::users::UserRow;
@@ -29,6 +30,8 @@ pub struct AccountChange {
     pub name: Option<UserName>,
     pub email: Option<Email>,
     pub role: Option<Role>,
+    /// Needed to rename one's own account or change its email.
+    pub proof: Proof,
 }
 
 /// A new password for an account.
@@ -106,6 +109,7 @@ impl App {
             name,
             email,
             role,
+            proof,
         } = change;
         if !caller.may_act_on(id) {
             return Err(Error::permission_denied(
@@ -114,6 +118,15 @@ impl App {
         }
         if role.is_some() && !caller.is_admin() {
             return Err(Error::permission_denied("only admins may change roles"));
+        }
+        if name.is_some() || email.is_some() {
+            self.prove_owner(
+                caller,
+                id,
+                proof,
+                "rename one's own account or change its email",
+            )
+            .await?;
         }
 
         // The row stays locked from this read to the commit, so that the
@@ -180,12 +193,14 @@ impl App {
     }
 
     /// Deletes an account; its access tokens are revoked for good.
-    pub async fn delete_user(&self, caller: &Caller, id: UserId) -> Result<()> {
+    pub async fn delete_user(&self, caller: &Caller, id: UserId, proof: Proof) -> Result<()> {
         if !caller.may_act_on(id) {
             return Err(Error::permission_denied(
                 "users may only delete their own account",
             ));
         }
+        self.prove_owner(caller, id, proof, "delete one's own account")
+            .await?;
         let mut tx = self.pool.begin().await?;
         if !db::users::delete(&mut *tx, id.0).await? {
             return Err(not_found(id));

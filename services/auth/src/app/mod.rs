@@ -4,6 +4,7 @@
 //! answers with what they return.
 
 pub mod accounts;
+pub mod proof;
 pub mod session_control;
 pub mod sessions;
 pub mod two_factor;

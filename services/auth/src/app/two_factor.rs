@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use time::OffsetDateTime;
 
 use super::App;
+use super::proof::Proof;
 use super::sessions::{Session, SessionStart, expiry};
 use crate::access::Caller;
 use crate::db;
@@ -61,7 +62,7 @@ fn now_step() -> u64 {
 /// Whether `code` is the user's current TOTP code (never one used
 /// before) or one of their unused recovery codes; a code that is is used
 /// up by this call.
-async fn use_code(pool: &sqlx::PgPool, user_id: i64, code: &str) -> Result<bool> {
+pub(super) async fn use_code(pool: &sqlx::PgPool, user_id: i64, code: &str) -> Result<bool> {
     let Some(credential) = db::totp::credential(pool, user_id).await? else {
         return Ok(false);
     };
@@ -198,7 +199,12 @@ impl App {
 
     /// Turns two-factor login on with a code from the pending secret; the
     /// recovery codes, shown this once.
-    pub async fn confirm_totp(&self, caller: &Caller, code: &str) -> Result<Vec<String>> {
+    pub async fn confirm_totp(
+        &self,
+        caller: &Caller,
+        code: &str,
+        password: Option<Password>,
+    ) -> Result<Vec<String>> {
         let (user, _) = owner(caller)?;
         let credential = db::totp::credential(&self.pool, user).await?;
         let Some(credential) = credential.filter(|credential| !credential.confirmed) else {
@@ -213,6 +219,16 @@ impl App {
                 "is not the authenticator's current code",
             ));
         };
+        self.prove_owner(
+            caller,
+            UserId(user),
+            Proof {
+                password,
+                code: None,
+            },
+            "turn two-factor login on",
+        )
+        .await?;
         let codes = totp::new_recovery_codes();
         let digests: Vec<Vec<u8>> = codes
             .iter()
@@ -220,7 +236,7 @@ impl App {
             .map(|code| refresh::digest(&code))
             .collect();
         let mut tx = self.pool.begin().await?;
-        if !db::totp::confirm(&mut tx, user, step as i64, &digests).await? {
+        if !db::totp::confirm(&mut tx, user, &credential.secret, step as i64, &digests).await? {
             return Err(Error::FailedPrecondition(
                 "the secret changed or was confirmed meanwhile; enrol again".into(),
             ));
@@ -242,6 +258,14 @@ impl App {
         code: &str,
     ) -> Result<()> {
         let (user, _) = owner(caller)?;
+        let on = db::totp::credential(&self.pool, user)
+            .await?
+            .is_some_and(|credential| credential.confirmed);
+        if !on {
+            return Err(Error::FailedPrecondition(
+                "two-factor login is not on".into(),
+            ));
+        }
         let scope = match caller.principal().and_then(|principal| principal.session) {
             Some(session) => Scope::Session(session),
             None => Scope::User(user),

@@ -53,19 +53,22 @@ pub async fn use_step(db: impl PgExecutor<'_>, user_id: i64, step: i64) -> Resul
 }
 
 /// Turns two-factor login on with `codes` (digests) as the recovery
-/// codes, replacing any earlier ones; whether a pending secret was there
-/// to confirm.
+/// codes, replacing any earlier ones; whether the pending secret was still
+/// `secret`, unconfirmed, to confirm.
 pub async fn confirm(
     db: &mut sqlx::PgConnection,
     user_id: i64,
+    secret: &[u8],
     step: i64,
     codes: &[Vec<u8>],
 ) -> Result<bool> {
+    // The secret the code was checked against, not one enrolled since.
     let confirmed = sqlx::query!(
         "update totp_credentials set confirmed_at = now(), last_step = $2
-         where user_id = $1 and confirmed_at is null and last_step < $2",
+         where user_id = $1 and confirmed_at is null and last_step < $2 and secret = $3",
         user_id,
-        step
+        step,
+        secret
     )
     .execute(&mut *db)
     .await?;

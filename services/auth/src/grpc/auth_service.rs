@@ -96,10 +96,14 @@ impl pb::auth_service_server::AuthService for AuthApi {
         request: Request<pb::ConfirmTotpRequest>,
     ) -> Reply<pb::ConfirmTotpResponse> {
         let caller = caller(&request)?;
-        host::invalid::validate(request.get_ref())?;
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let password = (!request.current_password.is_empty())
+            .then(|| Password::parse("current_password", request.current_password))
+            .transpose()?;
         let recovery_codes = self
             .app
-            .confirm_totp(&caller, &request.get_ref().code)
+            .confirm_totp(&caller, &request.code, password)
             .await?;
         Ok(Response::new(pb::ConfirmTotpResponse { recovery_codes }))
     }

@@ -7,6 +7,7 @@ use host::page_token::PageToken;
 use tonic::Status;
 
 use crate::app::accounts::{AccountChange, NewUser, PasswordChange, UsersPage};
+use crate::app::proof::Proof;
 use crate::app::session_control::SessionView;
 use crate::app::sessions::{Credentials, PresentedToken};
 use crate::db::users::UserRow;
@@ -47,13 +48,24 @@ impl TryFrom<pb::GetRequest> for UserId {
     }
 }
 
-impl TryFrom<pb::DeleteRequest> for UserId {
-    type Error = Status;
+/// The account a `Delete` names, and the proof it presents.
+pub(super) fn deletion(request: pb::DeleteRequest) -> Result<(UserId, Proof), Status> {
+    host::invalid::validate(&request)?;
+    Ok((
+        UserId(request.id),
+        proof(request.current_password, request.code)?,
+    ))
+}
 
-    fn try_from(request: pb::DeleteRequest) -> Result<UserId, Status> {
-        host::invalid::validate(&request)?;
-        Ok(UserId(request.id))
-    }
+/// What a call presents as proof of the account's owner; empty fields
+/// present nothing.
+fn proof(current_password: String, code: String) -> Result<Proof, Status> {
+    Ok(Proof {
+        password: (!current_password.is_empty())
+            .then(|| Password::parse("current_password", current_password))
+            .transpose()?,
+        code: (!code.is_empty()).then_some(code),
+    })
 }
 
 impl TryFrom<pb::UpdateRequest> for AccountChange {
@@ -79,6 +91,7 @@ impl TryFrom<pb::UpdateRequest> for AccountChange {
                 .map(|email| Email::parse("email", email))
                 .transpose()?,
             role,
+            proof: proof(request.current_password, request.code)?,
         })
     }
 }

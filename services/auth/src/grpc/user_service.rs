@@ -61,8 +61,8 @@ impl pb::user_service_server::UserService for UserApi {
     #[tracing::instrument(skip_all, fields(user_id = request.get_ref().id))]
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Reply<pb::DeleteResponse> {
         let caller = caller(&request)?;
-        let id = UserId::try_from(request.into_inner())?;
-        self.app.delete_user(&caller, id).await?;
+        let (id, proof) = convert::deletion(request.into_inner())?;
+        self.app.delete_user(&caller, id, proof).await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
 
