@@ -150,6 +150,10 @@ async fn main() {
     ] {
         env.push((quota.into(), "off".into()));
     }
+    // `CHAT_ACCESS_CACHE_TTL_MS=0` measures chat without its access cache.
+    if let Ok(ttl) = std::env::var("CHAT_ACCESS_CACHE_TTL_MS") {
+        env.push(("CHAT_ACCESS_CACHE_TTL_MS".into(), ttl));
+    }
     env.push(("GLIBC_TUNABLES".into(), MALLOC_TUNABLES.into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let started = Instant::now();

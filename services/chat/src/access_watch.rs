@@ -30,8 +30,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::access_cache::{self, AccessCache, Generation};
 use crate::auth_client::AuthClient;
 use crate::departures::pending::Departures;
+use crate::domain::Caller;
 
 /// How long the feed may be silent before held streams end.
 pub const FEED_LOSS_BOUND: Duration = Duration::from_secs(5);
@@ -64,6 +66,8 @@ pub(crate) struct AccessWatch {
     /// Told of every user the feed names, and of every resync: deleted
     /// accounts leave their chats.
     departures: Arc<Departures>,
+    /// Auth's answers, kept while the feed vouches for them.
+    cache: AccessCache,
 }
 
 /// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
@@ -101,6 +105,7 @@ impl AccessWatch {
     pub(crate) fn start(
         auth: AuthClient,
         departures: Arc<Departures>,
+        cache_ttl: Duration,
     ) -> (Arc<AccessWatch>, Vec<JoinHandle<()>>) {
         let watch = Arc::new(AccessWatch {
             auth,
@@ -111,6 +116,7 @@ impl AccessWatch {
             revoked: Mutex::default(),
             ended_sessions: Mutex::default(),
             departures,
+            cache: AccessCache::new(cache_ttl),
         });
         let feeding = tokio::spawn(watch.clone().follow());
         let guarding = tokio::spawn(watch.clone().fail_closed());
@@ -190,6 +196,37 @@ impl AccessWatch {
             .fed_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Whether the feed spoke recently enough for the cache to answer.
+    fn feed_live(&self) -> bool {
+        self.feed_age() <= access_cache::FEED_BOUND
+    }
+
+    /// Auth's answer for this token and endpoint, if kept.
+    pub(crate) fn cached(
+        &self,
+        authorization: Option<&HeaderValue>,
+        endpoint: &str,
+    ) -> Option<Caller> {
+        self.cache.get(authorization, endpoint, self.feed_live())
+    }
+
+    /// Where the cache is; taken before asking `Check`.
+    pub(crate) fn cache_generation(&self) -> Generation {
+        self.cache.generation()
+    }
+
+    /// Keeps auth's answer, asked for at `asked_at`, if it may be.
+    pub(crate) fn remember(
+        &self,
+        asked_at: Generation,
+        authorization: Option<&HeaderValue>,
+        endpoint: &str,
+        caller: &Caller,
+    ) {
+        self.cache
+            .put(asked_at, authorization, endpoint, caller, self.feed_live());
     }
 
     /// The feed's position now; taken before a call is checked.
@@ -274,6 +311,20 @@ impl AccessWatch {
                 });
                 if message.resync || named_without_version || !message.revocations.is_empty() {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
+                if message.resync {
+                    self.cache.clear();
+                } else {
+                    let named: HashSet<i64> = message
+                        .user_ids
+                        .iter()
+                        .copied()
+                        .chain(message.revocations.iter().map(|r| r.user_id))
+                        .chain(message.ended_sessions.iter().map(|s| s.user_id))
+                        .collect();
+                    if !named.is_empty() {
+                        self.cache.forget_users(named);
+                    }
                 }
                 self.apply(&message.revocations, &message.ended_sessions);
                 // A user named only for a session that ended is still

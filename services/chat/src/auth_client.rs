@@ -361,6 +361,7 @@ mod tests {
             check_timeout: Duration::from_secs(2),
             service_secret: None,
             tls: crate::config::AuthTls::default(),
+            access_cache_ttl: Duration::ZERO,
         })
         .expect("a valid URI");
         assert_eq!(client.check_deadline(None), Duration::from_secs(2));

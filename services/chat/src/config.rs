@@ -133,6 +133,10 @@ pub struct AuthConfig {
     pub service_secret: Option<SecretString>,
     /// How chat reaches an `https://` auth.
     pub tls: AuthTls,
+    /// How long auth's answers to `Check` are kept (see
+    /// [`crate::access_cache`]); zero keeps none
+    /// (`CHAT_ACCESS_CACHE_TTL_MS`).
+    pub access_cache_ttl: Duration,
 }
 
 /// TLS to auth: the CA that issued auth's certificate (`CHAT_AUTH_CA_FILE`;
@@ -158,6 +162,7 @@ impl Config {
                 check_timeout: Duration::from_secs(2),
                 service_secret: None,
                 tls: AuthTls::default(),
+                access_cache_ttl: Duration::from_secs(30),
             },
             stream_buffer: 256,
             stream_stall_timeout: Duration::from_secs(10),
@@ -225,6 +230,11 @@ impl Config {
                 )?),
                 service_secret: service_secret(&var, &auth_tls)?,
                 tls: auth_tls,
+                access_cache_ttl: Duration::from_millis(var_or(
+                    &var,
+                    "CHAT_ACCESS_CACHE_TTL_MS",
+                    &defaults.auth.access_cache_ttl.as_millis().to_string(),
+                )?),
                 ..defaults.auth
             },
             stream_buffer: var_or(

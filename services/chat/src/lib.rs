@@ -18,11 +18,14 @@
 //! - `bus`: how replicas tell each other: PostgreSQL's `NOTIFY`, or NATS.
 //! - `auth_client`: the one shared, lazily connected channel to auth.
 //! - [`access_watch`]: ends open streams when their caller's access ends.
+//! - [`access_cache`]: auth's answers, kept while the revocation feed
+//!   vouches for them.
 //! - [`db`]: the only place SQL lives.
 //! - `metrics`: messages sent and open streams, for Prometheus.
 //! - `quotas`: what one user may do how often, per replica.
 //! - [`error`]: the one error type and its gRPC statuses.
 
+pub mod access_cache;
 pub mod access_watch;
 mod app;
 mod auth_client;

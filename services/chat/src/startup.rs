@@ -64,7 +64,11 @@ impl Application {
         .context("starting the fan-out of chat events")?;
         let auth = AuthClient::connect_lazy(&config.auth).context("the auth service's address")?;
         let departures = Arc::new(Departures::default());
-        let (access, mut access_tasks) = AccessWatch::start(auth.clone(), departures.clone());
+        let (access, mut access_tasks) = AccessWatch::start(
+            auth.clone(),
+            departures.clone(),
+            config.auth.access_cache_ttl,
+        );
         let app = Arc::new(App {
             pool,
             auth: auth.clone(),

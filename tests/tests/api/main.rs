@@ -1,6 +1,7 @@
 //! Integration tests: one binary, so one PostgreSQL server for all of them.
 
 mod access;
+mod access_cache;
 mod brute_force;
 mod chats;
 mod contracts;

@@ -129,7 +129,8 @@ async fn chat_metrics_count_messages_and_open_streams() {
             "auth_access_checks_total",
             &[("result", "allowed")]
         )
-        .is_some_and(|n| n >= 4.0)
+        // The second send was answered from chat's access cache.
+        .is_some_and(|n| n >= 3.0)
     );
 }
 

@@ -121,6 +121,10 @@ async fn with_auth_slow_or_down_every_chat_rpc_is_unavailable_in_time_and_none_r
         ("auth down", Relay::cut as fn(&Relay)),
     ] {
         apply(&to_auth);
+        // Chat answers from auth's recent answers only while the
+        // revocation feed vouches for them: once it has been silent for
+        // its bound, every call needs auth again.
+        tokio::time::sleep(chat::access_cache::FEED_BOUND + Duration::from_millis(500)).await;
         for (rpc, code, took) in every_rpc(&chat, &ada, chat_id).await {
             eprintln!("{fault}: {rpc} answered {code:?} in {took:?}");
             assert_eq!(code, Code::Unavailable, "{fault}: {rpc}");

@@ -100,6 +100,8 @@ pub enum Change {
     Revoked(UserId, i64),
     /// The user's session ended: its tokens are refused.
     SessionEnded(UserId, Uuid),
+    /// The user was renamed: what a service kept of their name is stale.
+    Renamed(UserId),
     /// The policy was reloaded: anything may have changed.
     Resync,
 }
@@ -367,28 +369,33 @@ impl AccessPolicy {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let min_version = revocation.min_version;
-        let raised = match revocations.entry(user) {
+        let (raised, renamed) = match revocations.entry(user) {
             Entry::Vacant(entry) => {
                 let raised = revocation.min_version > 0;
+                let renamed = revocation.current_name.is_some();
                 entry.insert(revocation);
-                raised
+                (raised, renamed)
             }
             Entry::Occupied(mut entry) => {
                 let known = entry.get_mut();
                 let raised = revocation.min_version > known.min_version;
                 known.min_version = known.min_version.max(revocation.min_version);
-                if revocation.current_name.is_some() && revocation.name_version > known.name_version
-                {
+                let renamed = revocation.current_name.is_some()
+                    && revocation.name_version > known.name_version;
+                if renamed {
                     known.current_name = revocation.current_name;
                     known.name_version = revocation.name_version;
                 }
                 known.at = known.at.max(revocation.at);
-                raised
+                (raised, renamed)
             }
         };
         drop(revocations);
         if raised {
             let _ = self.changes.send(Change::Revoked(user, min_version));
+        }
+        if renamed {
+            let _ = self.changes.send(Change::Renamed(user));
         }
     }
 

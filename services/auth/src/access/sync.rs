@@ -102,6 +102,9 @@ async fn listen(mut notifications: Notifications, pool: PgPool, policy: Arc<Acce
                         tracing::warn!(%error, "reloading the access rules failed; retrying");
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
+                    // A rule gone may refuse what services allowed and
+                    // kept: they check again.
+                    policy.announce_resync();
                 }
             },
         }

@@ -249,6 +249,11 @@ async fn watch(
                                 min_token_version,
                             });
                         }
+                        Ok(Change::Renamed(user)) => {
+                            // Named without a version: watchers drop what
+                            // they kept of the user and check again.
+                            message.user_ids.push(user.0);
+                        }
                         Ok(Change::SessionEnded(user, session)) => {
                             message.user_ids.push(user.0);
                             message.ended_sessions.push(pb::EndedSession {

@@ -1,7 +1,9 @@
 //! A tower layer in front of `ChatService` (and nothing else, so health
 //! and reflection stay open): every call, unary or streaming, is first
-//! checked with auth's `AccessService/Check` under its full method name.
-//! tonic's interceptors cannot await, hence a layer.
+//! checked with auth's `AccessService/Check` under its full method name,
+//! or answered from the answers auth gave lately, while the revocation
+//! feed vouches for them (see [`crate::access_cache`]). tonic's
+//! interceptors cannot await, hence a layer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,17 +59,30 @@ where
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let auth = self.auth.clone();
         let checked_at = self.access.epoch();
+        let access = self.access.clone();
         Box::pin(async move {
             let headers = request.headers();
-            let deadline = auth.check_deadline(headers.get("grpc-timeout"));
-            let checked = auth
-                .check(
-                    headers.get(http::header::AUTHORIZATION),
-                    headers.get(host::metrics::REQUEST_ID),
-                    request.uri().path(),
-                    deadline,
-                )
-                .await;
+            let authorization = headers.get(http::header::AUTHORIZATION);
+            let endpoint = request.uri().path();
+            let checked = match access.cached(authorization, endpoint) {
+                Some(caller) => Ok(caller),
+                None => {
+                    let asked_at = access.cache_generation();
+                    let deadline = auth.check_deadline(headers.get("grpc-timeout"));
+                    let checked = auth
+                        .check(
+                            authorization,
+                            headers.get(host::metrics::REQUEST_ID),
+                            endpoint,
+                            deadline,
+                        )
+                        .await;
+                    if let Ok(caller) = &checked {
+                        access.remember(asked_at, authorization, endpoint, caller);
+                    }
+                    checked
+                }
+            };
             match checked {
                 Ok(caller) => {
                     tracing::Span::current().record("user_id", caller.user_id.get());
