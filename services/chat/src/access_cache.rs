@@ -31,8 +31,24 @@ pub const MAX_ENTRIES: usize = 10_000;
 /// cache neither answers nor keeps anything.
 pub const FEED_BOUND: Duration = Duration::from_secs(2);
 /// How long a user named by the feed is not cached: longer than any auth
-/// replica may answer from state that has not heard of it.
+/// replica may answer from state that has not heard of it (auth's
+/// `AUTH_POLICY_MAX_STALENESS_MS`, 5 s by default, must stay below it).
 pub const NAMED_WINDOW: Duration = Duration::from_secs(10);
+/// Longer tokens are not kept.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The token of `authorization: Bearer <token>`, as it is kept: the
+/// scheme's case and the spaces around the token make no new entry.
+fn token_of(authorization: Option<&HeaderValue>) -> Option<&[u8]> {
+    let value = authorization?.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty() && token.len() <= MAX_TOKEN_BYTES).then_some(token)
+}
 
 pub(crate) struct AccessCache {
     ttl: Duration,
@@ -48,6 +64,9 @@ struct Inner {
     generation: u64,
     /// Users the feed named, and when.
     named: HashMap<i64, Instant>,
+    /// Nothing is kept before this: after a resync, any auth replica may
+    /// still answer from state that has not heard what the resync says.
+    blocked_until: Option<Instant>,
 }
 
 struct Entry {
@@ -85,7 +104,7 @@ impl AccessCache {
         if self.ttl.is_zero() || !feed_live {
             return None;
         }
-        let token = authorization?.as_bytes();
+        let token = token_of(authorization)?;
         let inner = self.inner();
         let entry = inner.entries.get(token)?.get(endpoint)?;
         (entry.until > Instant::now()).then(|| entry.caller.clone())
@@ -106,7 +125,7 @@ impl AccessCache {
         caller: &Caller,
         feed_live: bool,
     ) {
-        let Some(authorization) = authorization else {
+        let Some(token) = token_of(authorization) else {
             return;
         };
         if self.ttl.is_zero() || !feed_live {
@@ -121,7 +140,7 @@ impl AccessCache {
             until = until.min(now + left);
         }
         let mut inner = self.inner();
-        if inner.generation != asked_at.0 {
+        if inner.generation != asked_at.0 || inner.blocked_until.is_some_and(|until| now < until) {
             return;
         }
         let user = caller.user_id.get();
@@ -134,15 +153,13 @@ impl AccessCache {
         }
         if inner.count >= MAX_ENTRIES {
             inner.forget_expired(now);
-            if inner.count >= MAX_ENTRIES {
+            // Not a scan per insert while nearly full: if few went, all go.
+            if inner.count >= MAX_ENTRIES * 9 / 10 {
                 inner.entries.clear();
                 inner.count = 0;
             }
         }
-        let endpoints = inner
-            .entries
-            .entry(authorization.as_bytes().to_vec())
-            .or_default();
+        let endpoints = inner.entries.entry(token.to_vec()).or_default();
         let added = endpoints
             .insert(
                 endpoint.to_owned(),
@@ -179,12 +196,17 @@ impl AccessCache {
         inner.named = named;
     }
 
-    /// Drops every entry (a resync: anything may have changed).
-    pub(crate) fn clear(&self) {
+    /// Drops every entry (a resync: anything may have changed; or the feed
+    /// was lost); with `block`, keeps none for [`NAMED_WINDOW`] either, as
+    /// not every auth replica may have heard what changed.
+    pub(crate) fn clear(&self, block: bool) {
         let mut inner = self.inner();
         inner.generation += 1;
         inner.entries.clear();
         inner.count = 0;
+        if block {
+            inner.blocked_until = Some(Instant::now() + NAMED_WINDOW);
+        }
     }
 
     /// How many entries are kept.
@@ -268,8 +290,71 @@ mod tests {
         // Ada, just named, is not kept even from a check asked for after.
         cache.put(cache.generation(), Some(&ada), "/x/Send", &caller(1), true);
         assert_eq!(cache.get(Some(&ada), "/x/Send", true), None);
-        cache.clear();
+        cache.clear(false);
         assert_eq!(cache.len(), 0);
+        cache.put(
+            cache.generation(),
+            Some(&grace),
+            "/x/Send",
+            &caller(2),
+            true,
+        );
+        assert_eq!(cache.len(), 1);
+        // After a later resync nothing is kept for a while, whoever it is
+        // for.
+        cache.clear(true);
+        cache.put(
+            cache.generation(),
+            Some(&grace),
+            "/x/Send",
+            &caller(2),
+            true,
+        );
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_token_is_kept_once_however_its_header_is_spelt() {
+        let cache = AccessCache::new(Duration::from_secs(30));
+        cache.put(
+            cache.generation(),
+            Some(&token("Bearer a")),
+            "/x",
+            &caller(1),
+            true,
+        );
+        for spelt in ["bearer a", "BEARER   a", "Bearer a  "] {
+            assert!(
+                cache.get(Some(&token(spelt)), "/x", true).is_some(),
+                "{spelt}"
+            );
+            cache.put(
+                cache.generation(),
+                Some(&token(spelt)),
+                "/x",
+                &caller(1),
+                true,
+            );
+        }
+        assert_eq!(cache.len(), 1);
+        for not_kept in ["Basic a", "Bearer", "a"] {
+            cache.put(
+                cache.generation(),
+                Some(&token(not_kept)),
+                "/x",
+                &caller(1),
+                true,
+            );
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        cache.put(
+            cache.generation(),
+            Some(&token(&long)),
+            "/x",
+            &caller(1),
+            true,
+        );
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! stream is checked again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub(crate) struct AccessWatch {
     departures: Arc<Departures>,
     /// Auth's answers, kept while the feed vouches for them.
     cache: AccessCache,
+    /// The feed is followed and has resynced since it was (re)opened.
+    feed_up: AtomicBool,
+    /// The feed has resynced at least once.
+    resynced: AtomicBool,
 }
 
 /// Where the feed was when a call was checked (see [`AccessWatch::epoch`]).
@@ -117,6 +121,8 @@ impl AccessWatch {
             ended_sessions: Mutex::default(),
             departures,
             cache: AccessCache::new(cache_ttl),
+            feed_up: AtomicBool::new(false),
+            resynced: AtomicBool::new(false),
         });
         let feeding = tokio::spawn(watch.clone().follow());
         let guarding = tokio::spawn(watch.clone().fail_closed());
@@ -198,9 +204,10 @@ impl AccessWatch {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
-    /// Whether the feed spoke recently enough for the cache to answer.
+    /// Whether the feed is followed, since its resync, and spoke recently
+    /// enough for the cache to answer.
     fn feed_live(&self) -> bool {
-        self.feed_age() <= access_cache::FEED_BOUND
+        self.feed_up.load(Ordering::Acquire) && self.feed_age() <= access_cache::FEED_BOUND
     }
 
     /// Auth's answer for this token and endpoint, if kept.
@@ -279,6 +286,10 @@ impl AccessWatch {
     async fn follow(self: Arc<Self>) {
         let mut backoff = Duration::ZERO;
         loop {
+            // Lost, or not followed yet: nothing kept is vouched for until
+            // the next resync.
+            self.feed_up.store(false, Ordering::Release);
+            self.cache.clear(false);
             tokio::time::sleep(backoff).await;
             let mut feed = match self.auth.watch_revocations().await {
                 Ok(feed) => feed,
@@ -302,7 +313,29 @@ impl AccessWatch {
                         break;
                     }
                 };
+                if message.resync {
+                    // From here on the feed vouches for what is kept.
+                    self.feed_up.store(true, Ordering::Release);
+                }
                 self.fed();
+                // Before the epoch moves: a call that reads the new epoch
+                // finds nothing kept from before this message.
+                if message.resync {
+                    // After the first, a resync says something changed that
+                    // not every auth replica may have heard yet.
+                    let again = self.resynced.swap(true, Ordering::AcqRel);
+                    self.cache.clear(again);
+                }
+                let named: HashSet<i64> = message
+                    .user_ids
+                    .iter()
+                    .copied()
+                    .chain(message.revocations.iter().map(|r| r.user_id))
+                    .chain(message.ended_sessions.iter().map(|s| s.user_id))
+                    .collect();
+                if !named.is_empty() {
+                    self.cache.forget_users(named);
+                }
                 // Ended sessions are kept in memory and read once a stream
                 // is held: they need no second check of streams opening.
                 let named_without_version = message.user_ids.iter().any(|user| {
@@ -311,20 +344,6 @@ impl AccessWatch {
                 });
                 if message.resync || named_without_version || !message.revocations.is_empty() {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
-                }
-                if message.resync {
-                    self.cache.clear();
-                } else {
-                    let named: HashSet<i64> = message
-                        .user_ids
-                        .iter()
-                        .copied()
-                        .chain(message.revocations.iter().map(|r| r.user_id))
-                        .chain(message.ended_sessions.iter().map(|s| s.user_id))
-                        .collect();
-                    if !named.is_empty() {
-                        self.cache.forget_users(named);
-                    }
                 }
                 self.apply(&message.revocations, &message.ended_sessions);
                 // A user named only for a session that ended is still
