@@ -64,6 +64,9 @@ pub struct TokenConfig {
     /// verify, so a new key can be put first while tokens signed with the
     /// old one are still in use.
     pub signing_keys: Vec<SigningKey>,
+    /// The most sessions (families) a user keeps open; a login past it
+    /// ends the least recently used (`AUTH_SESSIONS_PER_USER`).
+    pub sessions_per_user: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +134,9 @@ const MIN_SECRET_LEN: usize = 32;
 /// No lifetime or wait may exceed this (a hundred years): larger ones
 /// overflow timestamps.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+/// The stalest policy a replica may answer from; chat's access cache
+/// counts on it (its window is 10 s).
+const MAX_POLICY_STALENESS: Duration = Duration::from_secs(9);
 
 impl Config {
     /// Every setting at its default, with the given database and keys.
@@ -146,6 +152,7 @@ impl Config {
                 refresh_ttl: Duration::from_secs(24 * 60 * 60),
                 family_ttl: Duration::from_secs(30 * 24 * 60 * 60),
                 signing_keys,
+                sessions_per_user: 100,
             },
             passwords: PasswordConfig {
                 memory_kib: 19 * 1024,
@@ -200,6 +207,10 @@ impl Config {
                 "AUTH_DEVICE_TOKENS_PER_USER",
                 u64::from(self.devices.per_user),
             ),
+            (
+                "AUTH_SESSIONS_PER_USER",
+                u64::from(self.tokens.sessions_per_user),
+            ),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
@@ -249,6 +260,17 @@ impl Config {
         }
         if self.devices.per_user > 1000 {
             bail!("AUTH_DEVICE_TOKENS_PER_USER must be at most 1000");
+        }
+        if self.tokens.sessions_per_user > 1000 {
+            bail!("AUTH_SESSIONS_PER_USER must be at most 1000");
+        }
+        // Chat keeps no answer for a user the revocation feed named in the
+        // last 10 s: no replica may answer from older state than that.
+        if self.policy_max_staleness > MAX_POLICY_STALENESS {
+            bail!(
+                "AUTH_POLICY_MAX_STALENESS_MS must be at most {} ms",
+                MAX_POLICY_STALENESS.as_millis()
+            );
         }
         if self
             .service_secret
@@ -323,6 +345,11 @@ impl Config {
                 refresh_ttl: seconds("AUTH_REFRESH_TOKEN_TTL_SECS", defaults.tokens.refresh_ttl)?,
                 family_ttl: seconds("AUTH_REFRESH_FAMILY_TTL_SECS", defaults.tokens.family_ttl)?,
                 signing_keys: defaults.tokens.signing_keys,
+                sessions_per_user: var_or(
+                    &var,
+                    "AUTH_SESSIONS_PER_USER",
+                    &defaults.tokens.sessions_per_user.to_string(),
+                )?,
             },
             passwords: PasswordConfig {
                 memory_kib: var_or(

@@ -409,3 +409,33 @@ async fn a_logout_and_a_reused_refresh_token_end_the_sessions_access_tokens_ever
         .await
         .expect("the other session goes on");
 }
+
+#[tokio::test]
+async fn a_login_past_the_limit_ends_the_least_recently_used_session() {
+    let auth = TestAuth::spawn_with(|config| config.tokens.sessions_per_user = 2).await;
+    let ada = auth.register("ada").await;
+    let phone = login_from(&auth, &ada, "phone").await;
+    // The phone is used: the first session is now the least recent.
+    sqlx::query("update refresh_families set last_used_at = last_used_at - interval '1 hour'")
+        .execute(&auth.db)
+        .await
+        .expect("an hour passes");
+    rotate(&auth, &phone).await.expect("the phone rotates");
+    let tablet = login_from(&auth, &ada, "tablet").await;
+
+    let status = check(&auth, &ada.access_token).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    rotate(&auth, &ada)
+        .await
+        .expect_err("its refresh token too");
+    check(&auth, &tablet.access_token)
+        .await
+        .expect("the new session");
+    let listed: Vec<String> = list(&auth, &tablet)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(&session_of(&auth, &tablet).await));
+}

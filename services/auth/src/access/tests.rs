@@ -10,6 +10,7 @@ fn policy() -> AccessPolicy {
         access_ttl: Duration::from_secs(60),
         refresh_ttl: Duration::from_secs(60),
         family_ttl: Duration::from_secs(60),
+        sessions_per_user: 100,
         signing_keys: vec![SigningKey {
             id: "k".into(),
             secret: "0123456789abcdef0123456789abcdef".to_owned().into(),
@@ -176,6 +177,7 @@ fn stale_state_fails_closed() {
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(60),
             family_ttl: Duration::from_secs(60),
+            sessions_per_user: 100,
             signing_keys: vec![SigningKey {
                 id: "k".into(),
                 secret: "0123456789abcdef0123456789abcdef".to_owned().into(),

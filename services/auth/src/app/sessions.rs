@@ -209,6 +209,7 @@ impl App {
                 client: &start.client,
                 address: &start.address,
             },
+            i64::from(self.tokens.sessions_per_user),
         )
         .await?
         else {
@@ -228,6 +229,9 @@ impl App {
         )
         .await?;
         tx.commit().await?;
+        for evicted in &started.evicted {
+            self.session_ended(start.user_id, *evicted);
+        }
 
         let principal = principal(
             start.user_id,

@@ -10,6 +10,8 @@ use crate::error::Result;
 pub struct Started {
     pub name: String,
     pub role: String,
+    /// The user's families revoked to keep them under the limit.
+    pub evicted: Vec<Uuid>,
 }
 
 /// Where a session is used from, as its owner is shown it.
@@ -22,7 +24,9 @@ pub struct Origin<'a> {
 
 /// Starts a family for `user_id`, unless the user's token version is no
 /// longer `token_version` (their password, role or existence changed since
-/// it was read): `None` then, and nothing is stored.
+/// it was read): `None` then, and nothing is stored. The user keeps at most
+/// `keep` live families: the least recently used past it are revoked, and
+/// named in the answer.
 pub async fn start(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -30,6 +34,7 @@ pub async fn start(
     token_version: i64,
     expires_at: OffsetDateTime,
     origin: Origin<'_>,
+    keep: i64,
 ) -> Result<Option<Started>> {
     Ok(sqlx::query_as!(
         Started,
@@ -39,14 +44,27 @@ pub async fn start(
             insert into refresh_families (id, user_id, token_version, expires_at, client, address)
             select $1, owner.id, $3, $4, $5, $6 from owner
             returning id
+        ), evicted as (
+            update refresh_families f set revoked_at = now()
+            where f.id in (
+                select id from refresh_families
+                where user_id = $2 and revoked_at is null and expires_at > now()
+                order by last_used_at desc, id
+                offset $7::bigint - 1
+            )
+            and exists (select 1 from family)
+            returning f.id
         )
-        select owner.name as "name!", owner.role as "role!" from owner, family"#,
+        select owner.name as "name!", owner.role as "role!",
+               array(select id from evicted) as "evicted!"
+        from owner, family"#,
         id,
         user_id,
         token_version,
         expires_at,
         origin.client,
-        origin.address
+        origin.address,
+        keep
     )
     .fetch_optional(db)
     .await?)

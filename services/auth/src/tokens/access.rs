@@ -209,6 +209,7 @@ mod tests {
             access_ttl: Duration::from_secs(300),
             refresh_ttl: Duration::from_secs(3600),
             family_ttl: Duration::from_secs(3600),
+            sessions_per_user: 100,
             signing_keys: keys
                 .iter()
                 .map(|(id, secret)| SigningKey {
