@@ -25,6 +25,16 @@ fn binary() -> PathBuf {
 }
 
 impl NatsServer {
+    /// Whether a `nats-server` can be run here.
+    pub fn available() -> bool {
+        std::process::Command::new(binary())
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     /// A server on a free port, accepting connections when this returns.
     pub fn start() -> NatsServer {
         let mut server = NatsServer {
