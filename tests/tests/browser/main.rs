@@ -554,6 +554,12 @@ async fn two_people_chat_live_in_two_browsers() {
     fill(&ada, "login-name", "ada").await;
     fill(&ada, "login-password", PASSWORD).await;
     click(&ada, "#login-button").await;
+    eventually(
+        &ada,
+        "return document.getElementById('sessions').checkVisibility()",
+        |shown| shown == true,
+    )
+    .await;
     click(&ada, "#sessions").await;
     click(&ada, "#totp-enroll").await;
     let secret = eventually(
