@@ -68,6 +68,20 @@ export class SessionsView {
     byId("totp-status").textContent = "Two-factor login is off.";
   }
 
+  /** Clears everything shown, the secret and the recovery codes first. */
+  reset(): void {
+    this.list.replaceChildren();
+    this.status.textContent = "";
+    byId("totp-secret").textContent = "";
+    byId<HTMLAnchorElement>("totp-uri").href = "#";
+    byId("totp-recovery-codes").replaceChildren();
+    byId("totp-status").textContent = "";
+    byId<HTMLFormElement>("totp-confirm-form").reset();
+    byId<HTMLFormElement>("totp-disable-form").reset();
+    byId("totp-confirm-form").hidden = true;
+    byId("totp-recovery").hidden = true;
+  }
+
   /** Ends every session but this browser's. */
   async endOthers(): Promise<void> {
     const { revoked } = await this.auth.revokeOtherSessions({});

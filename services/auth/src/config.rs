@@ -134,9 +134,6 @@ const MIN_SECRET_LEN: usize = 32;
 /// No lifetime or wait may exceed this (a hundred years): larger ones
 /// overflow timestamps.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-/// The stalest policy a replica may answer from; chat's access cache
-/// counts on it (its window is 10 s).
-const MAX_POLICY_STALENESS: Duration = Duration::from_secs(9);
 
 impl Config {
     /// Every setting at its default, with the given database and keys.
@@ -266,10 +263,10 @@ impl Config {
         }
         // Chat keeps no answer for a user the revocation feed named in the
         // last 10 s: no replica may answer from older state than that.
-        if self.policy_max_staleness > MAX_POLICY_STALENESS {
+        if self.policy_max_staleness > host::notifications::MAX_STALENESS {
             bail!(
                 "AUTH_POLICY_MAX_STALENESS_MS must be at most {} ms",
-                MAX_POLICY_STALENESS.as_millis()
+                host::notifications::MAX_STALENESS.as_millis()
             );
         }
         if self

@@ -32,8 +32,10 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub const FEED_BOUND: Duration = Duration::from_secs(2);
 /// How long a user named by the feed is not cached: longer than any auth
 /// replica may answer from state that has not heard of it (auth's
-/// `AUTH_POLICY_MAX_STALENESS_MS`, 5 s by default, must stay below it).
-pub const NAMED_WINDOW: Duration = Duration::from_secs(10);
+/// `AUTH_POLICY_MAX_STALENESS_MS`, 5 s by default, at most
+/// [`host::notifications::MAX_STALENESS`]).
+pub const NAMED_WINDOW: Duration =
+    Duration::from_secs(host::notifications::MAX_STALENESS.as_secs() + 1);
 /// Longer tokens are not kept.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 

@@ -326,64 +326,43 @@ impl AccessWatch {
                     let again = self.resynced.swap(true, Ordering::AcqRel);
                     self.cache.clear(again);
                 }
-                let named: HashSet<i64> = message
+                let revoked: HashSet<i64> = message.revocations.iter().map(|r| r.user_id).collect();
+                let ended: HashSet<i64> =
+                    message.ended_sessions.iter().map(|s| s.user_id).collect();
+                // Users named without a version or a session (an auth that
+                // sends none, or a rename): their held streams are checked
+                // again.
+                let unversioned: HashSet<i64> = message
                     .user_ids
                     .iter()
                     .copied()
-                    .chain(message.revocations.iter().map(|r| r.user_id))
-                    .chain(message.ended_sessions.iter().map(|s| s.user_id))
+                    .filter(|user| !revoked.contains(user) && !ended.contains(user))
+                    .collect();
+                let named: HashSet<i64> = unversioned
+                    .iter()
+                    .chain(&revoked)
+                    .chain(&ended)
+                    .copied()
                     .collect();
                 if !named.is_empty() {
                     self.cache.forget_users(named);
                 }
                 // Ended sessions are kept in memory and read once a stream
                 // is held: they need no second check of streams opening.
-                let named_without_version = message.user_ids.iter().any(|user| {
-                    !message.revocations.iter().any(|r| r.user_id == *user)
-                        && !message.ended_sessions.iter().any(|s| s.user_id == *user)
-                });
-                if message.resync || named_without_version || !message.revocations.is_empty() {
+                if message.resync || !unversioned.is_empty() || !revoked.is_empty() {
                     self.epoch.fetch_add(1, Ordering::AcqRel);
                 }
                 self.apply(&message.revocations, &message.ended_sessions);
                 // A user named only for a session that ended is still
                 // there: no departure to look into.
-                let sessions_only: HashSet<i64> = message
-                    .ended_sessions
-                    .iter()
-                    .map(|s| s.user_id)
-                    .filter(|user| !message.revocations.iter().any(|r| r.user_id == *user))
-                    .collect();
-                self.departures.heard(
-                    message
-                        .user_ids
-                        .iter()
-                        .copied()
-                        .filter(|user| !sessions_only.contains(user))
-                        .chain(message.revocations.iter().map(|r| r.user_id)),
-                );
+                self.departures
+                    .heard(unversioned.iter().chain(&revoked).copied());
                 if message.resync {
                     self.departures.sweep();
                     self.check_again(|_| true).await;
-                } else {
-                    // Users named without a version (an auth that sends
-                    // none) are checked again.
-                    let versioned: HashSet<i64> = message
-                        .revocations
-                        .iter()
-                        .map(|r| r.user_id)
-                        .chain(message.ended_sessions.iter().map(|s| s.user_id))
-                        .collect();
-                    let unversioned: HashSet<i64> = message
-                        .user_ids
-                        .iter()
-                        .copied()
-                        .filter(|user| !versioned.contains(user))
-                        .collect();
-                    if !unversioned.is_empty() {
-                        self.check_again(|held| unversioned.contains(&held.user_id))
-                            .await;
-                    }
+                } else if !unversioned.is_empty() {
+                    self.check_again(|held| unversioned.contains(&held.user_id))
+                        .await;
                 }
             }
         }

@@ -30,6 +30,10 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 /// How long a connection may carry nothing, heartbeats included, before it
 /// is taken for dead.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(2);
+/// The stalest state a replica may be configured to answer from. Whoever
+/// keeps another service's answers counts on it: chat keeps none for a user
+/// auth's revocation feed named within a second more than this.
+pub const MAX_STALENESS: Duration = Duration::from_secs(9);
 /// The longest wait between two attempts to listen again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 

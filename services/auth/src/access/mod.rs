@@ -53,6 +53,15 @@ impl Caller {
         }
     }
 
+    /// The principal of a caller with a confirmed token; else
+    /// `UNAUTHENTICATED`, saying `why` a token is needed (or `UNAVAILABLE`,
+    /// see [`Caller::confirmed`]).
+    pub fn signed_in(&self, why: &str) -> Result<&Principal, Error> {
+        self.confirmed()?;
+        self.principal()
+            .ok_or_else(|| Error::unauthenticated(why.to_owned()))
+    }
+
     pub fn is_admin(&self) -> bool {
         self.principal().is_some_and(|p| p.role == Role::Admin)
     }
@@ -364,6 +373,12 @@ impl AccessPolicy {
     /// Merges what is known of `user`: the higher minimum version, and the
     /// later name.
     pub fn merge(&self, user: UserId, revocation: Revocation) {
+        // Older than every token it could refuse: nothing to keep, and a
+        // rename among such rows, merged again on a reload, would be
+        // announced anew.
+        if revocation.at < self.oldest_kept() {
+            return;
+        }
         let mut revocations = self
             .revocations
             .write()
@@ -439,9 +454,7 @@ impl AccessPolicy {
     /// Forgets revocations and renames older than every token they could
     /// apply to; how many are kept.
     pub fn forget_expired(&self) -> usize {
-        let lifetime =
-            time::Duration::try_from(self.revocation_lifetime).unwrap_or(time::Duration::MAX);
-        let oldest = OffsetDateTime::now_utc() - lifetime;
+        let oldest = self.oldest_kept();
         let mut revocations = self
             .revocations
             .write()
@@ -455,6 +468,15 @@ impl AccessPolicy {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         ended.retain(|_, session| session.at >= oldest);
         kept + ended.len()
+    }
+}
+
+impl AccessPolicy {
+    /// Revocations and endings from before this refuse no unexpired token.
+    fn oldest_kept(&self) -> OffsetDateTime {
+        let lifetime =
+            time::Duration::try_from(self.revocation_lifetime).unwrap_or(time::Duration::MAX);
+        OffsetDateTime::now_utc() - lifetime
     }
 }
 

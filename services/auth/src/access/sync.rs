@@ -113,15 +113,7 @@ async fn listen(mut notifications: Notifications, pool: PgPool, policy: Arc<Acce
 
 async fn reload(pool: &PgPool, policy: &AccessPolicy) -> anyhow::Result<()> {
     reload_rules(pool, policy).await?;
-    // Rows older than every token they refuse are forgotten at once (and
-    // pruned soon): merged again, a rename among them would be announced
-    // anew each reload.
-    let oldest = time::OffsetDateTime::now_utc()
-        - time::Duration::try_from(policy.revocation_lifetime()).unwrap_or(time::Duration::MAX);
     for row in db::revocations::all(pool).await? {
-        if row.revoked_at < oldest {
-            continue;
-        }
         policy.merge(
             UserId(row.user_id),
             Revocation {

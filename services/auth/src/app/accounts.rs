@@ -6,13 +6,12 @@
 use sqlx::PgConnection;
 
 use super::App;
-use super::proof::Proof;
+use super::proof::{Evidence, Proof, proof_scope};
 use crate::access::{Caller, Revocation};
 use crate::db;
 use crate::db::users::UserRow;
 use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
 use crate::error::{Error, Result};
-use crate::lockout::{Attempt, Scope, Verdict};
 
 /// An account to create.
 pub struct NewUser {
@@ -235,33 +234,15 @@ impl App {
         let own_account = caller.principal().is_some_and(|p| p.user_id == id);
         if own_account {
             let current = Password::parse("current_password", change.current_password)?;
-            let (pool, passwords) = (self.pool.clone(), self.passwords.clone());
-            let check = async move {
-                let stored = db::users::password_hash(&pool, id.0)
-                    .await?
-                    .ok_or_else(|| not_found(id))?;
-                Ok(if passwords.verify(&current, Some(&stored)).await? {
-                    Verdict::Right(())
-                } else {
-                    Verdict::Wrong
-                })
-            };
-            // Counted against this session, never the name: a stolen
-            // access token cannot lock its owner out of logging in.
-            let scope = match caller.principal().and_then(|principal| principal.session) {
-                Some(session) => Scope::Session(session),
-                None => Scope::User(id.0),
-            };
-            let attempt = Attempt {
-                scope,
-                address: None,
-            };
-            if let Verdict::Wrong = self.lockout.attempt(attempt, check).await? {
-                return Err(Error::invalid(
-                    "current_password",
-                    "is not the account's password",
-                ));
-            }
+            self.check_evidence(
+                proof_scope(caller, id.0),
+                id.0,
+                vec![Evidence::Password {
+                    field: "current_password",
+                    password: current,
+                }],
+            )
+            .await?;
         }
 
         let hash = self

@@ -30,10 +30,7 @@ pub struct SessionView {
 
 /// Who the session calls are for, and which session they come from.
 fn signed_in(caller: &Caller) -> Result<(i64, Option<Uuid>)> {
-    caller.confirmed()?;
-    let principal = caller.principal().ok_or_else(|| {
-        Error::unauthenticated("sessions are listed and ended with an access token")
-    })?;
+    let principal = caller.signed_in("sessions are listed and ended with an access token")?;
     Ok((principal.user_id.0, principal.session))
 }
 

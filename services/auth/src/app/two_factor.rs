@@ -10,15 +10,13 @@
 //! passwords, and knowing the password does not reset the count. Each
 //! challenge also ends after [`CHALLENGE_FAILURES`] wrong codes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::App;
-use super::proof::Proof;
+use super::proof::{Evidence, Proof, now_step, proof_scope, use_code};
 use super::sessions::{Session, SessionStart, expiry};
 use crate::access::Caller;
 use crate::db;
@@ -50,48 +48,9 @@ pub struct SecondFactor {
     pub address: Option<std::net::IpAddr>,
 }
 
-/// The step now.
-fn now_step() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    totp::step_at(now)
-}
-
-/// Whether `code` is the user's current TOTP code (never one used
-/// before) or one of their unused recovery codes; a code that is is used
-/// up by this call.
-pub(super) async fn use_code(pool: &sqlx::PgPool, user_id: i64, code: &str) -> Result<bool> {
-    let Some(credential) = db::totp::credential(pool, user_id).await? else {
-        return Ok(false);
-    };
-    if !credential.confirmed {
-        return Ok(false);
-    }
-    if totp::parse_code(code).is_some() {
-        let after = u64::try_from(credential.last_step).unwrap_or(0);
-        return Ok(
-            match totp::matching_step(&credential.secret, code, now_step(), after) {
-                Some(step) => db::totp::use_step(pool, user_id, step as i64).await?,
-                None => false,
-            },
-        );
-    }
-    match totp::normalize_recovery_code(code) {
-        Some(normalized) => {
-            db::totp::use_recovery_code(pool, user_id, &refresh::digest(&normalized)).await
-        }
-        None => Ok(false),
-    }
-}
-
 /// The caller's own account, for changes only its owner may make.
 fn owner(caller: &Caller) -> Result<(i64, String)> {
-    caller.confirmed()?;
-    let principal = caller
-        .principal()
-        .ok_or_else(|| Error::unauthenticated("two-factor login is set up with an access token"))?;
+    let principal = caller.signed_in("two-factor login is set up with an access token")?;
     Ok((principal.user_id.0, principal.name.clone()))
 }
 
@@ -266,49 +225,21 @@ impl App {
                 "two-factor login is not on".into(),
             ));
         }
-        let scope = match caller.principal().and_then(|principal| principal.session) {
-            Some(session) => Scope::Session(session),
-            None => Scope::User(user),
-        };
         // Password and code are one attempt: a wrong code counts as a
         // wrong password would, so knowing the password gives no
         // unlimited guesses at codes.
-        let password_right = Arc::new(AtomicBool::new(false));
-        let check = {
-            let (pool, passwords) = (self.pool.clone(), self.passwords.clone());
-            let (code, password_right) = (code.to_owned(), password_right.clone());
-            async move {
-                let stored = db::users::password_hash(&pool, user)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("no user {user}")))?;
-                if !passwords.verify(&password, Some(&stored)).await? {
-                    return Ok(Verdict::Wrong);
-                }
-                password_right.store(true, Ordering::Release);
-                Ok(if use_code(&pool, user, &code).await? {
-                    Verdict::Right(())
-                } else {
-                    Verdict::Wrong
-                })
-            }
-        };
-        let attempt = Attempt {
-            scope,
-            address: None,
-        };
-        if !matches!(
-            self.lockout.attempt(attempt, check).await?,
-            Verdict::Right(())
-        ) {
-            return Err(if password_right.load(Ordering::Acquire) {
-                Error::invalid(
-                    "code",
-                    "is neither the authenticator's current code nor an unused recovery code",
-                )
-            } else {
-                Error::invalid("password", "is not the account's password")
-            });
-        }
+        self.check_evidence(
+            proof_scope(caller, user),
+            user,
+            vec![
+                Evidence::Password {
+                    field: "password",
+                    password,
+                },
+                Evidence::Code(code.to_owned()),
+            ],
+        )
+        .await?;
         let mut tx = self.pool.begin().await?;
         db::totp::remove(&mut tx, user).await?;
         tx.commit().await?;
@@ -319,9 +250,4 @@ impl App {
         );
         Ok(())
     }
-}
-
-/// The secret of a challenge, as the wire carries it.
-pub fn expose(challenge: &SecretString) -> String {
-    challenge.expose_secret().to_owned()
 }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{caller, convert};
 use crate::app::App;
 use crate::app::sessions::{Credentials, LoginOutcome, PresentedToken, expose};
-use crate::app::two_factor::{self, SecondFactor};
+use crate::app::two_factor::SecondFactor;
 use crate::domain::Password;
 
 pub struct AuthApi {
@@ -46,7 +46,7 @@ impl pb::auth_service_server::AuthService for AuthApi {
                 challenge,
                 expires_at,
             } => pb::LoginResponse {
-                second_factor_challenge: two_factor::expose(&challenge),
+                second_factor_challenge: expose(&challenge),
                 second_factor_expires_at: Some(convert::timestamp(expires_at)),
                 ..Default::default()
             },
