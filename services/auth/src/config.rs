@@ -552,6 +552,9 @@ mod tests {
             ("AUTH_REFRESH_FAMILY_TTL_SECS", "99999999999999", "too long"),
             ("AUTH_LOCKOUT_MAX_WAIT_SECS", "99999999999999", "too long"),
             ("AUTH_POLICY_MAX_STALENESS_MS", "10", "at least"),
+            ("AUTH_POLICY_MAX_STALENESS_MS", "10000", "at most"),
+            ("AUTH_SESSIONS_PER_USER", "0", "at least 1"),
+            ("AUTH_SESSIONS_PER_USER", "1001", "at most"),
         ] {
             let error = vars(&[(name, value)]).expect_err(name).to_string();
             assert!(

@@ -108,10 +108,19 @@ async fn a_kept_answer_ends_with_a_deletion_a_role_or_password_change_and_a_rena
         .expect("adding hopper");
     for user in [&ada, &grace, &hopper] {
         send(&chat, user, chat_id, "kept").await.expect("a send");
+    }
+    // What follows refuses answers that were kept, not asked again.
+    let before = checks_allowed(&auth).await;
+    for user in [&ada, &grace, &hopper] {
         send(&chat, user, chat_id, "kept again")
             .await
             .expect("a send, answered from the cache");
     }
+    assert_eq!(
+        checks_allowed(&auth).await,
+        before,
+        "the answers were not kept"
+    );
 
     // A rename reaches the sender's name at once.
     auth.users()
@@ -177,9 +186,15 @@ async fn a_rule_removed_refuses_what_was_kept() {
         ..
     } = two_members().await;
     send(&chat, &ada, chat_id, "kept").await.expect("a send");
+    let before = checks_allowed(&auth).await;
     send(&chat, &ada, chat_id, "kept again")
         .await
         .expect("a send");
+    assert_eq!(
+        checks_allowed(&auth).await,
+        before,
+        "the answer was not kept"
+    );
     sqlx::query("delete from access_rules where endpoint = '/chat.v1.ChatService/SendMessage'")
         .execute(&auth.db)
         .await

@@ -26,9 +26,9 @@ fn the_codes_this_file_computes_are_rfc_6238s() {
     assert_eq!(base32_decode("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), secret);
 }
 
-/// Enrols `user` and confirms with the code of now; the secret and the
-/// recovery codes.
-async fn turn_on(auth: &TestAuth, user: &TestUser) -> (Vec<u8>, Vec<String>) {
+/// Enrols `user` and confirms with the code of now; the secret, the
+/// recovery codes and the code it was confirmed with.
+async fn turn_on(auth: &TestAuth, user: &TestUser) -> (Vec<u8>, Vec<String>, String) {
     let enrolment = auth
         .sessions()
         .enroll_totp(user.request(pb::EnrollTotpRequest {}))
@@ -44,17 +44,18 @@ async fn turn_on(auth: &TestAuth, user: &TestUser) -> (Vec<u8>, Vec<String>) {
     );
     let secret = base32_decode(&enrolment.secret);
     assert_eq!(secret.len(), 20);
+    let confirmed_with = code_at(&secret, now(), 6);
     let codes = auth
         .sessions()
         .confirm_totp(user.request(pb::ConfirmTotpRequest {
-            code: code_at(&secret, now(), 6),
+            code: confirmed_with.clone(),
             current_password: user.password.clone(),
         }))
         .await
         .expect("confirming")
         .into_inner()
         .recovery_codes;
-    (secret, codes)
+    (secret, codes, confirmed_with)
 }
 
 async fn login(
@@ -153,7 +154,7 @@ async fn a_login_takes_a_code_once_and_a_recovery_code_once() {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains("current_password"), "{status:?}");
     }
-    let (secret, recovery) = turn_on(&auth, &ada).await;
+    let (secret, recovery, confirmed_with) = turn_on(&auth, &ada).await;
     assert_eq!(recovery.len(), 10);
     let again = auth
         .sessions()
@@ -187,16 +188,10 @@ async fn a_login_takes_a_code_once_and_a_recovery_code_once() {
     // The code confirming used its step; the next step's is accepted
     // (a step either side is), once.
     let challenge_one = challenge(&auth, &ada).await;
-    let confirming_code = code_at(&secret, now(), 6);
-    let replayed = complete(&auth, &challenge_one, &confirming_code).await;
-    // Unless the clock turned meanwhile, the confirming code is spent.
-    if let Err(status) = &replayed {
-        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    }
-    let challenge_one = match replayed {
-        Ok(_) => challenge(&auth, &ada).await,
-        Err(_) => challenge_one,
-    };
+    let replayed = complete(&auth, &challenge_one, &confirmed_with)
+        .await
+        .expect_err("the code that confirmed, again");
+    assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
     let next = code_at(&secret, now() + 30, 6);
     let tokens = complete(&auth, &challenge_one, &next)
         .await
@@ -245,7 +240,7 @@ async fn a_login_takes_a_code_once_and_a_recovery_code_once() {
 async fn wrong_codes_count_toward_the_lockout_and_a_right_password_clears_nothing() {
     let auth = TestAuth::spawn_with(|config| config.lockout.max_failures = 3).await;
     let ada = auth.register("ada").await;
-    let (secret, _) = turn_on(&auth, &ada).await;
+    let (secret, _, _) = turn_on(&auth, &ada).await;
     let wrong = code_at(&secret, now() + 3600, 6);
 
     let first = challenge(&auth, &ada).await;
@@ -276,7 +271,7 @@ async fn wrong_codes_count_toward_the_lockout_and_a_right_password_clears_nothin
 async fn a_challenge_ends_after_five_wrong_codes() {
     let auth = TestAuth::spawn_with(|config| config.lockout.max_failures = 50).await;
     let ada = auth.register("ada").await;
-    let (secret, recovery) = turn_on(&auth, &ada).await;
+    let (secret, recovery, _) = turn_on(&auth, &ada).await;
     let challenge = challenge(&auth, &ada).await;
     for _ in 0..5 {
         complete(&auth, &challenge, &code_at(&secret, now() + 3600, 6))
@@ -294,7 +289,7 @@ async fn a_challenge_ends_after_five_wrong_codes() {
 async fn turning_it_off_takes_the_password_and_a_code() {
     let auth = TestAuth::spawn().await;
     let ada = auth.register("ada").await;
-    let (secret, recovery) = turn_on(&auth, &ada).await;
+    let (secret, recovery, _) = turn_on(&auth, &ada).await;
     let disable = |password: &str, code: &str| {
         let request = ada.request(pb::DisableTotpRequest {
             password: password.into(),
@@ -316,6 +311,10 @@ async fn turning_it_off_takes_the_password_and_a_code() {
     disable(&ada.password, &recovery[0])
         .await
         .expect("turning it off");
+    let status = disable(&ada.password, &recovery[1])
+        .await
+        .expect_err("nothing to turn off");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     let answer = login(&auth, &ada, true).await.expect("a plain login again");
     assert!(!answer.access_token.is_empty(), "{answer:?}");
 
