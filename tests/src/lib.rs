@@ -23,6 +23,7 @@ pub mod certificates;
 pub mod fixtures;
 pub mod grpc_web;
 pub mod http;
+pub mod mail;
 pub mod nats;
 pub mod otlp;
 pub mod outage;

@@ -53,6 +53,8 @@ pub fn auth_config(database_url: String) -> Config {
     config.quotas = auth::config::QuotaConfig {
         registrations: None,
         anonymous_calls: None,
+        password_resets: None,
+        password_resets_per_email: None,
     };
     config.lockout.address_max_failures = 1_000_000;
     config.service_secret = Some(SERVICE_SECRET.to_owned().into());

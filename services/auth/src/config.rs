@@ -10,6 +10,7 @@ use host::quota::rate_var as rate;
 use host::server::Edge;
 use secrecy::{ExposeSecret as _, SecretString};
 
+pub use crate::mail::{MailConfig, SmtpConfig, SmtpSecurity};
 pub use crate::quotas::QuotaConfig;
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct Config {
     /// comma-separated; `chat`): of the certificates the client CA issues,
     /// only these open what services may call.
     pub service_client_names: Vec<String>,
+    /// Where mail goes, and how long the tokens it carries work.
+    pub mail: MailConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +180,7 @@ impl Config {
             prune_interval: Duration::from_secs(5 * 60),
             service_secret: None,
             service_client_names: vec!["chat".to_owned()],
+            mail: MailConfig::default(),
         }
     }
 
@@ -424,6 +428,16 @@ impl Config {
                     "AUTH_QUOTA_ANONYMOUS_CALLS",
                     defaults.quotas.anonymous_calls,
                 )?,
+                password_resets: rate(
+                    &var,
+                    "AUTH_QUOTA_PASSWORD_RESETS",
+                    defaults.quotas.password_resets,
+                )?,
+                password_resets_per_email: rate(
+                    &var,
+                    "AUTH_QUOTA_PASSWORD_RESETS_PER_EMAIL",
+                    defaults.quotas.password_resets_per_email,
+                )?,
             },
             bootstrap_admin,
             policy_max_staleness: Duration::from_millis(var_or(
@@ -447,6 +461,7 @@ impl Config {
                     .collect(),
                 None => defaults.service_client_names.clone(),
             },
+            mail: MailConfig::from_vars(&var)?,
         };
         config.validate()?;
         Ok(config)

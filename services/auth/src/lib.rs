@@ -35,6 +35,7 @@ mod error;
 mod grpc;
 mod hash_queue;
 mod lockout;
+pub mod mail;
 mod metrics;
 mod passwords;
 mod pruning;

@@ -13,6 +13,10 @@ pub struct AuthMetrics {
     /// `permission_denied`, `invalid_argument`, `unavailable` (the policy
     /// could not be confirmed current).
     pub access_checks: IntCounterVec,
+    /// Mails by outcome: `sent`, `logged` (no SMTP server configured),
+    /// `retried` (a try failed; it waits), `dropped` (refused for good, or
+    /// not sent in time).
+    pub mails: IntCounterVec,
 }
 
 impl AuthMetrics {
@@ -37,11 +41,16 @@ impl AuthMetrics {
                 ),
                 &["result"],
             )?,
+            mails: IntCounterVec::new(
+                Opts::new("auth_mails_total", "Mail deliveries by outcome."),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(metrics.logins.clone()))?;
         registry.register(Box::new(metrics.refresh_tokens_rotated.clone()))?;
         registry.register(Box::new(metrics.refresh_token_reuse.clone()))?;
         registry.register(Box::new(metrics.access_checks.clone()))?;
+        registry.register(Box::new(metrics.mails.clone()))?;
         Ok(metrics)
     }
 }

@@ -2,7 +2,8 @@
 //! expired refresh tokens, families that can never be used again,
 //! revocations older than every access token they refuse, and login
 //! throttles with nothing to remember, names held after a rename once the
-//! hold ends, expired device tokens and login challenges. Every replica
+//! hold ends, expired device tokens, login challenges and mailed tokens, and
+//! mail not sent in time. Every replica
 //! prunes; the deletes are idempotent.
 
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct Pruned {
     pub released_names: u64,
     pub device_tokens: u64,
     pub login_challenges: u64,
+    pub email_tokens: u64,
+    /// Mails not sent by their deliver-by time.
+    pub mails: u64,
 }
 
 pub struct Pruning {
@@ -100,6 +104,23 @@ impl Pruning {
             if done < BATCH as u64 {
                 break;
             }
+        }
+        loop {
+            let done = db::email_tokens::prune(pool, BATCH).await?;
+            pruned.email_tokens += done;
+            if done < BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let done = db::mail_outbox::prune(pool, BATCH).await?;
+            pruned.mails += done;
+            if done < BATCH as u64 {
+                break;
+            }
+        }
+        if pruned.mails > 0 {
+            tracing::error!(mails = pruned.mails, "mail dropped: not sent in time");
         }
         Ok(pruned)
     }

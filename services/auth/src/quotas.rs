@@ -16,6 +16,11 @@ use crate::error::Result;
 pub struct QuotaConfig {
     pub registrations: Option<Rate>,
     pub anonymous_calls: Option<Rate>,
+    /// Password reset requests from one client address.
+    pub password_resets: Option<Rate>,
+    /// Password reset requests for one email address, from anywhere:
+    /// known and unknown addresses alike, so that the limit tells nothing.
+    pub password_resets_per_email: Option<Rate>,
 }
 
 impl Default for QuotaConfig {
@@ -26,6 +31,10 @@ impl Default for QuotaConfig {
         QuotaConfig {
             registrations: Some(Rate::new(20, 1.0 / 30.0)),
             anonymous_calls: Some(Rate::new(300, 30.0)),
+            // Ten at once, then one a minute, per client; three at once,
+            // then one every five minutes, per address.
+            password_resets: Some(Rate::new(10, 1.0 / 60.0)),
+            password_resets_per_email: Some(Rate::new(3, 1.0 / 300.0)),
         }
     }
 }
@@ -34,6 +43,8 @@ pub struct AddressQuotas {
     trusted_proxies: TrustedProxies,
     registrations: Arc<Quota<String>>,
     anonymous_calls: Arc<Quota<String>>,
+    password_resets: Arc<Quota<String>>,
+    password_resets_per_email: Arc<Quota<String>>,
 }
 
 impl AddressQuotas {
@@ -55,6 +66,18 @@ impl AddressQuotas {
                 "anonymous_calls",
                 "calls without an access token from this address",
                 config.anonymous_calls,
+                &metrics,
+            ),
+            password_resets: Quota::new(
+                "password_resets",
+                "password reset requests from this address",
+                config.password_resets,
+                &metrics,
+            ),
+            password_resets_per_email: Quota::new(
+                "password_resets_per_email",
+                "password reset requests for this email address",
+                config.password_resets_per_email,
                 &metrics,
             ),
         })
@@ -87,5 +110,15 @@ impl AddressQuotas {
             Some(address) => self.registrations.take(&counted_as(address), 1),
             None => Ok(()),
         }
+    }
+
+    /// Charges a password reset request to its client's address and to
+    /// the email address it names (compared regardless of case).
+    pub fn password_reset(&self, address: Option<IpAddr>, email: &str) -> Result<()> {
+        if let Some(address) = address {
+            self.password_resets.take(&counted_as(address), 1)?;
+        }
+        self.password_resets_per_email
+            .take(&email.to_lowercase(), 1)
     }
 }

@@ -24,12 +24,13 @@ use crate::grpc::auth_service::AuthApi;
 use crate::grpc::guard::Guarded;
 use crate::grpc::user_service::UserApi;
 use crate::lockout::Lockout;
+use crate::mail::sender::MailQueued;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 use crate::pruning::Pruning;
 use crate::quotas::AddressQuotas;
 use crate::tokens::access::AccessTokens;
-use crate::{MIGRATOR, backfill, bootstrap, db};
+use crate::{MIGRATOR, backfill, bootstrap, db, mail};
 
 pub struct Application {
     host: Host,
@@ -109,6 +110,17 @@ impl Application {
             tracing::info!(name = admin.name, "bootstrap admin created");
         }
 
+        let mail_queued = MailQueued::default();
+        background.push(
+            mail::sender::Sender::new(
+                pool.clone(),
+                &config.mail,
+                metrics.clone(),
+                mail_queued.clone(),
+            )?
+            .start(),
+        );
+
         let quotas = Arc::new(AddressQuotas::new(
             &config.quotas,
             config.edge.trusted_proxies.clone(),
@@ -125,6 +137,8 @@ impl Application {
             metrics,
             shutdown: CancellationToken::new(),
             policy_max_staleness: config.policy_max_staleness,
+            mail: config.mail.clone(),
+            mail_queued,
         });
         let mut routes = RoutesBuilder::default();
         routes

@@ -9,6 +9,7 @@ mod departures;
 mod grpc_web;
 mod history;
 mod logs;
+mod mail;
 mod membership;
 mod metrics;
 mod nats;

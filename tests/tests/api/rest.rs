@@ -556,3 +556,66 @@ async fn two_factor_login_is_set_up_and_completed_over_rest() {
             .is_some_and(|t| !t.is_empty())
     );
 }
+
+#[tokio::test]
+async fn an_address_is_verified_and_a_password_reset_over_rest() {
+    let server = tests::mail::MailServer::start();
+    let smtp = server.smtp_config(None);
+    let auth = TestAuth::spawn_with(|config| config.mail.smtp = Some(smtp)).await;
+    let http = auth.http_addr;
+    let ada = auth.register("ada").await;
+    let within = std::time::Duration::from_secs(60);
+
+    let mail = server.wait_for("ada@example.com", "Confirm", 1, within).await;
+    let verified = request(
+        http,
+        "POST",
+        "/v1/auth/email:verify",
+        None,
+        Some(&json!({ "token": mail.link_token("verify") })),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    assert_eq!(verified.json()["email"], "ada@example.com");
+    let resend = request(
+        http,
+        "POST",
+        "/v1/auth/email:resend-verification",
+        Some(&ada.access_token),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(resend.status, 400, "verified already: {}", resend.body);
+
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let asked = request(
+            http,
+            "POST",
+            "/v1/auth/password:request-reset",
+            None,
+            Some(&json!({ "email": email })),
+        )
+        .await;
+        assert_eq!((asked.status, asked.body.as_str()), (200, "{}"), "{email}");
+    }
+    let mail = server.wait_for("ada@example.com", "Reset", 1, within).await;
+    let reset = |token: String| async move {
+        request(
+            http,
+            "POST",
+            "/v1/auth/password:reset",
+            None,
+            Some(&json!({
+                "token": token,
+                "newPassword": "a-new-password",
+                "newPasswordConfirm": "a-new-password",
+            })),
+        )
+        .await
+    };
+    let done = reset(mail.link_token("reset")).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let again = reset(mail.link_token("reset")).await;
+    assert_eq!(again.status, 401, "a used token: {}", again.body);
+    auth.login(ada.id, "ada", "a-new-password").await;
+}

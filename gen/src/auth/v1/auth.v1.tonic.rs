@@ -1518,6 +1518,104 @@ pub mod auth_service_client {
                 .insert(GrpcMethod::new("auth.v1.AuthService", "RevokeOtherSessions"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn verify_email(
+            &mut self,
+            request: impl tonic::IntoRequest<super::VerifyEmailRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyEmailResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AuthService/VerifyEmail",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.AuthService", "VerifyEmail"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn resend_email_verification(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResendEmailVerificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResendEmailVerificationResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AuthService/ResendEmailVerification",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("auth.v1.AuthService", "ResendEmailVerification"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn request_password_reset(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RequestPasswordResetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RequestPasswordResetResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AuthService/RequestPasswordReset",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.AuthService", "RequestPasswordReset"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn reset_password(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResetPasswordRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResetPasswordResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/auth.v1.AuthService/ResetPassword",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("auth.v1.AuthService", "ResetPassword"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1602,6 +1700,34 @@ pub mod auth_service_server {
             request: tonic::Request<super::RevokeOtherSessionsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RevokeOtherSessionsResponse>,
+            tonic::Status,
+        >;
+        async fn verify_email(
+            &self,
+            request: tonic::Request<super::VerifyEmailRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyEmailResponse>,
+            tonic::Status,
+        >;
+        async fn resend_email_verification(
+            &self,
+            request: tonic::Request<super::ResendEmailVerificationRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResendEmailVerificationResponse>,
+            tonic::Status,
+        >;
+        async fn request_password_reset(
+            &self,
+            request: tonic::Request<super::RequestPasswordResetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RequestPasswordResetResponse>,
+            tonic::Status,
+        >;
+        async fn reset_password(
+            &self,
+            request: tonic::Request<super::ResetPasswordRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResetPasswordResponse>,
             tonic::Status,
         >;
     }
@@ -2160,6 +2286,193 @@ pub mod auth_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeOtherSessionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AuthService/VerifyEmail" => {
+                    #[allow(non_camel_case_types)]
+                    struct VerifyEmailSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::VerifyEmailRequest>
+                    for VerifyEmailSvc<T> {
+                        type Response = super::VerifyEmailResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::VerifyEmailRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::verify_email(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = VerifyEmailSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AuthService/ResendEmailVerification" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResendEmailVerificationSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::ResendEmailVerificationRequest>
+                    for ResendEmailVerificationSvc<T> {
+                        type Response = super::ResendEmailVerificationResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<
+                                super::ResendEmailVerificationRequest,
+                            >,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::resend_email_verification(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResendEmailVerificationSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AuthService/RequestPasswordReset" => {
+                    #[allow(non_camel_case_types)]
+                    struct RequestPasswordResetSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::RequestPasswordResetRequest>
+                    for RequestPasswordResetSvc<T> {
+                        type Response = super::RequestPasswordResetResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RequestPasswordResetRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::request_password_reset(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RequestPasswordResetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/auth.v1.AuthService/ResetPassword" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResetPasswordSvc<T: AuthService>(pub Arc<T>);
+                    impl<
+                        T: AuthService,
+                    > tonic::server::UnaryService<super::ResetPasswordRequest>
+                    for ResetPasswordSvc<T> {
+                        type Response = super::ResetPasswordResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResetPasswordRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AuthService>::reset_password(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResetPasswordSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file auth/v1/auth.proto.
  */
 export const file_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEihwEKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJ+kIGcgQQARhkEhsKCHBhc3N3b3JkGAIgASgJQgn6QgZyBBABGEgSHgoMZGV2aWNlX3Rva2VuGAMgASgJQgj6QgVyAxiABBIdChVhY2NlcHRzX3NlY29uZF9mYWN0b3IYBCABKAgisQEKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJEh8KF3NlY29uZF9mYWN0b3JfY2hhbGxlbmdlGAQgASgJEjwKGHNlY29uZF9mYWN0b3JfZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoUQ29tcGxldGVMb2dpblJlcXVlc3QSHQoJY2hhbGxlbmdlGAEgASgJQgr6QgdyBRABGIAEEhcKBGNvZGUYAiABKAlCCfpCBnIEEAEYQCJaChVDb21wbGV0ZUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiUAoSQ29uZmlybVRvdHBSZXF1ZXN0EhcKBGNvZGUYASABKAlCCfpCBnIEEAEYQBIhChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJQgf6QgRyAhhIIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiSgoSRGlzYWJsZVRvdHBSZXF1ZXN0EhsKCHBhc3N3b3JkGAEgASgJQgn6QgZyBBABGEgSFwoEY29kZRgCIAEoCUIJ+kIGcgQQARhAIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOwoWR2V0UmVmcmVzaFRva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIjAKF0dldFJlZnJlc2hUb2tlblJlc3BvbnNlEhUKDXJlZnJlc2hfdG9rZW4YASABKAkiOgoVR2V0QWNjZXNzVG9rZW5SZXF1ZXN0EiEKDXJlZnJlc2hfdG9rZW4YASABKAlCCvpCB3IFEAEYgAQiLgoWR2V0QWNjZXNzVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkiMgoNTG9nb3V0UmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIhAKDkxvZ291dFJlc3BvbnNlItkBCgdTZXNzaW9uEgoKAmlkGAEgASgJEi4KCnN0YXJ0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2xpZW50GAUgASgJEg8KB2FkZHJlc3MYBiABKAkSDwoHY3VycmVudBgHIAEoCCIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IjoKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiIKCHNlc3Npb25zGAEgAygLMhAuYXV0aC52MS5TZXNzaW9uIjUKFFJldm9rZVNlc3Npb25SZXF1ZXN0Eh0KCnNlc3Npb25faWQYASABKAlCCfpCBnIEEAEYQCIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiHAoaUmV2b2tlT3RoZXJTZXNzaW9uc1JlcXVlc3QiLgobUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlEg8KB3Jldm9rZWQYASABKAUyyAkKC0F1dGhTZXJ2aWNlElEKBUxvZ2luEhUuYXV0aC52MS5Mb2dpblJlcXVlc3QaFi5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiGYLT5JMCEzoBKiIOL3YxL2F1dGgvbG9naW4SdwoPR2V0UmVmcmVzaFRva2VuEh8uYXV0aC52MS5HZXRSZWZyZXNoVG9rZW5SZXF1ZXN0GiAuYXV0aC52MS5HZXRSZWZyZXNoVG9rZW5SZXNwb25zZSIhgtPkkwIbOgEqIhYvdjEvYXV0aC9yZWZyZXNoLXRva2VuEnMKDkdldEFjY2Vzc1Rva2VuEh4uYXV0aC52MS5HZXRBY2Nlc3NUb2tlblJlcXVlc3QaHy5hdXRoLnYxLkdldEFjY2Vzc1Rva2VuUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvYWNjZXNzLXRva2VuElUKBkxvZ291dBIWLmF1dGgudjEuTG9nb3V0UmVxdWVzdBoXLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiGoLT5JMCFDoBKiIPL3YxL2F1dGgvbG9nb3V0EnIKDUNvbXBsZXRlTG9naW4SHS5hdXRoLnYxLkNvbXBsZXRlTG9naW5SZXF1ZXN0Gh4uYXV0aC52MS5Db21wbGV0ZUxvZ2luUmVzcG9uc2UiIoLT5JMCHDoBKiIXL3YxL2F1dGgvbG9naW46Y29tcGxldGUSZgoKRW5yb2xsVG90cBIaLmF1dGgudjEuRW5yb2xsVG90cFJlcXVlc3QaGy5hdXRoLnYxLkVucm9sbFRvdHBSZXNwb25zZSIfgtPkkwIZOgEqIhQvdjEvYXV0aC90b3RwOmVucm9sbBJqCgtDb25maXJtVG90cBIbLmF1dGgudjEuQ29uZmlybVRvdHBSZXF1ZXN0GhwuYXV0aC52MS5Db25maXJtVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHA6Y29uZmlybRJqCgtEaXNhYmxlVG90cBIbLmF1dGgudjEuRGlzYWJsZVRvdHBSZXF1ZXN0GhwuYXV0aC52MS5EaXNhYmxlVG90cFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL3RvdHA6ZGlzYWJsZRJmCgxMaXN0U2Vzc2lvbnMSHC5hdXRoLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHS5hdXRoLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9hdXRoL3Nlc3Npb25zEnYKDVJldm9rZVNlc3Npb24SHS5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0Gh4uYXV0aC52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2UiJoLT5JMCICoeL3YxL2F1dGgvc2Vzc2lvbnMve3Nlc3Npb25faWR9EowBChNSZXZva2VPdGhlclNlc3Npb25zEiMuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVxdWVzdBokLmF1dGgudjEuUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Nlc3Npb25zOnJldm9rZS1vdGhlcnNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
+  fileDesc("ChJhdXRoL3YxL2F1dGgucHJvdG8SB2F1dGgudjEihwEKDExvZ2luUmVxdWVzdBIbCgh1c2VybmFtZRgBIAEoCUIJ+kIGcgQQARhkEhsKCHBhc3N3b3JkGAIgASgJQgn6QgZyBBABGEgSHgoMZGV2aWNlX3Rva2VuGAMgASgJQgj6QgVyAxiABBIdChVhY2NlcHRzX3NlY29uZF9mYWN0b3IYBCABKAgisQEKDUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJEh8KF3NlY29uZF9mYWN0b3JfY2hhbGxlbmdlGAQgASgJEjwKGHNlY29uZF9mYWN0b3JfZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTgoUQ29tcGxldGVMb2dpblJlcXVlc3QSHQoJY2hhbGxlbmdlGAEgASgJQgr6QgdyBRABGIAEEhcKBGNvZGUYAiABKAlCCfpCBnIEEAEYQCJaChVDb21wbGV0ZUxvZ2luUmVzcG9uc2USFQoNcmVmcmVzaF90b2tlbhgBIAEoCRIUCgxhY2Nlc3NfdG9rZW4YAiABKAkSFAoMZGV2aWNlX3Rva2VuGAMgASgJIhMKEUVucm9sbFRvdHBSZXF1ZXN0IjkKEkVucm9sbFRvdHBSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSEwoLb3RwYXV0aF91cmkYAiABKAkiUAoSQ29uZmlybVRvdHBSZXF1ZXN0EhcKBGNvZGUYASABKAlCCfpCBnIEEAEYQBIhChBjdXJyZW50X3Bhc3N3b3JkGAIgASgJQgf6QgRyAhhIIi0KE0NvbmZpcm1Ub3RwUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiSgoSRGlzYWJsZVRvdHBSZXF1ZXN0EhsKCHBhc3N3b3JkGAEgASgJQgn6QgZyBBABGEgSFwoEY29kZRgCIAEoCUIJ+kIGcgQQARhAIhUKE0Rpc2FibGVUb3RwUmVzcG9uc2UiOwoWR2V0UmVmcmVzaFRva2VuUmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIjAKF0dldFJlZnJlc2hUb2tlblJlc3BvbnNlEhUKDXJlZnJlc2hfdG9rZW4YASABKAkiOgoVR2V0QWNjZXNzVG9rZW5SZXF1ZXN0EiEKDXJlZnJlc2hfdG9rZW4YASABKAlCCvpCB3IFEAEYgAQiLgoWR2V0QWNjZXNzVG9rZW5SZXNwb25zZRIUCgxhY2Nlc3NfdG9rZW4YASABKAkiMgoNTG9nb3V0UmVxdWVzdBIhCg1yZWZyZXNoX3Rva2VuGAEgASgJQgr6QgdyBRABGIAEIhAKDkxvZ291dFJlc3BvbnNlItkBCgdTZXNzaW9uEgoKAmlkGAEgASgJEi4KCnN0YXJ0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGxhc3RfdXNlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2xpZW50GAUgASgJEg8KB2FkZHJlc3MYBiABKAkSDwoHY3VycmVudBgHIAEoCCIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0IjoKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiIKCHNlc3Npb25zGAEgAygLMhAuYXV0aC52MS5TZXNzaW9uIjUKFFJldm9rZVNlc3Npb25SZXF1ZXN0Eh0KCnNlc3Npb25faWQYASABKAlCCfpCBnIEEAEYQCIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiHAoaUmV2b2tlT3RoZXJTZXNzaW9uc1JlcXVlc3QiLgobUmV2b2tlT3RoZXJTZXNzaW9uc1Jlc3BvbnNlEg8KB3Jldm9rZWQYASABKAUiLwoSVmVyaWZ5RW1haWxSZXF1ZXN0EhkKBXRva2VuGAEgASgJQgr6QgdyBRABGIAEIjUKE1ZlcmlmeUVtYWlsUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoAxINCgVlbWFpbBgCIAEoCSIgCh5SZXNlbmRFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QiMAofUmVzZW5kRW1haWxWZXJpZmljYXRpb25SZXNwb25zZRINCgVlbWFpbBgBIAEoCSI4ChtSZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QSGQoFZW1haWwYASABKAlCCvpCB3IFGP8BYAEiHgocUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSJ7ChRSZXNldFBhc3N3b3JkUmVxdWVzdBIZCgV0b2tlbhgBIAEoCUIK+kIHcgUQARiABBIfCgxuZXdfcGFzc3dvcmQYAiABKAlCCfpCBnIEEAgYSBInChRuZXdfcGFzc3dvcmRfY29uZmlybRgDIAEoCUIJ+kIGcgQQCBhIIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZTLYDQoLQXV0aFNlcnZpY2USUQoFTG9naW4SFS5hdXRoLnYxLkxvZ2luUmVxdWVzdBoWLmF1dGgudjEuTG9naW5SZXNwb25zZSIZgtPkkwITOgEqIg4vdjEvYXV0aC9sb2dpbhJ3Cg9HZXRSZWZyZXNoVG9rZW4SHy5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlcXVlc3QaIC5hdXRoLnYxLkdldFJlZnJlc2hUb2tlblJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9hdXRoL3JlZnJlc2gtdG9rZW4ScwoOR2V0QWNjZXNzVG9rZW4SHi5hdXRoLnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBofLmF1dGgudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZSIggtPkkwIaOgEqIhUvdjEvYXV0aC9hY2Nlc3MtdG9rZW4SVQoGTG9nb3V0EhYuYXV0aC52MS5Mb2dvdXRSZXF1ZXN0GhcuYXV0aC52MS5Mb2dvdXRSZXNwb25zZSIagtPkkwIUOgEqIg8vdjEvYXV0aC9sb2dvdXQScgoNQ29tcGxldGVMb2dpbhIdLmF1dGgudjEuQ29tcGxldGVMb2dpblJlcXVlc3QaHi5hdXRoLnYxLkNvbXBsZXRlTG9naW5SZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvYXV0aC9sb2dpbjpjb21wbGV0ZRJmCgpFbnJvbGxUb3RwEhouYXV0aC52MS5FbnJvbGxUb3RwUmVxdWVzdBobLmF1dGgudjEuRW5yb2xsVG90cFJlc3BvbnNlIh+C0+STAhk6ASoiFC92MS9hdXRoL3RvdHA6ZW5yb2xsEmoKC0NvbmZpcm1Ub3RwEhsuYXV0aC52MS5Db25maXJtVG90cFJlcXVlc3QaHC5hdXRoLnYxLkNvbmZpcm1Ub3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cDpjb25maXJtEmoKC0Rpc2FibGVUb3RwEhsuYXV0aC52MS5EaXNhYmxlVG90cFJlcXVlc3QaHC5hdXRoLnYxLkRpc2FibGVUb3RwUmVzcG9uc2UiIILT5JMCGjoBKiIVL3YxL2F1dGgvdG90cDpkaXNhYmxlEmYKDExpc3RTZXNzaW9ucxIcLmF1dGgudjEuTGlzdFNlc3Npb25zUmVxdWVzdBodLmF1dGgudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiGYLT5JMCExIRL3YxL2F1dGgvc2Vzc2lvbnMSdgoNUmV2b2tlU2Vzc2lvbhIdLmF1dGgudjEuUmV2b2tlU2Vzc2lvblJlcXVlc3QaHi5hdXRoLnYxLlJldm9rZVNlc3Npb25SZXNwb25zZSImgtPkkwIgKh4vdjEvYXV0aC9zZXNzaW9ucy97c2Vzc2lvbl9pZH0SjAEKE1Jldm9rZU90aGVyU2Vzc2lvbnMSIy5hdXRoLnYxLlJldm9rZU90aGVyU2Vzc2lvbnNSZXF1ZXN0GiQuYXV0aC52MS5SZXZva2VPdGhlclNlc3Npb25zUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2F1dGgvc2Vzc2lvbnM6cmV2b2tlLW90aGVycxJqCgtWZXJpZnlFbWFpbBIbLmF1dGgudjEuVmVyaWZ5RW1haWxSZXF1ZXN0GhwuYXV0aC52MS5WZXJpZnlFbWFpbFJlc3BvbnNlIiCC0+STAho6ASoiFS92MS9hdXRoL2VtYWlsOnZlcmlmeRKbAQoXUmVzZW5kRW1haWxWZXJpZmljYXRpb24SJy5hdXRoLnYxLlJlc2VuZEVtYWlsVmVyaWZpY2F0aW9uUmVxdWVzdBooLmF1dGgudjEuUmVzZW5kRW1haWxWZXJpZmljYXRpb25SZXNwb25zZSItgtPkkwInOgEqIiIvdjEvYXV0aC9lbWFpbDpyZXNlbmQtdmVyaWZpY2F0aW9uEo8BChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIkLmF1dGgudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0GiUuYXV0aC52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9hdXRoL3Bhc3N3b3JkOnJlcXVlc3QtcmVzZXQScgoNUmVzZXRQYXNzd29yZBIdLmF1dGgudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaHi5hdXRoLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvYXV0aC9wYXNzd29yZDpyZXNldGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp, file_validate_validate]);
 
 /**
  * @generated from message auth.v1.LoginRequest
@@ -539,6 +539,151 @@ export const RevokeOtherSessionsResponseSchema: GenMessage<RevokeOtherSessionsRe
   messageDesc(file_auth_v1_auth, 22);
 
 /**
+ * @generated from message auth.v1.VerifyEmailRequest
+ */
+export type VerifyEmailRequest = Message<"auth.v1.VerifyEmailRequest"> & {
+  /**
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message auth.v1.VerifyEmailRequest.
+ * Use `create(VerifyEmailRequestSchema)` to create a new message.
+ */
+export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 23);
+
+/**
+ * @generated from message auth.v1.VerifyEmailResponse
+ */
+export type VerifyEmailResponse = Message<"auth.v1.VerifyEmailResponse"> & {
+  /**
+   * The account whose address it was, and the address.
+   *
+   * @generated from field: int64 user_id = 1;
+   */
+  userId: bigint;
+
+  /**
+   * @generated from field: string email = 2;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message auth.v1.VerifyEmailResponse.
+ * Use `create(VerifyEmailResponseSchema)` to create a new message.
+ */
+export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 24);
+
+/**
+ * @generated from message auth.v1.ResendEmailVerificationRequest
+ */
+export type ResendEmailVerificationRequest = Message<"auth.v1.ResendEmailVerificationRequest"> & {
+};
+
+/**
+ * Describes the message auth.v1.ResendEmailVerificationRequest.
+ * Use `create(ResendEmailVerificationRequestSchema)` to create a new message.
+ */
+export const ResendEmailVerificationRequestSchema: GenMessage<ResendEmailVerificationRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 25);
+
+/**
+ * @generated from message auth.v1.ResendEmailVerificationResponse
+ */
+export type ResendEmailVerificationResponse = Message<"auth.v1.ResendEmailVerificationResponse"> & {
+  /**
+   * Where the mail goes.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message auth.v1.ResendEmailVerificationResponse.
+ * Use `create(ResendEmailVerificationResponseSchema)` to create a new message.
+ */
+export const ResendEmailVerificationResponseSchema: GenMessage<ResendEmailVerificationResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 26);
+
+/**
+ * @generated from message auth.v1.RequestPasswordResetRequest
+ */
+export type RequestPasswordResetRequest = Message<"auth.v1.RequestPasswordResetRequest"> & {
+  /**
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message auth.v1.RequestPasswordResetRequest.
+ * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
+ */
+export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 27);
+
+/**
+ * @generated from message auth.v1.RequestPasswordResetResponse
+ */
+export type RequestPasswordResetResponse = Message<"auth.v1.RequestPasswordResetResponse"> & {
+};
+
+/**
+ * Describes the message auth.v1.RequestPasswordResetResponse.
+ * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
+ */
+export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 28);
+
+/**
+ * @generated from message auth.v1.ResetPasswordRequest
+ */
+export type ResetPasswordRequest = Message<"auth.v1.ResetPasswordRequest"> & {
+  /**
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: string new_password = 2;
+   */
+  newPassword: string;
+
+  /**
+   * Must equal new_password.
+   *
+   * @generated from field: string new_password_confirm = 3;
+   */
+  newPasswordConfirm: string;
+};
+
+/**
+ * Describes the message auth.v1.ResetPasswordRequest.
+ * Use `create(ResetPasswordRequestSchema)` to create a new message.
+ */
+export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 29);
+
+/**
+ * @generated from message auth.v1.ResetPasswordResponse
+ */
+export type ResetPasswordResponse = Message<"auth.v1.ResetPasswordResponse"> & {
+};
+
+/**
+ * Describes the message auth.v1.ResetPasswordResponse.
+ * Use `create(ResetPasswordResponseSchema)` to create a new message.
+ */
+export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
+  messageDesc(file_auth_v1_auth, 30);
+
+/**
  * Sessions: login, refresh token rotation, access tokens, logout, and the
  * caller's sessions listed and ended.
  *
@@ -673,6 +818,58 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RevokeOtherSessionsRequestSchema;
     output: typeof RevokeOtherSessionsResponseSchema;
+  },
+  /**
+   * Marks an email address as its owner's, with the token a verification
+   * mail carried (sent on registration, on an email change, and on
+   * ResendEmailVerification). Single-use; a token for an address the
+   * account no longer has is refused. UNAUTHENTICATED for an unknown,
+   * expired or used token.
+   *
+   * @generated from rpc auth.v1.AuthService.VerifyEmail
+   */
+  verifyEmail: {
+    methodKind: "unary";
+    input: typeof VerifyEmailRequestSchema;
+    output: typeof VerifyEmailResponseSchema;
+  },
+  /**
+   * Mails the caller's address a new verification token; earlier ones
+   * stop working. FAILED_PRECONDITION if it is verified already;
+   * RESOURCE_EXHAUSTED more than once a minute.
+   *
+   * @generated from rpc auth.v1.AuthService.ResendEmailVerification
+   */
+  resendEmailVerification: {
+    methodKind: "unary";
+    input: typeof ResendEmailVerificationRequestSchema;
+    output: typeof ResendEmailVerificationResponseSchema;
+  },
+  /**
+   * Mails a password reset token to the address, if a user has it and has
+   * verified it. Answers the same either way, so that it tells nobody
+   * whether an address has an account. Limited per address and per
+   * client (RESOURCE_EXHAUSTED, for known and unknown addresses alike).
+   *
+   * @generated from rpc auth.v1.AuthService.RequestPasswordReset
+   */
+  requestPasswordReset: {
+    methodKind: "unary";
+    input: typeof RequestPasswordResetRequestSchema;
+    output: typeof RequestPasswordResetResponseSchema;
+  },
+  /**
+   * Sets a new password with the token a reset mail carried, and ends
+   * every session and access token of the user, as a password change
+   * does. Single-use; expires (30 minutes by default). UNAUTHENTICATED for
+   * an unknown, expired or used token.
+   *
+   * @generated from rpc auth.v1.AuthService.ResetPassword
+   */
+  resetPassword: {
+    methodKind: "unary";
+    input: typeof ResetPasswordRequestSchema;
+    output: typeof ResetPasswordResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_auth_v1_auth, 0);

@@ -12,6 +12,11 @@ use crate::db;
 use crate::db::users::UserRow;
 use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
 use crate::error::{Error, Result};
+use crate::mail::messages;
+
+/// How long the notice of an email change is tried for.
+const EMAIL_CHANGED_DELIVER_WITHIN: std::time::Duration =
+    std::time::Duration::from_secs(3 * 24 * 60 * 60);
 
 /// An account to create.
 pub struct NewUser {
@@ -82,7 +87,10 @@ impl App {
         )
         .await?;
         db::released_names::ensure_claimable(&mut *tx, new.name.as_str(), id).await?;
+        self.queue_verification(&mut tx, id, new.email.as_str())
+            .await?;
         tx.commit().await?;
+        self.mail_queued.notify();
         tracing::Span::current().record("user_id", id);
         tracing::info!(role = new.role.as_str(), "user created");
         Ok(UserId(id))
@@ -149,6 +157,21 @@ impl App {
         .ok_or_else(|| not_found(id))?;
         let role_changed = updated.role != current.role;
         let renamed = updated.name != current.name;
+        let email_changed = updated.email.to_lowercase() != current.email.to_lowercase();
+        if email_changed {
+            // The new address is unverified until its owner says so; the
+            // old one hears of the change, in case it was not its owner's.
+            self.queue_verification(&mut tx, id.0, &updated.email)
+                .await?;
+            db::mail_outbox::enqueue(
+                &mut *tx,
+                Some(id.0),
+                &messages::email_changed(&current.email, &updated.email),
+                false,
+                super::sessions::expiry(EMAIL_CHANGED_DELIVER_WITHIN)?,
+            )
+            .await?;
+        }
         if role_changed {
             updated.token_version = revoke_all_tokens(&mut tx, id).await?;
         }
@@ -170,6 +193,13 @@ impl App {
             name_version = db::revocations::rename(&mut *tx, id.0, &updated.name).await?;
         }
         tx.commit().await?;
+        if email_changed {
+            self.mail_queued.notify();
+            tracing::info!(
+                security_event = "email_changed",
+                "email changed; the old address is told"
+            );
+        }
         if role_changed {
             self.policy.revoke(id, updated.token_version);
             tracing::info!(

@@ -4,6 +4,8 @@
 //! answers with what they return.
 
 pub mod accounts;
+pub mod email_verification;
+pub mod password_reset;
 pub mod proof;
 pub mod session_control;
 pub mod sessions;
@@ -17,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::access::AccessPolicy;
 use crate::config::{DeviceConfig, TokenConfig};
 use crate::lockout::Lockout;
+use crate::mail::MailConfig;
+use crate::mail::sender::MailQueued;
 use crate::metrics::AuthMetrics;
 use crate::passwords::PasswordHasher;
 use crate::quotas::AddressQuotas;
@@ -36,4 +40,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// A policy older than this is not vouched for by watch heartbeats.
     pub policy_max_staleness: std::time::Duration,
+    /// How mails are worded and how long their tokens work.
+    pub mail: MailConfig,
+    /// Wakes this replica's mail sender after a call queued mail.
+    pub mail_queued: MailQueued,
 }

@@ -3,8 +3,10 @@
 
 pub mod access_rules;
 pub mod device_tokens;
+pub mod email_tokens;
 pub mod login_challenges;
 pub mod login_throttle;
+pub mod mail_outbox;
 pub mod refresh_families;
 pub mod refresh_tokens;
 pub mod released_names;

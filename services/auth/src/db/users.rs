@@ -16,6 +16,8 @@ pub struct UserRow {
     pub token_version: i64,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// When its owner showed the address to be theirs; `None` until then.
+    pub email_verified_at: Option<OffsetDateTime>,
 }
 
 /// A user about to have a password checked.
@@ -83,7 +85,7 @@ pub async fn insert_unless_taken(
 pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>> {
     Ok(sqlx::query_as!(
         UserRow,
-        "select id, name, email, role, token_version, created_at, updated_at from users where id = $1",
+        "select id, name, email, role, token_version, created_at, updated_at, email_verified_at from users where id = $1",
         id
     )
     .fetch_optional(db)
@@ -95,7 +97,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>> {
 pub async fn get_for_update(db: impl PgExecutor<'_>, id: i64) -> Result<Option<UserRow>> {
     Ok(sqlx::query_as!(
         UserRow,
-        "select id, name, email, role, token_version, created_at, updated_at from users
+        "select id, name, email, role, token_version, created_at, updated_at, email_verified_at from users
          where id = $1 for update",
         id
     )
@@ -117,9 +119,11 @@ pub async fn update(
             name = coalesce($2, name),
             name_skeleton = coalesce($5, name_skeleton),
             email = coalesce($3, email),
+            email_verified_at = case when lower($3) is distinct from lower(email) and $3 is not null
+                                     then null else email_verified_at end,
             role = coalesce($4, role)
          where id = $1
-         returning id, name, email, role, token_version, created_at, updated_at",
+         returning id, name, email, role, token_version, created_at, updated_at, email_verified_at",
         id,
         name.map(UserName::as_str),
         email,
@@ -173,7 +177,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> Result<bool> {
 pub async fn list_after(db: impl PgExecutor<'_>, after: i64, limit: i64) -> Result<Vec<UserRow>> {
     Ok(sqlx::query_as!(
         UserRow,
-        "select id, name, email, role, token_version, created_at, updated_at
+        "select id, name, email, role, token_version, created_at, updated_at, email_verified_at
          from users where id > $1 order by id limit $2",
         after,
         limit
@@ -272,4 +276,22 @@ pub async fn login_candidate(
     )
     .fetch_optional(db)
     .await?)
+}
+
+/// Marks `email` verified for `user_id`, if it is still their address;
+/// whether it was.
+pub async fn mark_email_verified(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+    email: &str,
+) -> Result<bool> {
+    let marked = sqlx::query!(
+        "update users set email_verified_at = coalesce(email_verified_at, now())
+         where id = $1 and lower(email) = lower($2)",
+        user_id,
+        email
+    )
+    .execute(db)
+    .await?;
+    Ok(marked.rows_affected() == 1)
 }

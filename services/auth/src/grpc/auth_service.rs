@@ -10,7 +10,7 @@ use super::{caller, convert};
 use crate::app::App;
 use crate::app::sessions::{Credentials, LoginOutcome, PresentedToken, expose};
 use crate::app::two_factor::SecondFactor;
-use crate::domain::Password;
+use crate::domain::{Email, NewPassword, Password};
 
 pub struct AuthApi {
     app: Arc<App>,
@@ -191,5 +191,60 @@ impl pb::auth_service_server::AuthService for AuthApi {
         Ok(Response::new(pb::RevokeOtherSessionsResponse {
             revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Reply<pb::VerifyEmailResponse> {
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let (user_id, email) = self.app.verify_email(&request.token).await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            user_id: user_id.0,
+            email,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn resend_email_verification(
+        &self,
+        request: Request<pb::ResendEmailVerificationRequest>,
+    ) -> Reply<pb::ResendEmailVerificationResponse> {
+        let caller = caller(&request)?;
+        host::invalid::validate(request.get_ref())?;
+        let email = self.app.resend_verification(&caller).await?;
+        Ok(Response::new(pb::ResendEmailVerificationResponse { email }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Reply<pb::RequestPasswordResetResponse> {
+        let address = self.app.quotas.client_of(&request);
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let email = Email::parse("email", request.email)?;
+        self.app.request_password_reset(email, address).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id))]
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Reply<pb::ResetPasswordResponse> {
+        let request = request.into_inner();
+        host::invalid::validate(&request)?;
+        let new_password = NewPassword::parse(
+            ("new_password", request.new_password),
+            ("new_password_confirm", request.new_password_confirm),
+        )?;
+        self.app
+            .reset_password(&request.token, new_password)
+            .await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
     }
 }

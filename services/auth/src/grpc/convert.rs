@@ -210,6 +210,7 @@ pub(super) fn user(user: UserRow) -> Result<pb::User> {
         role: role.to_proto().into(),
         created_at: Some(timestamp(user.created_at)),
         updated_at: Some(timestamp(user.updated_at)),
+        email_verified: user.email_verified_at.is_some(),
     })
 }
 

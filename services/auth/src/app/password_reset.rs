@@ -1,0 +1,94 @@
+//! Password reset by mail: a token mailed to a verified address, which
+//! sets a new password and ends every session of the account, as a
+//! password change does. Asking answers the same whether or not the
+//! address has an account, and takes the same one statement either way.
+
+use secrecy::ExposeSecret as _;
+
+use super::App;
+use super::sessions::expiry;
+use crate::db;
+use crate::db::email_tokens::Purpose;
+use crate::domain::{Email, NewPassword, UserId};
+use crate::error::{Error, Result};
+use crate::mail::messages;
+use crate::tokens::refresh;
+
+/// Reset tokens are told apart from other tokens by this.
+const TOKEN_PREFIX: &str = "pr_";
+
+impl App {
+    /// Mails a reset token to `email` if a user has it and has verified
+    /// it. Limited per client and per address, for every address alike.
+    pub async fn request_password_reset(
+        &self,
+        email: Email,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        self.quotas.password_reset(address, email.as_str())?;
+        let (token, digest) = refresh::generate_with(TOKEN_PREFIX);
+        let expires_at = expiry(self.mail.reset_ttl)?;
+        let mail = messages::reset_password(
+            email.as_str(),
+            &self.mail.link_base,
+            token.expose_secret(),
+            self.mail.reset_ttl,
+        );
+        let queued = db::email_tokens::issue_reset_by_address(
+            &self.pool,
+            email.as_str(),
+            &digest,
+            expires_at,
+            mail.kind,
+            &mail.subject,
+            &mail.body,
+        )
+        .await?;
+        if queued {
+            self.mail_queued.notify();
+        }
+        // Logged for the operator, never answered.
+        tracing::info!(mail_queued = queued, "password reset asked for");
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token, and revokes every token
+    /// the user held.
+    pub async fn reset_password(&self, token: &str, new_password: NewPassword) -> Result<UserId> {
+        let refused = || {
+            Error::unauthenticated("the reset token is unknown, expired or used; ask for a new one")
+        };
+        let digest = refresh::digest(token);
+        // Hashed before the token is taken, so that a refused hash (the
+        // queue is full) does not use it up.
+        let hash = self.passwords.hash(new_password.as_password()).await?;
+        let mut tx = self.pool.begin().await?;
+        let taken = db::email_tokens::take(&mut *tx, &digest, Purpose::ResetPassword)
+            .await?
+            .ok_or_else(refused)?;
+        let id = UserId(taken.user_id);
+        tracing::Span::current().record("user_id", id.0);
+        // The address must still be the account's, and verified.
+        let user = db::users::get_for_update(&mut *tx, id.0)
+            .await?
+            .ok_or_else(refused)?;
+        if user.email.to_lowercase() != taken.email.to_lowercase()
+            || user.email_verified_at.is_none()
+        {
+            return Err(refused());
+        }
+        let version = db::users::set_password(&mut *tx, id.0, &hash)
+            .await?
+            .ok_or_else(refused)?;
+        // The new version ends every session started before, and every
+        // access token issued before.
+        db::revocations::raise(&mut *tx, id.0, version).await?;
+        tx.commit().await?;
+        self.policy.revoke(id, version);
+        tracing::info!(
+            security_event = "password_reset",
+            "password reset by mail; the user's tokens are revoked"
+        );
+        Ok(id)
+    }
+}
