@@ -8,6 +8,7 @@
 
 mod chat;
 mod display;
+mod recovery;
 mod session;
 mod sessions;
 mod two_factor;
@@ -61,6 +62,13 @@ enum Command {
     Logout,
     /// Who the session belongs to.
     Whoami,
+    /// Show that an email address is yours, with the code its verification mail carried.
+    VerifyEmail { token: String },
+    /// Mail your address a new verification code.
+    ResendVerification,
+    /// A forgotten password: ask for a reset mail, then set a new password with its code.
+    #[command(subcommand)]
+    ResetPassword(recovery::ResetCommand),
     /// Two-factor login with an authenticator app (TOTP).
     #[command(subcommand)]
     Totp(two_factor::TotpCommand),
@@ -161,6 +169,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 role_name(me.role())
             );
         }
+        Command::VerifyEmail { token } => recovery::verify_email(&mut client, token).await?,
+        Command::ResendVerification => recovery::resend_verification(&mut client).await?,
+        Command::ResetPassword(command) => recovery::reset_password(&mut client, command).await?,
         Command::Totp(command) => two_factor::totp(&mut client, command).await?,
         Command::Sessions { command } => sessions::sessions(&mut client, command).await?,
         Command::Users(command) => users(&mut client, command).await?,
@@ -311,11 +322,16 @@ pub(crate) fn chat_role_name(role: chat_pb::ChatRole) -> &'static str {
 
 fn print_user(user: &auth_pb::User) {
     println!(
-        "{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}",
         user.id,
         display::safe(&user.name),
         display::safe(&user.email),
-        role_name(user.role())
+        role_name(user.role()),
+        if user.email_verified {
+            "verified"
+        } else {
+            "unverified"
+        }
     );
 }
 

@@ -810,3 +810,55 @@ async fn renaming_and_deleting_oneself_send_the_password_as_proof() {
     let (ok, _, _) = ada.run(&["whoami"]).await;
     assert!(!ok, "a deleted account's session is over");
 }
+
+#[tokio::test]
+async fn an_address_is_verified_and_a_forgotten_password_reset_by_mail() {
+    let server = tests::mail::MailServer::start();
+    let smtp = server.smtp_config(None);
+    let auth = TestAuth::spawn_with(|config| config.mail.smtp = Some(smtp)).await;
+    let chat = TestChat::spawn(&auth).await;
+    let dir = temp_dir("recovery");
+    let ada = Cli {
+        auth: &auth,
+        chat: &chat,
+        config_dir: &dir,
+    };
+    ada.ok(&["register", "ada", "ada@example.com"]).await;
+    ada.ok(&["login", "ada"]).await;
+    assert!(ada.ok(&["users", "get"]).await.contains("\tunverified"));
+    let mail = server
+        .wait_for("ada@example.com", "Confirm", 1, Duration::from_secs(60))
+        .await;
+    let verified = ada.ok(&["verify-email", &mail.link_token("verify")]).await;
+    assert!(verified.contains("verified ada@example.com"), "{verified}");
+    assert!(ada.ok(&["users", "get"]).await.contains("\tverified"));
+    let (ok, _, stderr) = ada.run(&["resend-verification"]).await;
+    assert!(!ok && stderr.contains("verified already"), "{stderr}");
+
+    ada.ok(&["reset-password", "request", "ada@example.com"])
+        .await;
+    let mail = server
+        .wait_for("ada@example.com", "Reset", 1, Duration::from_secs(60))
+        .await;
+    let mut complete = ada.command(&["reset-password", "complete", &mail.link_token("reset")]);
+    complete.env("CHATCTL_NEW_PASSWORD", "a newer password");
+    let output = complete.output().await.expect("chatctl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The session it kept has ended; the new password logs in.
+    let (ok, _, stderr) = ada.run(&["whoami"]).await;
+    assert!(!ok, "the session survived the reset: {stderr}");
+    let (ok, _, _) = ada.run(&["login", "ada"]).await;
+    assert!(!ok, "the old password still works");
+    let mut login = ada.command(&["login", "ada"]);
+    login.env("CHATCTL_PASSWORD", "a newer password");
+    let output = login.output().await.expect("chatctl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
