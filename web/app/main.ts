@@ -1,11 +1,14 @@
 // The web client: log in or register, see your chats, open one, and chat
-// live. Every request and response type comes from the code generated
-// from the protos (gen/ts); calls go over gRPC-Web.
+// live; recover an account with the links mails carry. Every request and
+// response type comes from the code generated from the protos (gen/ts);
+// calls go over gRPC-Web.
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { AuthService } from "../../gen/ts/auth/v1/auth_pb";
+import { UserService } from "../../gen/ts/auth/v1/user_pb";
 import { ChatRole, ChatService, type ChatSummary, type Member } from "../../gen/ts/chat/v1/chat_pb";
 import { Conversation } from "./conversation";
 import { Presence } from "./presence";
+import { mailLink, Recovery } from "./recovery";
 import { SessionsView } from "./sessions";
 import { byId, el, names, value } from "./dom";
 import { codeOf, describe } from "./errors";
@@ -24,6 +27,7 @@ let config: Config;
 let session: Session | undefined;
 let chats: Client<typeof ChatService>;
 let sessionsView: SessionsView | undefined;
+let recovery: Recovery;
 let secondFactorDue: SecondFactorDue | undefined;
 let open: Conversation | undefined;
 let listed: ChatSummary[] = [];
@@ -50,12 +54,15 @@ async function loggedIn(started: Session) {
     showError(reason);
   };
   chats = createClient(ChatService, transport(config.chatUrl, [session.authorize]));
+  const auth = createClient(AuthService, transport(config.authUrl, [session.authorize]));
   sessionsView = new SessionsView(
-    createClient(AuthService, transport(config.authUrl, [session.authorize])),
+    auth,
     byId<HTMLUListElement>("session-list"),
     byId("sessions-status"),
     showError,
   );
+  const users = createClient(UserService, transport(config.authUrl, [session.authorize]));
+  void recovery.signedIn(session.userId, auth, users).catch(showError);
   byId("me").textContent = `${session.username} (id ${session.userId})`;
   byId("logout").hidden = false;
   byId("sessions").hidden = false;
@@ -80,6 +87,7 @@ function loggedOut() {
   session = undefined;
   sessionsView?.reset();
   sessionsView = undefined;
+  recovery.reset();
   listed = [];
   byId("chat-list").replaceChildren();
   backToPassword();
@@ -89,6 +97,29 @@ function loggedOut() {
   byId("sessions-view").hidden = true;
   byId("auth-view").hidden = false;
   byId("app-view").hidden = true;
+}
+
+/** Follows a link from a mail that the page's hash carries: verifies an
+ * address at once (whoever is logged in stays so), or shows the form for
+ * a new password in place of the rest of the page. */
+async function followLink() {
+  const link = mailLink(location.hash);
+  if (link?.kind === "verify") {
+    await recovery.verify(link.token);
+  } else if (link?.kind === "reset") {
+    byId("auth-view").hidden = true;
+    byId("app-view").hidden = true;
+    byId("sessions-view").hidden = true;
+    recovery.showReset(link.token);
+  }
+}
+
+/** Leaves the new-password form for the page as it was: chats, or the
+ * login. */
+function closeReset() {
+  recovery.closeReset();
+  byId("auth-view").hidden = session !== undefined;
+  byId("app-view").hidden = session === undefined;
 }
 
 /** The first page of chats again (and any pages already shown). */
@@ -258,6 +289,7 @@ async function showChat(chatId: bigint): Promise<Member[]> {
 async function start() {
   const answer = await fetch("/config.json");
   config = (await answer.json()) as Config;
+  recovery = new Recovery(config.authUrl);
 
   on("login-form", "submit", async () => {
     const started = await Session.login(config.authUrl, value("login-name"), value("login-password"));
@@ -290,6 +322,25 @@ async function start() {
     await loggedIn(session);
   });
   on("code-cancel", "click", async () => backToPassword());
+  on("forgot-password", "click", async () => recovery.askForReset());
+  on("reset-request-form", "submit", () => recovery.requestReset(value("reset-email")));
+  on("reset-request-cancel", "click", async () => recovery.backToLogin());
+  on("reset-form", "submit", async () => {
+    if (!(await recovery.resetPassword(value("reset-new-password"), value("reset-confirm-password")))) {
+      return;
+    }
+    // The reset ended every session of its user: most likely this one.
+    const ending = session;
+    if (ending) {
+      loggedOut();
+      await ending.logout().catch(() => {});
+    }
+    backToPassword();
+    byId("auth-view").hidden = false;
+    recovery.passwordChanged();
+  });
+  on("reset-cancel", "click", async () => closeReset());
+  on("resend-verification", "click", () => recovery.resendVerification());
   on("register-form", "submit", async () => {
     const name = value("register-name");
     const password = value("register-password");
@@ -370,6 +421,11 @@ async function start() {
       throw error;
     }
   });
+  window.addEventListener("hashchange", () => {
+    showError(undefined);
+    followLink().catch(showError);
+  });
+  await followLink();
 }
 
 start().catch(showError);

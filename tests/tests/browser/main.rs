@@ -235,7 +235,13 @@ async fn two_people_chat_live_in_two_browsers() {
     let page_addr: SocketAddr = listener.local_addr().expect("an address");
     let origin = format!("https://localhost:{}", page_addr.port());
     let origins = host::grpc_web::CorsOrigins::parse("ORIGINS", &origin).expect("an origin");
+    // Mail goes to a real SMTP server the test reads; its links lead
+    // back to the page.
+    let mail = tests::mail::MailServer::start();
+    let smtp = mail.smtp_config(None);
     let auth = TestAuth::spawn_with(|config| {
+        config.mail.smtp = Some(smtp);
+        config.mail.link_base = format!("{origin}/");
         config.edge.cors_origins = origins.clone();
         let mut tls = ca.settings(&auth_cert);
         tls.client_ca_file = Some(ca.ca_file());
@@ -601,6 +607,85 @@ async fn two_people_chat_live_in_two_browsers() {
     click(&ada, "#code-button").await;
     eventually(
         &ada,
+        "return [document.getElementById('app-view').checkVisibility(), \
+                 document.getElementById('auth-view').checkVisibility()]",
+        |shown| shown == &json!([true, false]),
+    )
+    .await;
+
+    // 9. Mail: grace is told her address is unverified, follows the
+    // link her registration mail carried, then forgets her password and
+    // sets a new one through the link of a reset mail.
+    eventually(
+        &grace,
+        "return document.getElementById('verify-notice').checkVisibility()",
+        |shown| shown == true,
+    )
+    .await;
+    let welcome = mail
+        .wait_for("grace@example.com", "Confirm", 1, Duration::from_secs(60))
+        .await;
+    grace
+        .goto(&format!(
+            "{origin}/#verify={}",
+            welcome.link_token("verify")
+        ))
+        .await
+        .expect("following the verification link");
+    eventually(
+        &grace,
+        "return document.getElementById('verify-status').textContent",
+        |text| text == "Email address verified: grace@example.com",
+    )
+    .await;
+    steps.shoot(&grace, "grace-verifies-her-address").await;
+    eventually(
+        &grace,
+        "return document.getElementById('verify-notice').checkVisibility()",
+        |shown| shown == false,
+    )
+    .await;
+    click(&grace, "#logout").await;
+    click(&grace, "#forgot-password").await;
+    fill(&grace, "reset-email", "grace@example.com").await;
+    click(&grace, "#reset-request-button").await;
+    eventually(
+        &grace,
+        "return document.getElementById('reset-request-status').textContent",
+        |text| text.as_str().is_some_and(|t| t.contains("on its way")),
+    )
+    .await;
+    let reset = mail
+        .wait_for("grace@example.com", "Reset", 1, Duration::from_secs(60))
+        .await;
+    grace
+        .goto(&format!("{origin}/#reset={}", reset.link_token("reset")))
+        .await
+        .expect("following the reset link");
+    eventually(
+        &grace,
+        "return document.getElementById('reset-form').checkVisibility()",
+        |shown| shown == true,
+    )
+    .await;
+    fill(&grace, "reset-new-password", "a brand new password").await;
+    fill(&grace, "reset-confirm-password", "a brand new password").await;
+    steps.shoot(&grace, "grace-sets-a-new-password").await;
+    click(&grace, "#reset-submit").await;
+    eventually(
+        &grace,
+        "return document.getElementById('reset-status').textContent",
+        |text| {
+            text.as_str()
+                .is_some_and(|t| t.starts_with("Password changed"))
+        },
+    )
+    .await;
+    fill(&grace, "login-name", "grace").await;
+    fill(&grace, "login-password", "a brand new password").await;
+    click(&grace, "#login-button").await;
+    eventually(
+        &grace,
         "return [document.getElementById('app-view').checkVisibility(), \
                  document.getElementById('auth-view').checkVisibility()]",
         |shown| shown == &json!([true, false]),
