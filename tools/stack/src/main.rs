@@ -161,12 +161,23 @@ fn main() -> anyhow::Result<()> {
         let origins = format!("{web_origin},{scheme}://{other_name}:{}", web_addr.port());
         defaults.insert(variable, origins);
     }
+    // Links in mails lead to the page.
+    defaults.insert("AUTH_MAIL_LINK_BASE", format!("{web_origin}/"));
     let auth_config = auth::config::Config::from_vars(|name| var(&defaults, name))?;
     defaults.insert("CHAT_AUTH_URL", url(auth_config.edge.grpc_addr));
     let chat_config = chat::config::Config::from_vars(|name| var(&defaults, name))?;
     defaults.insert("WEB_AUTH_URL", url(auth_config.edge.grpc_addr));
     defaults.insert("WEB_CHAT_URL", url(chat_config.edge.grpc_addr));
     let web_config = web::Config::from_vars(&|name: &str| var(&defaults, name))?;
+
+    // Where mail goes, said loudly when it goes nowhere.
+    let mail_note = match &auth_config.mail.smtp {
+        None => "MAIL IS NOT SENT: AUTH_SMTP_HOST is not set, so verification and password reset mails\n\
+                 are printed to this log instead (look for \"mail NOT sent\"). Set AUTH_SMTP_HOST (and\n\
+                 AUTH_SMTP_PORT, AUTH_SMTP_SECURITY, AUTH_SMTP_USERNAME, AUTH_SMTP_PASSWORD) to send it.\n"
+            .to_owned(),
+        Some(smtp) => format!("mail goes to {}:{}\n", smtp.host, smtp.port),
+    };
 
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async move {
@@ -190,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                 .as_ref()
                 .map(|server| locked(server).data_dir().display().to_string()),
         );
+        println!("{mail_note}");
         if std::env::var_os("AUTH_JWT_KEYS").is_none() {
             println!(
                 "DEVELOPMENT DEFAULTS: access tokens are signed with the public development key and the\n\
