@@ -566,7 +566,9 @@ async fn an_address_is_verified_and_a_password_reset_over_rest() {
     let ada = auth.register("ada").await;
     let within = std::time::Duration::from_secs(60);
 
-    let mail = server.wait_for("ada@example.com", "Confirm", 1, within).await;
+    let mail = server
+        .wait_for("ada@example.com", "Confirm", 1, within)
+        .await;
     let verified = request(
         http,
         "POST",
