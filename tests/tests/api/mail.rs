@@ -468,3 +468,28 @@ async fn reset_requests_are_limited_per_address_alike_for_known_and_unknown() {
         .expect_err("past the client's limit");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_password_change_ends_the_reset_tokens_asked_for_before_it() {
+    let server = MailServer::start();
+    let auth = auth_mailing_to(&server, None).await;
+    let ada = verified(&auth, &server, "ada").await;
+    request_reset(&auth, "ada@example.com")
+        .await
+        .expect("asking");
+    let mail = server.wait_for("ada@example.com", RESET, 1, WITHIN).await;
+    auth.users()
+        .change_password(ada.request(pb::ChangePasswordRequest {
+            id: ada.id,
+            current_password: ada.password.clone(),
+            new_password: "changed-in-between".into(),
+            new_password_confirm: "changed-in-between".into(),
+        }))
+        .await
+        .expect("changing the password");
+    let status = reset(&auth, &mail.link_token("reset"), "a-new-password")
+        .await
+        .expect_err("a token from before the change");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    auth.login(ada.id, "ada", "changed-in-between").await;
+}

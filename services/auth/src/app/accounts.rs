@@ -157,7 +157,9 @@ impl App {
         .ok_or_else(|| not_found(id))?;
         let role_changed = updated.role != current.role;
         let renamed = updated.name != current.name;
-        let email_changed = updated.email.to_lowercase() != current.email.to_lowercase();
+        // Any change of the address, case included, is verified anew: what
+        // was shown to be the owner's is the address as written.
+        let email_changed = updated.email != current.email;
         if email_changed {
             // The new address is unverified until its owner says so; the
             // old one hears of the change, in case it was not its owner's.
@@ -283,8 +285,10 @@ impl App {
         let version = db::users::set_password(&mut *tx, id.0, &hash)
             .await?
             .ok_or_else(|| not_found(id))?;
-        // The new version ends every refresh token family started before.
+        // The new version ends every refresh token family started before,
+        // and reset tokens asked for before it end with them.
         db::revocations::raise(&mut *tx, id.0, version).await?;
+        db::email_tokens::end(&mut *tx, id.0, db::email_tokens::Purpose::ResetPassword).await?;
         tx.commit().await?;
         self.policy.revoke(id, version);
         tracing::info!("password changed; the user's tokens are revoked");

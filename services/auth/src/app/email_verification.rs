@@ -61,8 +61,17 @@ impl App {
                 "the verification token is unknown, expired, used, or for an address the account no longer has",
             )
         };
+        let digest = refresh::digest(token);
+        let owner = db::email_tokens::owner(&self.pool, &digest, Purpose::VerifyEmail)
+            .await?
+            .ok_or_else(refused)?;
+        // The user's row first, as an email change locks it before its
+        // token: the two wait in line, never for each other.
         let mut tx = self.pool.begin().await?;
-        let taken = db::email_tokens::take(&mut *tx, &refresh::digest(token), Purpose::VerifyEmail)
+        db::users::get_for_update(&mut *tx, owner)
+            .await?
+            .ok_or_else(refused)?;
+        let taken = db::email_tokens::take(&mut *tx, &digest, Purpose::VerifyEmail)
             .await?
             .ok_or_else(refused)?;
         if !db::users::mark_email_verified(&mut *tx, taken.user_id, &taken.email).await? {

@@ -34,8 +34,13 @@ impl App {
             token.expose_secret(),
             self.mail.reset_ttl,
         );
+        // Neither path waits for a flush to disk: a write that had to (an
+        // address with an account) would answer later than a read alone
+        // (one without). A reset mail lost to a crash is asked for again.
+        let mut tx = self.pool.begin().await?;
+        db::email_tokens::without_flush_wait(&mut *tx).await?;
         let queued = db::email_tokens::issue_reset_by_address(
-            &self.pool,
+            &mut *tx,
             email.as_str(),
             &digest,
             expires_at,
@@ -44,6 +49,7 @@ impl App {
             &mail.body,
         )
         .await?;
+        tx.commit().await?;
         if queued {
             self.mail_queued.notify();
         }
@@ -59,8 +65,12 @@ impl App {
             Error::unauthenticated("the reset token is unknown, expired or used; ask for a new one")
         };
         let digest = refresh::digest(token);
-        // Hashed before the token is taken, so that a refused hash (the
-        // queue is full) does not use it up.
+        // Looked at before the hash, so that made-up tokens cost no hash;
+        // taken after it, so that a refused hash (the queue is full) does
+        // not use it up.
+        if !db::email_tokens::is_live(&self.pool, &digest, Purpose::ResetPassword).await? {
+            return Err(refused());
+        }
         let hash = self.passwords.hash(new_password.as_password()).await?;
         let mut tx = self.pool.begin().await?;
         let taken = db::email_tokens::take(&mut *tx, &digest, Purpose::ResetPassword)

@@ -72,6 +72,55 @@ pub async fn take(
     .await?)
 }
 
+/// Whether a token with this digest works now.
+pub async fn is_live(db: impl PgExecutor<'_>, digest: &[u8], purpose: Purpose) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select 1 from email_tokens
+                          where digest = $1 and purpose = $2 and expires_at > now()) as "live!""#,
+        digest,
+        purpose.as_str()
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Whose a live token is, without using it.
+pub async fn owner(
+    db: impl PgExecutor<'_>,
+    digest: &[u8],
+    purpose: Purpose,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        "select user_id from email_tokens
+         where digest = $1 and purpose = $2 and expires_at > now()",
+        digest,
+        purpose.as_str()
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The transaction's commit answers without waiting for its flush to disk.
+pub async fn without_flush_wait(db: impl PgExecutor<'_>) -> Result<()> {
+    sqlx::query!("set local synchronous_commit = off")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends the user's live tokens of this purpose (a new password ends the
+/// reset tokens asked for before it).
+pub async fn end(db: impl PgExecutor<'_>, user_id: i64, purpose: Purpose) -> Result<()> {
+    sqlx::query!(
+        "delete from email_tokens where user_id = $1 and purpose = $2",
+        user_id,
+        purpose.as_str()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// When the user's live token of this purpose was issued, if they have one.
 pub async fn issued_at(
     db: impl PgExecutor<'_>,

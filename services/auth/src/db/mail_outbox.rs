@@ -59,7 +59,7 @@ pub async fn claim(db: impl PgExecutor<'_>, batch: i64, lease: Duration) -> Resu
              next_attempt_at = now() + make_interval(secs => $2),
              attempts = attempts + 1
          where id in (
-             select id from mail_outbox where next_attempt_at <= now()
+             select id from mail_outbox where next_attempt_at <= now() and deliver_by > now()
              order by next_attempt_at, id limit $1
              for update skip locked
          )
@@ -71,11 +71,16 @@ pub async fn claim(db: impl PgExecutor<'_>, batch: i64, lease: Duration) -> Resu
     .await?)
 }
 
-/// A mail sent (or given up): gone.
-pub async fn settle(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
-    sqlx::query!("delete from mail_outbox where id = $1", id)
-        .execute(db)
-        .await?;
+/// A mail sent (or given up): gone, unless another sender has claimed it
+/// since (its claim ran out), which settles it then.
+pub async fn settle(db: impl PgExecutor<'_>, id: i64, attempts: i32) -> Result<()> {
+    sqlx::query!(
+        "delete from mail_outbox where id = $1 and attempts = $2",
+        id,
+        attempts
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -83,16 +88,18 @@ pub async fn settle(db: impl PgExecutor<'_>, id: i64) -> Result<()> {
 pub async fn retry_later(
     db: impl PgExecutor<'_>,
     id: i64,
+    attempts: i32,
     wait: Duration,
     error: &str,
 ) -> Result<()> {
     sqlx::query!(
         "update mail_outbox set next_attempt_at = now() + make_interval(secs => $2),
              last_error = $3
-         where id = $1",
+         where id = $1 and attempts = $4",
         id,
         wait.as_secs_f64(),
-        error
+        error,
+        attempts
     )
     .execute(db)
     .await?;

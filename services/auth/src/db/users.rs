@@ -119,7 +119,7 @@ pub async fn update(
             name = coalesce($2, name),
             name_skeleton = coalesce($5, name_skeleton),
             email = coalesce($3, email),
-            email_verified_at = case when lower($3) is distinct from lower(email) and $3 is not null
+            email_verified_at = case when $3 is not null and $3 <> email
                                      then null else email_verified_at end,
             role = coalesce($4, role)
          where id = $1

@@ -25,6 +25,10 @@ impl Email {
         {
             return Err(Error::invalid(field, "must be an email address"));
         }
+        // An address mail can be sent to, as the SMTP client reads it.
+        if email.parse::<lettre::Address>().is_err() {
+            return Err(Error::invalid(field, "must be an email address"));
+        }
         Ok(Email(email))
     }
 

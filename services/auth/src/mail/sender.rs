@@ -26,8 +26,8 @@ use crate::db;
 use crate::db::mail_outbox::Claimed;
 use crate::metrics::AuthMetrics;
 
-/// Mails claimed at once.
-const BATCH: i64 = 20;
+/// Mails claimed at once: one, so that a claim covers one send's time.
+const BATCH: i64 = 1;
 /// How often the outbox is looked at when nothing wakes the sender: mail
 /// written by other replicas, and retries coming due.
 const POLL: Duration = Duration::from_secs(1);
@@ -83,7 +83,8 @@ impl Sender {
             delivery,
             from,
             retry_max: config.retry_max,
-            lease: timeout * 2 + Duration::from_secs(5),
+            // Far beyond what one send's steps may take together.
+            lease: timeout * 10,
             metrics,
             queued,
         })
@@ -126,7 +127,7 @@ impl Sender {
                 Err(error) => Err((true, error)),
                 Ok(message) => match transport.send(message).await {
                     Ok(_) => Ok("sent"),
-                    Err(error) => Err((error.is_permanent(), error.to_string())),
+                    Err(error) => Err((refused_for_good(&error), error.to_string())),
                 },
             },
         };
@@ -134,7 +135,7 @@ impl Sender {
             Ok(outcome) => {
                 self.metrics.mails.with_label_values(&[outcome]).inc();
                 tracing::info!(mail.id = mail.id, mail.kind = mail.kind, "mail delivered");
-                db::mail_outbox::settle(&self.pool, mail.id).await
+                db::mail_outbox::settle(&self.pool, mail.id, mail.attempts).await
             }
             Err((permanent, error)) => {
                 let wait = backoff(mail.attempts, self.retry_max);
@@ -149,7 +150,7 @@ impl Sender {
                         "mail dropped: {}",
                         if permanent { "the mail server refused it for good" } else { "not sent in time" }
                     );
-                    db::mail_outbox::settle(&self.pool, mail.id).await
+                    db::mail_outbox::settle(&self.pool, mail.id, mail.attempts).await
                 } else {
                     self.metrics.mails.with_label_values(&["retried"]).inc();
                     tracing::warn!(
@@ -160,7 +161,8 @@ impl Sender {
                         retry_in_ms = wait.as_millis() as u64,
                         "mail not sent; it waits"
                     );
-                    db::mail_outbox::retry_later(&self.pool, mail.id, wait, &error).await
+                    db::mail_outbox::retry_later(&self.pool, mail.id, mail.attempts, wait, &error)
+                        .await
                 }
             }
         };
@@ -185,6 +187,18 @@ impl Sender {
             .body(body)
             .map_err(|error| error.to_string())
     }
+}
+
+/// Whether the server refused the mail itself, for good: a mailbox that
+/// does not exist or an address it will not take (550, 551, 553). Any
+/// other refusal, permanent ones included (a wrong login, a relay that
+/// will not relay), is the configuration's, and is tried again once that
+/// is fixed, rather than dropping every mail in the outbox.
+fn refused_for_good(error: &lettre::transport::smtp::Error) -> bool {
+    error.is_permanent()
+        && error
+            .status()
+            .is_some_and(|code| matches!(u16::from(code), 550 | 551 | 553))
 }
 
 /// The wait after the `attempts`th failed try: 1 s, doubling, at most `max`.
