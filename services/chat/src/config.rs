@@ -9,6 +9,7 @@ use host::quota::rate_var as rate;
 use host::server::Edge;
 use secrecy::SecretString;
 
+pub use crate::group_commit::GroupCommitConfig;
 pub use crate::quotas::QuotaConfig;
 
 /// How often watched chats are compared with the database, by default.
@@ -37,6 +38,8 @@ pub struct Config {
     pub fanout_poll: Duration,
     /// What one user may do how often (`CHAT_QUOTA_*`).
     pub quotas: QuotaConfig,
+    /// How sends share transactions.
+    pub group_commit: GroupCommitConfig,
 }
 
 /// How replicas tell each other of new messages and deleted chats (see
@@ -170,6 +173,7 @@ impl Config {
             fanout_auth: FanoutAuth::default(),
             fanout_poll: DEFAULT_FANOUT_POLL,
             quotas: QuotaConfig::default(),
+            group_commit: GroupCommitConfig::default(),
         }
     }
 
@@ -192,6 +196,24 @@ impl Config {
         anyhow::ensure!(
             !fanout_poll.is_zero(),
             "CHAT_FANOUT_POLL_MS must be at least 1"
+        );
+        let writers: usize = var_or(
+            &var,
+            "CHAT_SEND_WRITERS",
+            &defaults.group_commit.writers.to_string(),
+        )?;
+        let max_batch: usize = var_or(
+            &var,
+            "CHAT_SEND_BATCH_MAX",
+            &defaults.group_commit.max_batch.to_string(),
+        )?;
+        anyhow::ensure!(
+            (1..=64).contains(&writers),
+            "CHAT_SEND_WRITERS must be 1 to 64"
+        );
+        anyhow::ensure!(
+            (1..=4096).contains(&max_batch),
+            "CHAT_SEND_BATCH_MAX must be 1 to 4096"
         );
         let path = |name: &str| {
             var(name)
@@ -247,6 +269,7 @@ impl Config {
                 "CHAT_STREAM_STALL_TIMEOUT_MS",
                 &defaults.stream_stall_timeout.as_millis().to_string(),
             )?),
+            group_commit: GroupCommitConfig { writers, max_batch },
             fanout: Fanout::parse(var("CHAT_FANOUT_URL").as_deref())?,
             fanout_auth: {
                 let auth = FanoutAuth {

@@ -36,6 +36,7 @@ pub mod db;
 mod departures;
 mod domain;
 pub mod error;
+pub mod group_commit;
 mod grpc;
 mod hub;
 mod metrics;

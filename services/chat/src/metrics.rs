@@ -1,6 +1,6 @@
 //! The chat service's domain metrics, beside the per-RPC ones.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub(crate) struct ChatMetrics {
@@ -27,6 +27,13 @@ pub(crate) struct ChatMetrics {
     /// Sweeps of every member through auth, by outcome: `done`, or
     /// `implausible` where auth knew too few of them to be believed.
     pub(crate) member_sweeps: IntCounterVec,
+    /// Sends per batch the writers stored together.
+    pub(crate) send_batch_size: Histogram,
+    /// Transactions that stored sends: commits per 1,000 sends is this
+    /// over `chat_messages_sent_total`, times 1,000.
+    pub(crate) send_commits: IntCounter,
+    /// Batches the database refused as a whole, sent again one by one.
+    pub(crate) send_batches_split: IntCounter,
 }
 
 impl ChatMetrics {
@@ -68,7 +75,25 @@ impl ChatMetrics {
                 ),
                 &["outcome"],
             )?,
+            send_batch_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "chat_send_batch_size",
+                    "Sends stored together in one transaction.",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            )?,
+            send_commits: IntCounter::new(
+                "chat_send_commits_total",
+                "Transactions that stored sends (a batch, or one send alone).",
+            )?,
+            send_batches_split: IntCounter::new(
+                "chat_send_batches_split_total",
+                "Batches of sends refused as a whole (not by an outage) and sent again one by one.",
+            )?,
         };
+        registry.register(Box::new(metrics.send_batches_split.clone()))?;
+        registry.register(Box::new(metrics.send_batch_size.clone()))?;
+        registry.register(Box::new(metrics.send_commits.clone()))?;
         registry.register(Box::new(metrics.departed_accounts.clone()))?;
         registry.register(Box::new(metrics.member_sweeps.clone()))?;
         registry.register(Box::new(metrics.messages_sent.clone()))?;

@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::auth_client::AuthClient;
 use crate::config::Config;
 use crate::departures::pending::Departures;
+use crate::group_commit::GroupCommit;
 use crate::grpc::chat_service::ChatApi;
 use crate::grpc::guard::Guarded;
 use crate::hub::Hub;
@@ -69,6 +70,14 @@ impl Application {
             departures.clone(),
             config.auth.access_cache_ttl,
         );
+        // The writers end once the last sender is gone: after the last
+        // call that could send has finished.
+        let (writes, _writers) = GroupCommit::start(
+            pool.clone(),
+            hub.clone(),
+            metrics.clone(),
+            config.group_commit,
+        );
         let app = Arc::new(App {
             pool,
             auth: auth.clone(),
@@ -79,6 +88,7 @@ impl Application {
             stream_stall_timeout: config.stream_stall_timeout,
             quotas: Quotas::new(&config.quotas, &registry)?,
             typists: crate::app::typing::Typists::default(),
+            writes,
         });
         access_tasks.extend(crate::departures::start(departures, app.clone()));
         let mut routes = RoutesBuilder::default();

@@ -6,6 +6,7 @@ mod brute_force;
 mod chats;
 mod contracts;
 mod departures;
+mod group_commit;
 mod grpc_web;
 mod history;
 mod logs;

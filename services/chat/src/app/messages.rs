@@ -1,10 +1,11 @@
-//! Messages: sending, with an idempotency key, and reading history.
+//! Messages: sending, with an idempotency key (stored through
+//! [`crate::group_commit`]), and reading history.
 
 use std::sync::Arc;
 
 use super::{App, Page};
 use crate::db;
-use crate::db::messages::{MessageRow, NewMessage, Sent};
+use crate::db::messages::{BatchedMessage, MessageRow, Sent};
 use crate::domain::{Caller, ChatId, ClientMessageId, MessageId, MessageText};
 use crate::error::{Error, Result};
 
@@ -39,18 +40,17 @@ impl App {
             .client_message_id
             .as_ref()
             .map(ClientMessageId::as_str);
-        let sent = db::messages::send(
-            &self.pool,
-            NewMessage {
+        let sent = self
+            .writes
+            .send(BatchedMessage {
                 chat_id: chat_id.get(),
                 from_user_id: caller.user_id.get(),
-                from_username: &caller.username,
-                text: outgoing.text.as_str(),
-                client_message_id: key,
-            },
-        )
-        .await?
-        .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
+                from_username: caller.username.clone(),
+                text: outgoing.text.as_str().to_owned(),
+                client_message_id: key.map(str::to_owned),
+            })
+            .await?
+            .ok_or_else(|| crate::error::chat_not_found(chat_id))?;
         let message = match sent {
             Sent::Stored(message) => message,
             // A key reused for other content is refused, not silently
@@ -66,8 +66,8 @@ impl App {
         };
         self.metrics.messages_sent.inc();
         tracing::Span::current().record("message_id", message.id);
+        // The hub heard of it from the writer, in the chat's order.
         let message = Arc::new(message);
-        self.hub.committed(message.clone());
         self.stop_typing(chat_id, caller.user_id);
         Ok(message)
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_watch::AccessWatch;
 use crate::auth_client::AuthClient;
+use crate::group_commit::GroupCommit;
 use crate::hub::Hub;
 use crate::metrics::ChatMetrics;
 use crate::quotas::Quotas;
@@ -37,6 +38,8 @@ pub(crate) struct App {
     pub(crate) quotas: Quotas,
     /// Who is typing where, as passed on from this replica.
     pub(crate) typists: typing::Typists,
+    /// Where sends are stored, batched with concurrent ones.
+    pub(crate) writes: GroupCommit,
 }
 
 /// What a call to auth on the caller's behalf carries on: the caller's

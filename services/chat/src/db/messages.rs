@@ -210,3 +210,155 @@ pub async fn seq_at(db: impl PgExecutor<'_>, chat_id: i64, message_id: i64) -> R
     .fetch_one(db)
     .await?)
 }
+
+/// One send of a batch, owned: it outlives its caller.
+#[derive(Debug, Clone)]
+pub struct BatchedMessage {
+    pub chat_id: i64,
+    pub from_user_id: i64,
+    pub from_username: String,
+    pub text: String,
+    pub client_message_id: Option<String>,
+}
+
+/// Stores a batch of sends in one transaction, committed once: what each
+/// came to, in the batch's order (`None`: the chat does not exist or the
+/// sender is not a member).
+///
+/// The chats' rows are locked first, in the order of their ids, so that
+/// no two batches (nor a batch and a single send, which locks one row)
+/// wait for each other in a circle. Everything after reads with the locks
+/// held: every send into these chats that committed before is seen, so an
+/// idempotency key is looked up, never raced, and no sequence number is
+/// taken by a message that then fails to store. Within a chat the batch's
+/// messages take the next sequence numbers in the batch's order, and ids
+/// rising with them. A key given twice in one batch stores one message;
+/// the later send answers with it.
+#[tracing::instrument(
+    name = "store messages",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", batch = batch.len())
+)]
+pub async fn send_batch(
+    db: &sqlx::PgPool,
+    batch: &[BatchedMessage],
+) -> std::result::Result<Vec<Option<Sent>>, sqlx::Error> {
+    let chat_ids: Vec<i64> = batch.iter().map(|m| m.chat_id).collect();
+    let user_ids: Vec<i64> = batch.iter().map(|m| m.from_user_id).collect();
+    let usernames: Vec<String> = batch.iter().map(|m| m.from_username.clone()).collect();
+    let texts: Vec<String> = batch.iter().map(|m| m.text.clone()).collect();
+    let keys: Vec<Option<String>> = batch.iter().map(|m| m.client_message_id.clone()).collect();
+
+    let mut tx = db.begin().await?;
+    sqlx::query!(
+        "select id from chats where id = any($1) order by id for update",
+        &chat_ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let rows = sqlx::query!(
+        r#"with input as (
+               select * from unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[])
+                   with ordinality as i(chat_id, user_id, username, text, key, ord)
+           ),
+           member as (
+               select i.ord from input i
+               join chat_members m on m.chat_id = i.chat_id and m.user_id = i.user_id
+           ),
+           earlier as (
+               select i.ord, e.id, e.chat_id, e.seq, e.from_user_id, e.from_username, e.text,
+                      e.created_at
+               from input i join member using (ord)
+               join messages e on e.chat_id = i.chat_id and e.from_user_id = i.user_id
+                              and e.client_message_id = i.key
+           ),
+           fresh as (
+               select i.*, row_number() over (partition by i.chat_id order by i.ord) as rn
+               from input i join member using (ord)
+               where not exists (select 1 from earlier e where e.ord = i.ord)
+                 and (i.key is null or not exists (
+                     select 1 from input j
+                     where j.chat_id = i.chat_id and j.user_id = i.user_id and j.key = i.key
+                       and j.ord < i.ord))
+           ),
+           counts as (select chat_id, count(*) as n from fresh group by chat_id),
+           chat as (
+               update chats c
+               set last_seq = c.last_seq + k.n,
+                   last_activity_at = greatest(c.last_activity_at, now())
+               from counts k where c.id = k.chat_id
+               returning c.id, c.last_seq - k.n as base, c.members_version
+           ),
+           stored as (
+               insert into messages (chat_id, seq, from_user_id, from_username, text, client_message_id)
+               select f.chat_id, c.base + f.rn, f.user_id, f.username, f.text, f.key
+               from fresh f join chat c on c.id = f.chat_id
+               order by f.chat_id, f.rn
+               returning id, chat_id, seq, from_user_id, from_username, text, created_at
+           ),
+           -- Sending marks the chat read up to the sender's last message.
+           marked as (
+               update chat_members m set read_seq = s.seq, read_message_id = s.id
+               from (select distinct on (chat_id, from_user_id) chat_id, from_user_id, seq, id
+                     from stored order by chat_id, from_user_id, seq desc) s
+               where m.chat_id = s.chat_id and m.user_id = s.from_user_id and m.read_seq < s.seq
+           ),
+           placed as (
+               select f.ord, s.id, s.chat_id, s.seq, s.from_user_id, s.from_username, s.text,
+                      s.created_at, c.members_version
+               from fresh f join chat c on c.id = f.chat_id
+               join stored s on s.chat_id = f.chat_id and s.seq = c.base + f.rn
+           )
+           select ord as "ord!", id as "id!", chat_id as "chat_id!", seq as "seq!",
+                  from_user_id as "from_user_id!", from_username as "from_username!",
+                  text as "text!", created_at as "created_at!",
+                  members_version as "members_version!", false as "earlier!"
+           from placed
+           union all
+           select e.ord, e.id, e.chat_id, e.seq, e.from_user_id, e.from_username, e.text,
+                  e.created_at, (select members_version from chats where id = e.chat_id), true
+           from earlier e
+           union all
+           select i.ord, p.id, p.chat_id, p.seq, p.from_user_id, p.from_username, p.text,
+                  p.created_at, p.members_version, true
+           from input i join member using (ord)
+           join fresh f on f.chat_id = i.chat_id and f.user_id = i.user_id and f.key = i.key
+                       and f.ord < i.ord
+           join placed p on p.ord = f.ord
+           where not exists (select 1 from earlier e where e.ord = i.ord)"#,
+        &chat_ids,
+        &user_ids,
+        &usernames,
+        &texts,
+        &keys as &[Option<String>]
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let mut outcomes: Vec<Option<Sent>> = (0..batch.len()).map(|_| None).collect();
+    for row in rows {
+        let message = MessageRow {
+            id: row.id,
+            chat_id: row.chat_id,
+            seq: row.seq,
+            from_user_id: row.from_user_id,
+            from_username: row.from_username,
+            text: row.text,
+            created_at: row.created_at,
+            members_version: row.members_version,
+        };
+        let Some(slot) = usize::try_from(row.ord - 1)
+            .ok()
+            .and_then(|at| outcomes.get_mut(at))
+        else {
+            continue;
+        };
+        *slot = Some(if row.earlier {
+            Sent::Earlier(message)
+        } else {
+            Sent::Stored(message)
+        });
+    }
+    Ok(outcomes)
+}

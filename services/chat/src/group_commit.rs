@@ -1,0 +1,225 @@
+//! Group commit: sends share transactions. Each replica's writers take
+//! whatever sends have queued while the last batch was committing, up to
+//! [`GroupCommitConfig::max_batch`], and store them in one transaction with
+//! one commit (and so one flush to disk); there is no timer, so a lone
+//! send waits for nothing and goes alone, in the single statement of
+//! [`db::messages::send`]. Under load, batches grow by themselves.
+//!
+//! What each send comes to is its own: a sender who is not a member, or
+//! an idempotency key used before, refuses or answers that send only. A
+//! batch the database refuses as a whole for any reason but an outage
+//! (a deadlock with a membership change, say) is sent again one by one,
+//! so that a batch-mate's trouble never becomes another send's error; in
+//! an outage every send of the batch is `UNAVAILABLE`, and retrying with
+//! its key stores it once. A send runs to its end once a writer took it,
+//! whether its caller is still waiting or not; one whose caller left
+//! while it was queued is dropped unsent (it was never acknowledged). The
+//! hub hears of stored messages in each chat's order before any sender
+//! is answered.
+
+use std::sync::Arc;
+
+use host::database::{Failure, classify};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use crate::db;
+use crate::db::messages::{BatchedMessage, NewMessage, Sent};
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::metrics::ChatMetrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitConfig {
+    /// Batches committed at once (`CHAT_SEND_WRITERS`): while one flushes,
+    /// the next gathers.
+    pub writers: usize,
+    /// The most sends one batch takes (`CHAT_SEND_BATCH_MAX`).
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> GroupCommitConfig {
+        GroupCommitConfig {
+            writers: 2,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Sends waiting for a writer, per replica, before a sender waits for room.
+const QUEUED: usize = 4096;
+
+struct Pending {
+    message: BatchedMessage,
+    reply: oneshot::Sender<Result<Option<Sent>>>,
+    /// The send's span: a lone send is stored under it, a batch under its
+    /// first send's, so that a trace shows where its time went.
+    span: tracing::Span,
+}
+
+/// Where sends go to be stored.
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+struct Writer {
+    pool: sqlx::PgPool,
+    hub: Arc<Hub>,
+    metrics: ChatMetrics,
+    max_batch: usize,
+    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+}
+
+impl GroupCommit {
+    /// The writers, running until the queue's last sender is dropped.
+    pub(crate) fn start(
+        pool: sqlx::PgPool,
+        hub: Arc<Hub>,
+        metrics: ChatMetrics,
+        config: GroupCommitConfig,
+    ) -> (GroupCommit, Vec<JoinHandle<()>>) {
+        let (queue, received) = mpsc::channel(QUEUED);
+        let received = Arc::new(Mutex::new(received));
+        let tasks = (0..config.writers.max(1))
+            .map(|_| {
+                let writer = Writer {
+                    pool: pool.clone(),
+                    hub: hub.clone(),
+                    metrics: metrics.clone(),
+                    max_batch: config.max_batch.max(1),
+                    queue: received.clone(),
+                };
+                tokio::spawn(writer.run())
+            })
+            .collect();
+        (GroupCommit { queue }, tasks)
+    }
+
+    /// Stores `message` with whatever sends it is batched with; what it
+    /// came to (`None`: no such chat, or the sender is not a member).
+    pub(crate) async fn send(&self, message: BatchedMessage) -> Result<Option<Sent>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                message,
+                reply,
+                span: tracing::Span::current(),
+            })
+            .await
+            .map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
+    }
+}
+
+fn stopping() -> crate::error::Error {
+    crate::error::Error::Unavailable("the service is stopping; try again".into())
+}
+
+impl Writer {
+    async fn run(self) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().await;
+                let Some(first) = queue.recv().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < self.max_batch {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            // Never acknowledged: their callers left while they waited.
+            let batch: Vec<Pending> = batch
+                .into_iter()
+                .filter(|pending| !pending.reply.is_closed())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let span = batch[0].span.clone();
+            self.write(batch).instrument(span).await;
+        }
+    }
+
+    async fn write(&self, batch: Vec<Pending>) {
+        self.metrics.send_batch_size.observe(batch.len() as f64);
+        let outcomes: Vec<Result<Option<Sent>>> = if batch.len() == 1 {
+            vec![self.alone(&batch[0].message).await]
+        } else {
+            let messages: Vec<BatchedMessage> = batch
+                .iter()
+                .map(|pending| pending.message.clone())
+                .collect();
+            self.metrics.send_commits.inc();
+            match db::messages::send_batch(&self.pool, &messages).await {
+                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Err(error) if matches!(classify(&error), Failure::Unavailable) => {
+                    let error = crate::error::Error::from(error);
+                    batch.iter().map(|_| Err(error_again(&error))).collect()
+                }
+                Err(error) => {
+                    self.metrics.send_batches_split.inc();
+                    tracing::warn!(
+                        %error,
+                        batch = batch.len(),
+                        "a batch of sends was refused as a whole; sending them one by one"
+                    );
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for pending in &batch {
+                        outcomes.push(self.alone(&pending.message).await);
+                    }
+                    outcomes
+                }
+            }
+        };
+        // The hub first, in each chat's order, then the senders.
+        let mut stored: Vec<_> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(Some(Sent::Stored(message))) => Some(message),
+                _ => None,
+            })
+            .collect();
+        stored.sort_by_key(|message| (message.chat_id, message.seq));
+        for message in stored {
+            self.hub.committed(Arc::new(message.clone()));
+        }
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            // A caller that left meanwhile hears nothing; its send stands.
+            let _ = pending.reply.send(outcome);
+        }
+    }
+
+    /// One send in the single statement that stores it.
+    async fn alone(&self, message: &BatchedMessage) -> Result<Option<Sent>> {
+        self.metrics.send_commits.inc();
+        db::messages::send(
+            &self.pool,
+            NewMessage {
+                chat_id: message.chat_id,
+                from_user_id: message.from_user_id,
+                from_username: &message.from_username,
+                text: &message.text,
+                client_message_id: message.client_message_id.as_deref(),
+            },
+        )
+        .await
+    }
+}
+
+/// The same outage, for each send of a batch.
+fn error_again(error: &crate::error::Error) -> crate::error::Error {
+    match error {
+        crate::error::Error::Unavailable(message) => {
+            crate::error::Error::Unavailable(message.clone())
+        }
+        other => crate::error::Error::Unavailable(other.to_string()),
+    }
+}
