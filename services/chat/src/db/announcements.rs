@@ -11,7 +11,11 @@ use crate::error::Result;
 /// commit.
 pub async fn notify(db: impl PgExecutor<'_>, payloads: &[String]) -> Result<()> {
     sqlx::query!(
-        r#"select count(pg_notify('chat_events', p)) as "announced!"
+        r#"select count(pg_notify('chat_events', p)) as "announced!",
+                  -- Committed without waiting for the flush: an
+                  -- announcement is at most once anyway, and the poll finds
+                  -- what any announcement missed.
+                  (select set_config('synchronous_commit', 'off', true)) as "asynchronous!"
            from unnest($1::text[]) as t(p)"#,
         payloads
     )

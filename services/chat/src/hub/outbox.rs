@@ -20,6 +20,11 @@ use crate::domain::{ChatId, MessageId, UserId};
 const UNANNOUNCED_REMOVALS: usize = 10_000;
 /// The wait before announcing again after the database refused.
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
+/// Announcements follow one another at most this often. Under load the
+/// loop would otherwise run back to back, a transaction each time; the
+/// wait gathers whatever is committed meanwhile into the next one. An idle
+/// replica's first announcement waits for nothing.
+pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 /// A member's read marker in a chat is announced at most this often: one
 /// scrolling through history moves it with every message, and the last
 /// move is all anyone needs.
@@ -259,8 +264,11 @@ impl Outbox {
     /// Announces, at once, whatever is unannounced; on failure, tries again
     /// with whatever has been added meanwhile. Runs until dropped.
     pub(super) async fn run(&self) {
+        let mut last = tokio::time::Instant::now() - ANNOUNCE_EVERY;
         loop {
             self.wake.notified().await;
+            tokio::time::sleep_until(last + ANNOUNCE_EVERY).await;
+            last = tokio::time::Instant::now();
             if let Err(error) = self.announce_pending().await {
                 tracing::warn!(%error, "announcing new messages failed; retrying");
                 tokio::time::sleep(ANNOUNCE_RETRY).await;
