@@ -14,10 +14,18 @@ use crate::error::Result;
 /// statement: unless the name is locked, or its failures and pending checks
 /// already fill the limit (past a lock, one check at a time). Whether a
 /// slot was reserved.
+///
+/// Its commit does not wait for the flush to disk. A crash can lose only
+/// the last moments' reservations: a slot lost is a pending check
+/// forgotten, which only makes room, as a stale one does after a minute,
+/// and failures are never counted here. A login that succeeds commits its
+/// session afterwards, with a flush, which writes the reservation too.
 pub async fn reserve(db: impl PgExecutor<'_>, key: &str, config: &LockoutConfig) -> Result<bool> {
     let reserved = sqlx::query!(
         r#"insert into login_throttle as t (throttle_key, pending, pending_since)
-        values (lower($1), 1, now())
+        select lower($1), 1, now()
+        -- Committed without waiting for the flush (see above).
+        from (select set_config('synchronous_commit', 'off', true)) as asynchronous
         on conflict (throttle_key) do update set
             failures = case when t.last_failed_at < now() - make_interval(secs => $3::float8)
                             then 0 else t.failures end,
@@ -111,12 +119,15 @@ pub async fn count_address_failure(
 }
 
 /// Settles a reserved check that found the right password: failures and
-/// any lock are forgotten.
+/// any lock are forgotten. Without waiting for the flush, as a reservation:
+/// a crash can only keep failures this would have forgotten, which is the
+/// stricter side; the session the login then starts flushes it anyway.
 pub async fn settle_right(db: impl PgExecutor<'_>, key: &str) -> Result<()> {
     sqlx::query!(
         "update login_throttle set pending = greatest(pending - 1, 0), failures = 0,
             last_failed_at = null, locked_until = null
-         where throttle_key = lower($1)",
+         where throttle_key = lower($1)
+           and (select set_config('synchronous_commit', 'off', true)) is not null",
         key
     )
     .execute(db)
