@@ -266,7 +266,8 @@ async fn main() {
         );
     }
     if wanted("logins") {
-        rows.push(cpu.measure(logins(auth_addr, &users)).await);
+        rows.push(cpu.measure(logins(auth_addr, &users, &users[1])).await);
+        rows.push(cpu.measure(logins(auth_addr, &users[..1], &users[1])).await);
     }
     if wanted("traces") {
         // The same sends through a replica that exports every span to a
@@ -1139,7 +1140,15 @@ fn raw_argon2_rate() -> f64 {
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
+/// Logins by `users` (all of them, or one account many times over), 32 in
+/// flight, against raw argon2id on every core; the best of two windows
+/// each.
+async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>], prober: &Arc<User>) -> Row {
+    let scenario = if users.len() == 1 {
+        "login flood, one account, 32 in flight".to_owned()
+    } else {
+        format!("login flood, {} users, 32 in flight", users.len())
+    };
     let users: Arc<Vec<Arc<User>>> = Arc::new(users.to_vec());
     let channels: Arc<Vec<Channel>> = Arc::new((0..8).map(|_| channel(auth)).collect());
     let login = {
@@ -1165,7 +1174,7 @@ async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
     rate(32, WARM_UP, login.clone()).await;
     // Checks, one at a time, while the flood runs, on a token minted after
     // the raw rate's window and the warm-up.
-    let prober_user = logged_in(auth, &users[1]).await;
+    let prober_user = logged_in(auth, prober).await;
     let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let prober = {
         let (probing, user, channel) = (probing.clone(), prober_user, channel(auth));
@@ -1186,7 +1195,9 @@ async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
             latencies
         })
     };
-    let logins = rate(32, WINDOW, login).await;
+    let logins = rate(32, WINDOW, login.clone())
+        .await
+        .max(rate(32, WINDOW, login).await);
     probing.store(false, Ordering::Relaxed);
     let mut latencies = prober.await.expect("the prober");
     let raw_second = tokio::task::spawn_blocking(raw_argon2_rate)
@@ -1199,11 +1210,11 @@ async fn logins(auth: std::net::SocketAddr, users: &[Arc<User>]) -> Row {
         .map_or(f64::NAN, |at| at.as_secs_f64() * 1000.0);
     let ratio = logins / raw;
     println!(
-        "logins {logins:.0}/s, raw argon2id {raw:.1}/s: {ratio:.2}x; Check p99 {p99:.2} ms over {} checks",
+        "{scenario}: logins {logins:.0}/s, raw argon2id {raw:.1}/s: {ratio:.2}x; Check p99 {p99:.2} ms over {} checks",
         latencies.len()
     );
     Row {
-        scenario: "login flood, 64 users, 32 in flight".into(),
+        scenario,
         result: format!(
             "{logins:.1} logins/s; Check p99 meanwhile {p99:.2} ms ({} checks)",
             latencies.len()

@@ -55,6 +55,7 @@ pub fn auth_config(database_url: String) -> Config {
         anonymous_calls: None,
         password_resets: None,
         password_resets_per_email: None,
+        email_changes: None,
     };
     config.lockout.address_max_failures = 1_000_000;
     config.service_secret = Some(SERVICE_SECRET.to_owned().into());

@@ -438,6 +438,11 @@ impl Config {
                     "AUTH_QUOTA_PASSWORD_RESETS_PER_EMAIL",
                     defaults.quotas.password_resets_per_email,
                 )?,
+                email_changes: rate(
+                    &var,
+                    "AUTH_QUOTA_EMAIL_CHANGES",
+                    defaults.quotas.email_changes,
+                )?,
             },
             bootstrap_admin,
             policy_max_staleness: Duration::from_millis(var_or(

@@ -21,6 +21,8 @@ pub struct QuotaConfig {
     /// Password reset requests for one email address, from anywhere:
     /// known and unknown addresses alike, so that the limit tells nothing.
     pub password_resets_per_email: Option<Rate>,
+    /// Email changes per account (each mails two addresses).
+    pub email_changes: Option<Rate>,
 }
 
 impl Default for QuotaConfig {
@@ -35,6 +37,8 @@ impl Default for QuotaConfig {
             // then one every five minutes, per address.
             password_resets: Some(Rate::new(10, 1.0 / 60.0)),
             password_resets_per_email: Some(Rate::new(3, 1.0 / 300.0)),
+            // Five at once, then one an hour, per account.
+            email_changes: Some(Rate::new(5, 1.0 / 3600.0)),
         }
     }
 }
@@ -45,6 +49,7 @@ pub struct AddressQuotas {
     anonymous_calls: Arc<Quota<String>>,
     password_resets: Arc<Quota<String>>,
     password_resets_per_email: Arc<Quota<String>>,
+    email_changes: Arc<Quota<String>>,
 }
 
 impl AddressQuotas {
@@ -78,6 +83,12 @@ impl AddressQuotas {
                 "password_resets_per_email",
                 "password reset requests for this email address",
                 config.password_resets_per_email,
+                &metrics,
+            ),
+            email_changes: Quota::new(
+                "email_changes",
+                "email changes of this account",
+                config.email_changes,
                 &metrics,
             ),
         })
@@ -120,5 +131,11 @@ impl AddressQuotas {
         }
         self.password_resets_per_email
             .take(&email.to_lowercase(), 1)
+    }
+
+    /// Charges an email change to the account, whoever makes it but an
+    /// admin: each sends two mails, to addresses the caller chose.
+    pub fn email_change(&self, user_id: i64) -> Result<()> {
+        self.email_changes.take(&user_id.to_string(), 1)
     }
 }

@@ -493,3 +493,42 @@ async fn a_password_change_ends_the_reset_tokens_asked_for_before_it() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     auth.login(ada.id, "ada", "changed-in-between").await;
 }
+
+#[tokio::test]
+async fn email_changes_are_limited_per_account() {
+    let server = MailServer::start();
+    let smtp = server.smtp_config(None);
+    let auth = TestAuth::spawn_with(|config| {
+        config.mail.smtp = Some(smtp);
+        config.quotas.email_changes = Some(host::quota::Rate::new(2, 1.0 / 3600.0));
+    })
+    .await;
+    let ada = auth.register("ada").await;
+    let change = |to: &str| {
+        let mut users = auth.users();
+        let request = ada.request(pb::UpdateRequest {
+            id: ada.id,
+            email: Some(to.into()),
+            current_password: ada.password.clone(),
+            ..Default::default()
+        });
+        async move { users.update(request).await }
+    };
+    change("ada@one.example").await.expect("the first change");
+    change("ada@two.example").await.expect("the second change");
+    let status = change("ada@three.example")
+        .await
+        .expect_err("past the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(retry_after(&status).is_some(), "{status:?}");
+    // An admin changing it is not counted.
+    let admin = auth.admin().await;
+    auth.users()
+        .update(admin.request(pb::UpdateRequest {
+            id: ada.id,
+            email: Some("ada@four.example".into()),
+            ..Default::default()
+        }))
+        .await
+        .expect("an admin's change");
+}

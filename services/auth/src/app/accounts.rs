@@ -126,6 +126,9 @@ impl App {
         if role.is_some() && !caller.is_admin() {
             return Err(Error::permission_denied("only admins may change roles"));
         }
+        if email.is_some() && !caller.is_admin() {
+            self.quotas.email_change(id.0)?;
+        }
         if name.is_some() || email.is_some() {
             self.prove_owner(
                 caller,
