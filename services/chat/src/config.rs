@@ -207,13 +207,15 @@ impl Config {
             "CHAT_SEND_BATCH_MAX",
             &defaults.group_commit.max_batch.to_string(),
         )?;
+        // The hub holds at most 256 messages per chat that arrive ahead of a
+        // gap, as one writer's batch can arrive ahead of another's.
         anyhow::ensure!(
-            (1..=64).contains(&writers),
-            "CHAT_SEND_WRITERS must be 1 to 64"
+            (1..=8).contains(&writers),
+            "CHAT_SEND_WRITERS must be 1 to 8"
         );
         anyhow::ensure!(
-            (1..=4096).contains(&max_batch),
-            "CHAT_SEND_BATCH_MAX must be 1 to 4096"
+            (1..=256).contains(&max_batch),
+            "CHAT_SEND_BATCH_MAX must be 1 to 256"
         );
         let path = |name: &str| {
             var(name)

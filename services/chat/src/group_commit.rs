@@ -17,8 +17,10 @@
 //! hub hears of stored messages in each chat's order before any sender
 //! is answered.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use host::database::{Failure, classify};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -110,7 +112,11 @@ impl GroupCommit {
             })
             .await
             .map_err(|_| stopping())?;
-        answer.await.map_err(|_| stopping())?
+        answer.await.map_err(|_| {
+            crate::error::Error::Internal(anyhow::anyhow!(
+                "the send's batch failed before it was answered"
+            ))
+        })?
     }
 }
 
@@ -144,7 +150,15 @@ impl Writer {
                 continue;
             }
             let span = batch[0].span.clone();
-            self.write(batch).instrument(span).await;
+            // A batch that panics (a bug) drops its senders' replies, and
+            // they hear INTERNAL; the writer goes on with the next.
+            if AssertUnwindSafe(self.write(batch).instrument(span))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("storing a batch of sends panicked");
+            }
         }
     }
 
@@ -157,9 +171,11 @@ impl Writer {
                 .iter()
                 .map(|pending| pending.message.clone())
                 .collect();
-            self.metrics.send_commits.inc();
             match db::messages::send_batch(&self.pool, &messages).await {
-                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Ok(outcomes) => {
+                    self.metrics.send_commits.inc();
+                    outcomes.into_iter().map(Ok).collect()
+                }
                 Err(error) if matches!(classify(&error), Failure::Unavailable) => {
                     let error = crate::error::Error::from(error);
                     batch.iter().map(|_| Err(error_again(&error))).collect()
@@ -188,6 +204,7 @@ impl Writer {
             })
             .collect();
         stored.sort_by_key(|message| (message.chat_id, message.seq));
+        self.metrics.messages_sent.inc_by(stored.len() as u64);
         for message in stored {
             self.hub.committed(Arc::new(message.clone()));
         }
@@ -199,8 +216,7 @@ impl Writer {
 
     /// One send in the single statement that stores it.
     async fn alone(&self, message: &BatchedMessage) -> Result<Option<Sent>> {
-        self.metrics.send_commits.inc();
-        db::messages::send(
+        let sent = db::messages::send(
             &self.pool,
             NewMessage {
                 chat_id: message.chat_id,
@@ -210,7 +226,11 @@ impl Writer {
                 client_message_id: message.client_message_id.as_deref(),
             },
         )
-        .await
+        .await;
+        if sent.is_ok() {
+            self.metrics.send_commits.inc();
+        }
+        sent
     }
 }
 

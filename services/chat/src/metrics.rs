@@ -4,7 +4,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 #[derive(Clone)]
 pub(crate) struct ChatMetrics {
-    /// Messages stored (retried sends are not counted twice).
+    /// Messages stored (retried sends are not counted twice), counted by
+    /// the writer that committed them.
     pub(crate) messages_sent: IntCounter,
     /// `ConnectChat` streams open on this replica.
     pub(crate) open_streams: IntGauge,
@@ -29,7 +30,8 @@ pub(crate) struct ChatMetrics {
     pub(crate) member_sweeps: IntCounterVec,
     /// Sends per batch the writers stored together.
     pub(crate) send_batch_size: Histogram,
-    /// Transactions that stored sends: commits per 1,000 sends is this
+    /// Transactions that stored sends, counted once committed: commits per
+    /// 1,000 sends is this
     /// over `chat_messages_sent_total`, times 1,000.
     pub(crate) send_commits: IntCounter,
     /// Batches the database refused as a whole, sent again one by one.

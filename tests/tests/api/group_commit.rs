@@ -99,6 +99,7 @@ async fn a_burst_of_sends_shares_commits_and_each_send_keeps_its_own_outcome() {
         });
     }
     let sent_before = chat.metric("chat_send_commits_total").await.unwrap_or(0.0);
+    let stored_before = chat.metric("chat_messages_sent_total").await.unwrap_or(0.0);
     let mut burst = JoinSet::new();
     for (at, planned) in plan.iter().cloned().enumerate() {
         let (chat_handle, user, chat_id) =
@@ -181,6 +182,10 @@ async fn a_burst_of_sends_shares_commits_and_each_send_keeps_its_own_outcome() {
             "ids fall with sequence in chat {chat_id}: {rows:?}"
         );
     }
+
+    // Every stored message counted once, whatever its sender waited for.
+    let stored = chat.metric("chat_messages_sent_total").await.unwrap_or(0.0) - stored_before;
+    assert_eq!(stored, 180.0, "messages counted as stored");
 
     // Batches formed: fewer commits than sends.
     let commits = chat.metric("chat_send_commits_total").await.unwrap_or(0.0) - sent_before;

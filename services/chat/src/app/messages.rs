@@ -64,7 +64,6 @@ impl App {
             }
             Sent::Earlier(first) => return Ok(Arc::new(first)),
         };
-        self.metrics.messages_sent.inc();
         tracing::Span::current().record("message_id", message.id);
         // The hub heard of it from the writer, in the chat's order.
         let message = Arc::new(message);
