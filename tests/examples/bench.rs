@@ -805,7 +805,10 @@ async fn send_batch(
     let stored = chat::db::messages::send_batch(db, &batch)
         .await
         .map_err(|error| error.to_string())?;
-    if stored.iter().any(Option::is_none) {
+    if !stored
+        .iter()
+        .all(|sent| matches!(sent, chat::db::messages::Batched::Done(Some(_))))
+    {
         return Err("a batched send was refused".into());
     }
     Ok(())

@@ -2,8 +2,13 @@
 //! whatever sends have queued while the last batch was committing, up to
 //! [`GroupCommitConfig::max_batch`], and store them in one transaction with
 //! one commit (and so one flush to disk); there is no timer, so a lone
-//! send waits for nothing and goes alone, in the single statement of
-//! [`db::messages::send`]. Under load, batches grow by themselves.
+//! send waits for nothing. Under load, batches grow by themselves.
+//!
+//! A batch waits for no chat: a chat whose row another transaction holds
+//! (a deletion going through many messages, say) is left out of it, and
+//! its sends wait alone, each in the single statement of
+//! [`db::messages::send`] and a task of its own, so that a busy chat holds
+//! up only its own sends, never a writer.
 //!
 //! What each send comes to is its own: a sender who is not a member, or
 //! an idempotency key used before, refuses or answers that send only. A
@@ -27,7 +32,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::db;
-use crate::db::messages::{BatchedMessage, NewMessage, Sent};
+use crate::db::messages::{Batched, BatchedMessage, NewMessage, Sent};
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::metrics::ChatMetrics;
@@ -164,9 +169,10 @@ impl Writer {
 
     async fn write(&self, batch: Vec<Pending>) {
         self.metrics.send_batch_size.observe(batch.len() as f64);
-        let outcomes: Vec<Result<Option<Sent>>> = if batch.len() == 1 {
-            vec![self.alone(&batch[0].message).await]
-        } else {
+        // Sends whose chat another transaction holds: each waits alone.
+        let mut busy = Vec::new();
+        let mut answered: Vec<(Pending, Result<Option<Sent>>)> = Vec::with_capacity(batch.len());
+        {
             let messages: Vec<BatchedMessage> = batch
                 .iter()
                 .map(|pending| pending.message.clone())
@@ -174,11 +180,20 @@ impl Writer {
             match db::messages::send_batch(&self.pool, &messages).await {
                 Ok(outcomes) => {
                     self.metrics.send_commits.inc();
-                    outcomes.into_iter().map(Ok).collect()
+                    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                        match outcome {
+                            Batched::Done(sent) => answered.push((pending, Ok(sent))),
+                            Batched::Skipped => busy.push(pending),
+                        }
+                    }
                 }
                 Err(error) if matches!(classify(&error), Failure::Unavailable) => {
                     let error = crate::error::Error::from(error);
-                    batch.iter().map(|_| Err(error_again(&error))).collect()
+                    answered.extend(
+                        batch
+                            .into_iter()
+                            .map(|pending| (pending, Err(error_again(&error)))),
+                    );
                 }
                 Err(error) => {
                     self.metrics.send_batches_split.inc();
@@ -187,18 +202,33 @@ impl Writer {
                         batch = batch.len(),
                         "a batch of sends was refused as a whole; sending them one by one"
                     );
-                    let mut outcomes = Vec::with_capacity(batch.len());
-                    for pending in &batch {
-                        outcomes.push(self.alone(&pending.message).await);
+                    for pending in batch {
+                        let outcome = self.alone(&pending.message).await;
+                        answered.push((pending, outcome));
                     }
-                    outcomes
                 }
             }
-        };
-        // The hub first, in each chat's order, then the senders.
-        let mut stored: Vec<_> = outcomes
+        }
+        self.answer(answered);
+        for pending in busy {
+            let writer = self.alone_writer();
+            let span = pending.span.clone();
+            tokio::spawn(
+                async move {
+                    let outcome = writer.alone(&pending.message).await;
+                    writer.answer(vec![(pending, outcome)]);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Tells the hub of what was stored, in each chat's order, then the
+    /// senders.
+    fn answer(&self, answered: Vec<(Pending, Result<Option<Sent>>)>) {
+        let mut stored: Vec<_> = answered
             .iter()
-            .filter_map(|outcome| match outcome {
+            .filter_map(|(_, outcome)| match outcome {
                 Ok(Some(Sent::Stored(message))) => Some(message),
                 _ => None,
             })
@@ -208,9 +238,20 @@ impl Writer {
         for message in stored {
             self.hub.committed(Arc::new(message.clone()));
         }
-        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        for (pending, outcome) in answered {
             // A caller that left meanwhile hears nothing; its send stands.
             let _ = pending.reply.send(outcome);
+        }
+    }
+
+    /// What a send left to go alone needs, apart from the queue.
+    fn alone_writer(&self) -> Writer {
+        Writer {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+            max_batch: 1,
+            queue: self.queue.clone(),
         }
     }
 

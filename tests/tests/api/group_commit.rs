@@ -230,3 +230,89 @@ async fn a_burst_of_sends_shares_commits_and_each_send_keeps_its_own_outcome() {
     .expect("a lone send");
     assert_eq!(alone.text, "after the burst");
 }
+
+#[tokio::test]
+async fn a_chat_held_by_another_transaction_holds_up_only_its_own_sends() {
+    let auth = TestAuth::spawn().await;
+    // One writer: if it waited for the busy chat, nothing else would go.
+    let chat = TestChat::spawn_with(&auth, |config| {
+        config.quotas.sends = None;
+        config.group_commit.writers = 1;
+    })
+    .await;
+    let ada = auth.register("ada").await;
+    let grace = auth.register("grace").await;
+    let busy = chat.create_chat(&ada, &[&grace]).await;
+    let free = chat.create_chat(&ada, &[&grace]).await;
+
+    // Another transaction holds the busy chat's row, as a long deletion
+    // would.
+    let mut holder = chat.db.begin().await.expect("a transaction");
+    sqlx::query("select id from chats where id = $1 for update")
+        .bind(busy)
+        .execute(&mut *holder)
+        .await
+        .expect("holding the chat");
+    let waiting: Vec<_> = (0..4)
+        .map(|n| {
+            let (mut client, request) = (
+                chat.chats(),
+                ada.request(pb::SendMessageRequest {
+                    chat_id: busy,
+                    text: format!("waiting {n}"),
+                    client_message_id: String::new(),
+                }),
+            );
+            tokio::spawn(async move { client.send_message(request).await })
+        })
+        .collect();
+    // Sends elsewhere go on meanwhile, more than the writers could take
+    // if the busy chat's sends held them.
+    let planned = Planned {
+        chat: 0,
+        by: 0,
+        text: String::new(),
+        key: String::new(),
+    };
+    for n in 0..20 {
+        let text = format!("elsewhere {n}");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            send(
+                &chat,
+                &grace,
+                free,
+                &Planned {
+                    text: text.clone(),
+                    ..planned.clone()
+                },
+            ),
+        )
+        .await
+        .expect("a send to another chat is not held up")
+        .expect("stored");
+    }
+    assert!(
+        waiting.iter().all(|task| !task.is_finished()),
+        "a send went through a held chat"
+    );
+    holder.commit().await.expect("letting go");
+    for task in waiting {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the waiting sends finish once the chat is free")
+            .expect("a task")
+            .expect("stored")
+            .into_inner()
+            .message
+            .expect("a message");
+        assert!(message.text.starts_with("waiting"));
+    }
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("select seq from messages where chat_id = $1 order by seq")
+            .bind(busy)
+            .fetch_all(&chat.db)
+            .await
+            .expect("the busy chat's messages");
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+}

@@ -158,7 +158,7 @@ async fn a_send_is_one_trace_across_chat_auth_and_the_database() {
         });
         let store = send
             .as_ref()
-            .and_then(|send| find("chat", "store message", Some(&send.span_id)));
+            .and_then(|send| find("chat", "store messages", Some(&send.span_id)));
         if let (Some(a), Some(b), Some(c), Some(d)) = (send, check_client, check_server, store) {
             break (a, b, c, d);
         }

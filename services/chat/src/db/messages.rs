@@ -222,12 +222,11 @@ pub struct BatchedMessage {
 }
 
 /// Stores a batch of sends in one transaction, committed once: what each
-/// came to, in the batch's order (`None`: the chat does not exist or the
-/// sender is not a member).
+/// came to, in the batch's order.
 ///
-/// The chats' rows are locked first, in the order of their ids, so that
-/// no two batches (nor a batch and a single send, which locks one row)
-/// wait for each other in a circle. Everything after reads with the locks
+/// The chats' rows are locked first, in the order of their ids, skipping
+/// those another transaction holds (their sends are left to go alone), so
+/// that a batch waits for nobody and nobody waits for it in a circle. Everything after reads with the locks
 /// held: every send into these chats that committed before is seen, so an
 /// idempotency key is looked up, never raced, and no sequence number is
 /// taken by a message that then fails to store. Within a chat the batch's
@@ -242,7 +241,7 @@ pub struct BatchedMessage {
 pub async fn send_batch(
     db: &sqlx::PgPool,
     batch: &[BatchedMessage],
-) -> std::result::Result<Vec<Option<Sent>>, sqlx::Error> {
+) -> std::result::Result<Vec<Batched>, sqlx::Error> {
     let chat_ids: Vec<i64> = batch.iter().map(|m| m.chat_id).collect();
     let user_ids: Vec<i64> = batch.iter().map(|m| m.from_user_id).collect();
     let usernames: Vec<String> = batch.iter().map(|m| m.from_username.clone()).collect();
@@ -250,8 +249,11 @@ pub async fn send_batch(
     let keys: Vec<Option<String>> = batch.iter().map(|m| m.client_message_id.clone()).collect();
 
     let mut tx = db.begin().await?;
-    sqlx::query!(
-        "select id from chats where id = any($1) order by id for update",
+    // Rows another transaction holds are skipped, not waited for: a chat
+    // busy for long (a deletion through many messages) holds up only its
+    // own sends, which go alone.
+    let locked: Vec<i64> = sqlx::query_scalar!(
+        "select id from chats where id = any($1) order by id for update skip locked",
         &chat_ids
     )
     .fetch_all(&mut *tx)
@@ -264,6 +266,7 @@ pub async fn send_batch(
            member as (
                select i.ord from input i
                join chat_members m on m.chat_id = i.chat_id and m.user_id = i.user_id
+               where i.chat_id = any($6)
            ),
            earlier as (
                select i.ord, e.id, e.chat_id, e.seq, e.from_user_id, e.from_username, e.text,
@@ -330,13 +333,23 @@ pub async fn send_batch(
         &user_ids,
         &usernames,
         &texts,
-        &keys as &[Option<String>]
+        &keys as &[Option<String>],
+        &locked
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
 
-    let mut outcomes: Vec<Option<Sent>> = (0..batch.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Batched> = batch
+        .iter()
+        .map(|message| {
+            if locked.contains(&message.chat_id) {
+                Batched::Done(None)
+            } else {
+                Batched::Skipped
+            }
+        })
+        .collect();
     for row in rows {
         let message = MessageRow {
             id: row.id,
@@ -354,11 +367,20 @@ pub async fn send_batch(
         else {
             continue;
         };
-        *slot = Some(if row.earlier {
+        *slot = Batched::Done(Some(if row.earlier {
             Sent::Earlier(message)
         } else {
             Sent::Stored(message)
-        });
+        }));
     }
     Ok(outcomes)
+}
+
+/// What a batch made of one of its sends.
+pub enum Batched {
+    /// Stored or answered (`None`: no such chat, or not a member).
+    Done(Option<Sent>),
+    /// Its chat's row was locked by another transaction, or there is no
+    /// such chat: the batch left it, to be sent alone.
+    Skipped,
 }
