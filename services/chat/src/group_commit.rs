@@ -1,5 +1,6 @@
-//! Group commit: sends share transactions. Each replica's writers take
-//! whatever sends have queued while the last batch was committing, up to
+//! Group commit: sends share transactions. Each replica's writers (each
+//! chat's sends always going to the same one) take whatever sends have
+//! queued while the last batch was committing, up to
 //! [`GroupCommitConfig::max_batch`], and store them in one transaction with
 //! one commit (and so one flush to disk); there is no timer, so a lone
 //! send waits for nothing. Under load, batches grow by themselves.
@@ -55,7 +56,8 @@ impl Default for GroupCommitConfig {
     }
 }
 
-/// Sends waiting for a writer, per replica, before a sender waits for room.
+/// Sends waiting for the writers, per replica, before a sender waits for
+/// room (shared out among the writers' queues).
 const QUEUED: usize = 4096;
 
 struct Pending {
@@ -66,10 +68,11 @@ struct Pending {
     span: tracing::Span,
 }
 
-/// Where sends go to be stored.
+/// Where sends go to be stored: one queue per writer, each chat's sends
+/// always to the same one.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    queues: Arc<Vec<mpsc::Sender<Pending>>>,
 }
 
 struct Writer {
@@ -88,28 +91,38 @@ impl GroupCommit {
         metrics: ChatMetrics,
         config: GroupCommitConfig,
     ) -> (GroupCommit, Vec<JoinHandle<()>>) {
-        let (queue, received) = mpsc::channel(QUEUED);
-        let received = Arc::new(Mutex::new(received));
-        let tasks = (0..config.writers.max(1))
-            .map(|_| {
-                let writer = Writer {
-                    pool: pool.clone(),
-                    hub: hub.clone(),
-                    metrics: metrics.clone(),
-                    max_batch: config.max_batch.max(1),
-                    queue: received.clone(),
-                };
-                tokio::spawn(writer.run())
-            })
-            .collect();
-        (GroupCommit { queue }, tasks)
+        let writers = config.writers.max(1);
+        let mut queues = Vec::with_capacity(writers);
+        let mut tasks = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (queue, received) = mpsc::channel(QUEUED / writers);
+            queues.push(queue);
+            let writer = Writer {
+                pool: pool.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                max_batch: config.max_batch.max(1),
+                queue: Arc::new(Mutex::new(received)),
+            };
+            tasks.push(tokio::spawn(writer.run()));
+        }
+        (
+            GroupCommit {
+                queues: Arc::new(queues),
+            },
+            tasks,
+        )
     }
 
     /// Stores `message` with whatever sends it is batched with; what it
     /// came to (`None`: no such chat, or the sender is not a member).
     pub(crate) async fn send(&self, message: BatchedMessage) -> Result<Option<Sent>> {
         let (reply, answer) = oneshot::channel();
-        self.queue
+        // A chat's sends go to one writer: two writers never take turns at
+        // one chat's row (one would skip it, and its sends go alone), and
+        // the hub hears each chat's messages from one writer, in order.
+        let writer = message.chat_id.rem_euclid(self.queues.len() as i64) as usize;
+        self.queues[writer]
             .send(Pending {
                 message,
                 reply,
