@@ -17,6 +17,7 @@ const WITHIN: Duration = Duration::from_secs(60);
 const VERIFY: &str = "Confirm your email address";
 const RESET: &str = "Reset your password";
 const CHANGED: &str = "Your email address was changed";
+const NEW_PASSWORD: &str = "Your password was changed";
 
 fn email_of(name: &str) -> String {
     format!("{name}@example.com")
@@ -176,6 +177,11 @@ async fn a_reset_takes_the_mailed_token_once_and_ends_every_session() {
     reset(&auth, &token, "a-new-password")
         .await
         .expect("resetting");
+    // The owner is told, in case it was not them.
+    let notice = server
+        .wait_for("ada@example.com", NEW_PASSWORD, 1, WITHIN)
+        .await;
+    assert!(notice.body.contains("every\nsession"), "{}", notice.body);
     let status = reset(&auth, &token, "yet-another-one")
         .await
         .expect_err("a used token");
@@ -487,6 +493,9 @@ async fn a_password_change_ends_the_reset_tokens_asked_for_before_it() {
         }))
         .await
         .expect("changing the password");
+    server
+        .wait_for("ada@example.com", NEW_PASSWORD, 1, WITHIN)
+        .await;
     let status = reset(&auth, &mail.link_token("reset"), "a-new-password")
         .await
         .expect_err("a token from before the change");

@@ -14,7 +14,7 @@ use crate::domain::{Email, NewPassword, Password, Role, UserId, UserName};
 use crate::error::{Error, Result};
 use crate::mail::messages;
 
-/// How long the notice of an email change is tried for.
+/// How long the notices of an email or password change are tried for.
 const EMAIL_CHANGED_DELIVER_WITHIN: std::time::Duration =
     std::time::Duration::from_secs(3 * 24 * 60 * 60);
 
@@ -292,7 +292,19 @@ impl App {
         // and reset tokens asked for before it end with them.
         db::revocations::raise(&mut *tx, id.0, version).await?;
         db::email_tokens::end(&mut *tx, id.0, db::email_tokens::Purpose::ResetPassword).await?;
+        // The owner hears of it, whoever changed it.
+        if let Some(user) = db::users::get(&mut *tx, id.0).await? {
+            db::mail_outbox::enqueue(
+                &mut *tx,
+                Some(id.0),
+                &messages::password_changed(&user.email),
+                false,
+                super::sessions::expiry(EMAIL_CHANGED_DELIVER_WITHIN)?,
+            )
+            .await?;
+        }
         tx.commit().await?;
+        self.mail_queued.notify();
         self.policy.revoke(id, version);
         tracing::info!("password changed; the user's tokens are revoked");
         Ok(())

@@ -16,6 +16,8 @@ use crate::tokens::refresh;
 
 /// Reset tokens are told apart from other tokens by this.
 const TOKEN_PREFIX: &str = "pr_";
+/// How long a notice of a new password is tried for.
+const NOTICE_DELIVER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 60 * 60);
 
 impl App {
     /// Mails a reset token to `email` if a user has it and has verified
@@ -93,7 +95,17 @@ impl App {
         // The new version ends every session started before, and every
         // access token issued before.
         db::revocations::raise(&mut *tx, id.0, version).await?;
+        // The owner hears of it, in case it was not them.
+        db::mail_outbox::enqueue(
+            &mut *tx,
+            Some(id.0),
+            &messages::password_changed(&user.email),
+            false,
+            expiry(NOTICE_DELIVER_WITHIN)?,
+        )
+        .await?;
         tx.commit().await?;
+        self.mail_queued.notify();
         self.policy.revoke(id, version);
         tracing::info!(
             security_event = "password_reset",

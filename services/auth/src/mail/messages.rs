@@ -19,6 +19,7 @@ pub struct Mail {
 pub const VERIFY_EMAIL: &str = "verify_email";
 pub const RESET_PASSWORD: &str = "reset_password";
 pub const EMAIL_CHANGED: &str = "email_changed";
+pub const PASSWORD_CHANGED: &str = "password_changed";
 
 fn lifetime(ttl: Duration) -> String {
     let minutes = ttl.as_secs() / 60;
@@ -104,6 +105,22 @@ pub fn email_changed(old_address: &str, new_address: &str) -> Mail {
              someone else can use your account: log in, change your password\n\
              and end your other sessions, or ask an administrator for help.\n"
         ),
+    }
+}
+
+/// After a reset by mail or a change of the password.
+pub fn password_changed(recipient: &str) -> Mail {
+    Mail {
+        kind: PASSWORD_CHANGED,
+        recipient: recipient.to_owned(),
+        subject: "Your password was changed".to_owned(),
+        body: "The password of your chat account was changed, and every\n\
+               session of the account has ended.\n\
+               \n\
+               If you did this, there is nothing more to do. If you did not,\n\
+               reset your password from the login page, or ask an\n\
+               administrator for help.\n"
+            .to_owned(),
     }
 }
 
