@@ -3,7 +3,7 @@
 //! require STARTTLS with a certificate the tests issue, and be stopped and
 //! started again on the same port, as an outage is.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use auth::config::{SmtpConfig, SmtpSecurity};
 
 use crate::certificates::Issued;
-use crate::process::free_addr;
+use crate::process::{free_addr, wait_until_listening};
 
 /// The Python that runs `aiosmtpd` (`PYTHON`, else `python3`).
 fn python() -> PathBuf {
@@ -153,15 +153,7 @@ impl MailServer {
                 panic!("starting aiosmtpd failed ({error}): install it with `pip install aiosmtpd`")
             });
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {} within fifteen seconds",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(self.addr, Duration::from_secs(15), "aiosmtpd");
     }
 
     /// Every mail received so far, oldest first.

@@ -3,12 +3,12 @@
 //! `.ci/run` installs), or from `NATS_SERVER` when that names one. It can
 //! be stopped and started again on the same port, as a restart is.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::process::free_addr;
+use crate::process::{free_addr, wait_until_listening};
 
 /// A NATS server; killed when dropped.
 pub struct NatsServer {
@@ -92,15 +92,7 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {} within ten seconds",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(self.addr, Duration::from_secs(10), "nats-server");
     }
 }
 

@@ -92,6 +92,21 @@ fn build_for_example(exe: &Path) {
 }
 
 /// A loopback address nobody listens on now.
+/// Waits until something accepts connections on `addr`; panics naming
+/// `what` if nothing does `within`.
+pub fn wait_until_listening(addr: SocketAddr, within: std::time::Duration, what: &str) {
+    let deadline = std::time::Instant::now() + within;
+    while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {addr} within {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

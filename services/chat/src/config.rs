@@ -9,7 +9,6 @@ use host::quota::rate_var as rate;
 use host::server::Edge;
 use secrecy::SecretString;
 
-pub use crate::group_commit::GroupCommitConfig;
 pub use crate::quotas::QuotaConfig;
 
 /// How often watched chats are compared with the database, by default.
@@ -336,6 +335,25 @@ fn service_secret(
         );
     }
     Ok(secret)
+}
+
+/// How sends share transactions (see [`crate::group_commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitConfig {
+    /// Batches committed at once (`CHAT_SEND_WRITERS`): while one flushes,
+    /// the next gathers.
+    pub writers: usize,
+    /// The most sends one batch takes (`CHAT_SEND_BATCH_MAX`).
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> GroupCommitConfig {
+        GroupCommitConfig {
+            writers: 2,
+            max_batch: 256,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,33 +28,16 @@ use std::sync::Arc;
 
 use futures::FutureExt as _;
 use host::database::{Failure, classify};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
+use crate::config::GroupCommitConfig;
 use crate::db;
 use crate::db::messages::{Batched, BatchedMessage, NewMessage, Sent};
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::metrics::ChatMetrics;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupCommitConfig {
-    /// Batches committed at once (`CHAT_SEND_WRITERS`): while one flushes,
-    /// the next gathers.
-    pub writers: usize,
-    /// The most sends one batch takes (`CHAT_SEND_BATCH_MAX`).
-    pub max_batch: usize,
-}
-
-impl Default for GroupCommitConfig {
-    fn default() -> GroupCommitConfig {
-        GroupCommitConfig {
-            writers: 2,
-            max_batch: 256,
-        }
-    }
-}
 
 /// Sends waiting for the writers, per replica, before a sender waits for
 /// room (shared out among the writers' queues).
@@ -75,12 +58,18 @@ pub(crate) struct GroupCommit {
     queues: Arc<Vec<mpsc::Sender<Pending>>>,
 }
 
-struct Writer {
+/// What stores sends and answers them: a writer's, and a busy chat's
+/// lone sends'.
+struct Store {
     pool: sqlx::PgPool,
     hub: Arc<Hub>,
     metrics: ChatMetrics,
+}
+
+struct Writer {
+    store: Arc<Store>,
     max_batch: usize,
-    queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    queue: mpsc::Receiver<Pending>,
 }
 
 impl GroupCommit {
@@ -92,17 +81,16 @@ impl GroupCommit {
         config: GroupCommitConfig,
     ) -> (GroupCommit, Vec<JoinHandle<()>>) {
         let writers = config.writers.max(1);
+        let store = Arc::new(Store { pool, hub, metrics });
         let mut queues = Vec::with_capacity(writers);
         let mut tasks = Vec::with_capacity(writers);
         for _ in 0..writers {
             let (queue, received) = mpsc::channel(QUEUED / writers);
             queues.push(queue);
             let writer = Writer {
-                pool: pool.clone(),
-                hub: hub.clone(),
-                metrics: metrics.clone(),
+                store: store.clone(),
                 max_batch: config.max_batch.max(1),
-                queue: Arc::new(Mutex::new(received)),
+                queue: received,
             };
             tasks.push(tokio::spawn(writer.run()));
         }
@@ -143,22 +131,18 @@ fn stopping() -> crate::error::Error {
 }
 
 impl Writer {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
-            let batch = {
-                let mut queue = self.queue.lock().await;
-                let Some(first) = queue.recv().await else {
-                    return;
-                };
-                let mut batch = vec![first];
-                while batch.len() < self.max_batch {
-                    match queue.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                batch
+            let Some(first) = self.queue.recv().await else {
+                return;
             };
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match self.queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
             // Never acknowledged: their callers left while they waited.
             let batch: Vec<Pending> = batch
                 .into_iter()
@@ -181,7 +165,10 @@ impl Writer {
     }
 
     async fn write(&self, batch: Vec<Pending>) {
-        self.metrics.send_batch_size.observe(batch.len() as f64);
+        self.store
+            .metrics
+            .send_batch_size
+            .observe(batch.len() as f64);
         // Sends whose chat another transaction holds: each waits alone.
         let mut busy = Vec::new();
         let mut answered: Vec<(Pending, Result<Option<Sent>>)> = Vec::with_capacity(batch.len());
@@ -190,9 +177,9 @@ impl Writer {
                 .iter()
                 .map(|pending| pending.message.clone())
                 .collect();
-            match db::messages::send_batch(&self.pool, &messages).await {
+            match db::messages::send_batch(&self.store.pool, &messages).await {
                 Ok(outcomes) => {
-                    self.metrics.send_commits.inc();
+                    self.store.metrics.send_commits.inc();
                     for (pending, outcome) in batch.into_iter().zip(outcomes) {
                         match outcome {
                             Batched::Done(sent) => answered.push((pending, Ok(sent))),
@@ -209,33 +196,35 @@ impl Writer {
                     );
                 }
                 Err(error) => {
-                    self.metrics.send_batches_split.inc();
+                    self.store.metrics.send_batches_split.inc();
                     tracing::warn!(
                         %error,
                         batch = batch.len(),
                         "a batch of sends was refused as a whole; sending them one by one"
                     );
                     for pending in batch {
-                        let outcome = self.alone(&pending.message).await;
+                        let outcome = self.store.alone(&pending.message).await;
                         answered.push((pending, outcome));
                     }
                 }
             }
         }
-        self.answer(answered);
+        self.store.answer(answered);
         for pending in busy {
-            let writer = self.alone_writer();
+            let store = self.store.clone();
             let span = pending.span.clone();
             tokio::spawn(
                 async move {
-                    let outcome = writer.alone(&pending.message).await;
-                    writer.answer(vec![(pending, outcome)]);
+                    let outcome = store.alone(&pending.message).await;
+                    store.answer(vec![(pending, outcome)]);
                 }
                 .instrument(span),
             );
         }
     }
+}
 
+impl Store {
     /// Tells the hub of what was stored, in each chat's order, then the
     /// senders.
     fn answer(&self, answered: Vec<(Pending, Result<Option<Sent>>)>) {
@@ -254,17 +243,6 @@ impl Writer {
         for (pending, outcome) in answered {
             // A caller that left meanwhile hears nothing; its send stands.
             let _ = pending.reply.send(outcome);
-        }
-    }
-
-    /// What a send left to go alone needs, apart from the queue.
-    fn alone_writer(&self) -> Writer {
-        Writer {
-            pool: self.pool.clone(),
-            hub: self.hub.clone(),
-            metrics: self.metrics.clone(),
-            max_batch: 1,
-            queue: self.queue.clone(),
         }
     }
 

@@ -70,9 +70,9 @@ impl App {
         // Looked at before the hash, so that made-up tokens cost no hash;
         // taken after it, so that a refused hash (the queue is full) does
         // not use it up.
-        if !db::email_tokens::is_live(&self.pool, &digest, Purpose::ResetPassword).await? {
-            return Err(refused());
-        }
+        db::email_tokens::owner(&self.pool, &digest, Purpose::ResetPassword)
+            .await?
+            .ok_or_else(refused)?;
         let hash = self.passwords.hash(new_password.as_password()).await?;
         let mut tx = self.pool.begin().await?;
         let taken = db::email_tokens::take(&mut *tx, &digest, Purpose::ResetPassword)

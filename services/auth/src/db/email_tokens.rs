@@ -72,18 +72,6 @@ pub async fn take(
     .await?)
 }
 
-/// Whether a token with this digest works now.
-pub async fn is_live(db: impl PgExecutor<'_>, digest: &[u8], purpose: Purpose) -> Result<bool> {
-    Ok(sqlx::query_scalar!(
-        r#"select exists (select 1 from email_tokens
-                          where digest = $1 and purpose = $2 and expires_at > now()) as "live!""#,
-        digest,
-        purpose.as_str()
-    )
-    .fetch_one(db)
-    .await?)
-}
-
 /// Whose a live token is, without using it.
 pub async fn owner(
     db: impl PgExecutor<'_>,
